@@ -1,0 +1,2 @@
+/** BiFlow-J bench. */
+package dev.biflow.bench;

@@ -1,0 +1,2 @@
+/** BiFlow-J cli. */
+package dev.biflow.cli;

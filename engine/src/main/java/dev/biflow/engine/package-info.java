@@ -1,0 +1,2 @@
+/** The tensor + reverse-mode autograd engine: tensors, ops with their gradients, CPU kernels, nn, optim, io. */
+package dev.biflow.engine;

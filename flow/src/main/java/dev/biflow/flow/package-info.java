@@ -1,0 +1,2 @@
+/** BiFlow-J flow. */
+package dev.biflow.flow;

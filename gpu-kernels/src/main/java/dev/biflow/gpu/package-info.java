@@ -1,0 +1,2 @@
+/** BiFlow-J gpu-kernels. */
+package dev.biflow.gpu;

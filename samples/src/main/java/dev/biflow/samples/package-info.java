@@ -1,0 +1,2 @@
+/** BiFlow-J samples. */
+package dev.biflow.samples;
