@@ -1,0 +1,102 @@
+// Vector API elementwise kernels (FloatVector.SPECIES_PREFERRED, scalar tails) used by the ops.
+package dev.biflow.engine.kernels;
+
+import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.VectorOperators;
+import jdk.incubator.vector.VectorSpecies;
+
+/** Elementwise and reduction kernels over float arrays; every loop has a scalar tail. */
+public final class Vec {
+    private Vec() {}
+
+    public static final VectorSpecies<Float> S = FloatVector.SPECIES_PREFERRED;
+    private static final int L = S.length();
+
+    public static void add(float[] a, float[] b, float[] out, int lo, int hi) {
+        int i = lo;
+        for (int end = lo + S.loopBound(hi - lo); i < end; i += L)
+            FloatVector.fromArray(S, a, i).add(FloatVector.fromArray(S, b, i)).intoArray(out, i);
+        for (; i < hi; i++) out[i] = a[i] + b[i];
+    }
+
+    public static void sub(float[] a, float[] b, float[] out, int lo, int hi) {
+        int i = lo;
+        for (int end = lo + S.loopBound(hi - lo); i < end; i += L)
+            FloatVector.fromArray(S, a, i).sub(FloatVector.fromArray(S, b, i)).intoArray(out, i);
+        for (; i < hi; i++) out[i] = a[i] - b[i];
+    }
+
+    public static void mul(float[] a, float[] b, float[] out, int lo, int hi) {
+        int i = lo;
+        for (int end = lo + S.loopBound(hi - lo); i < end; i += L)
+            FloatVector.fromArray(S, a, i).mul(FloatVector.fromArray(S, b, i)).intoArray(out, i);
+        for (; i < hi; i++) out[i] = a[i] * b[i];
+    }
+
+    public static void div(float[] a, float[] b, float[] out, int lo, int hi) {
+        int i = lo;
+        for (int end = lo + S.loopBound(hi - lo); i < end; i += L)
+            FloatVector.fromArray(S, a, i).div(FloatVector.fromArray(S, b, i)).intoArray(out, i);
+        for (; i < hi; i++) out[i] = a[i] / b[i];
+    }
+
+    /** out[i] = s * x[i] over [lo, hi). */
+    public static void scale(float s, float[] x, float[] out, int lo, int hi) {
+        int i = lo;
+        for (int end = lo + S.loopBound(hi - lo); i < end; i += L)
+            FloatVector.fromArray(S, x, i).mul(s).intoArray(out, i);
+        for (; i < hi; i++) out[i] = s * x[i];
+    }
+
+    /** y[i] += s * x[i] over [lo, hi). */
+    public static void axpy(float s, float[] x, float[] y, int lo, int hi) {
+        int i = lo;
+        FloatVector vs = FloatVector.broadcast(S, s);
+        for (int end = lo + S.loopBound(hi - lo); i < end; i += L)
+            FloatVector.fromArray(S, x, i).fma(vs, FloatVector.fromArray(S, y, i)).intoArray(y, i);
+        for (; i < hi; i++) y[i] += s * x[i];
+    }
+
+    /** y[yOff + i] += s * x[xOff + i] for i in [0, n). */
+    public static void axpy(float s, float[] x, int xOff, float[] y, int yOff, int n) {
+        int i = 0;
+        FloatVector vs = FloatVector.broadcast(S, s);
+        for (int end = S.loopBound(n); i < end; i += L)
+            FloatVector.fromArray(S, x, xOff + i).fma(vs, FloatVector.fromArray(S, y, yOff + i)).intoArray(y, yOff + i);
+        for (; i < n; i++) y[yOff + i] += s * x[xOff + i];
+    }
+
+    /** Sum of x[off .. off+n). */
+    public static float sum(float[] x, int off, int n) {
+        FloatVector acc = FloatVector.zero(S);
+        int i = 0;
+        for (int end = S.loopBound(n); i < end; i += L) acc = acc.add(FloatVector.fromArray(S, x, off + i));
+        float s = acc.reduceLanes(VectorOperators.ADD);
+        for (; i < n; i++) s += x[off + i];
+        return s;
+    }
+
+    /** Dot product of x[xOff ..] and y[yOff ..] over n elements. */
+    public static float dot(float[] x, int xOff, float[] y, int yOff, int n) {
+        FloatVector acc = FloatVector.zero(S);
+        int i = 0;
+        for (int end = S.loopBound(n); i < end; i += L)
+            acc = FloatVector.fromArray(S, x, xOff + i).fma(FloatVector.fromArray(S, y, yOff + i), acc);
+        float s = acc.reduceLanes(VectorOperators.ADD);
+        for (; i < n; i++) s += x[xOff + i] * y[yOff + i];
+        return s;
+    }
+
+    /** Max of x[off .. off+n), n >= 1. */
+    public static float max(float[] x, int off, int n) {
+        int i = 0;
+        float m = Float.NEGATIVE_INFINITY;
+        if (n >= L) {
+            FloatVector acc = FloatVector.broadcast(S, Float.NEGATIVE_INFINITY);
+            for (int end = S.loopBound(n); i < end; i += L) acc = acc.max(FloatVector.fromArray(S, x, off + i));
+            m = acc.reduceLanes(VectorOperators.MAX);
+        }
+        for (; i < n; i++) m = Math.max(m, x[off + i]);
+        return m;
+    }
+}
