@@ -1,0 +1,310 @@
+// TARFlow / iTARFlow (transformer autoregressive flow), read beside apple/ml-tarflow's transformer_flow.py.
+package dev.biflow.flow.model;
+
+import dev.biflow.engine.Fused;
+import dev.biflow.engine.Grad;
+import dev.biflow.engine.Ops;
+import dev.biflow.engine.Rng;
+import dev.biflow.engine.Tensor;
+import dev.biflow.engine.nn.Init;
+import dev.biflow.engine.nn.KVCache;
+import dev.biflow.engine.nn.Linear;
+import dev.biflow.engine.nn.MLP;
+import dev.biflow.engine.nn.Module;
+import dev.biflow.engine.nn.ModuleList;
+import dev.biflow.engine.nn.MultiHeadAttention;
+
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * The forward flow F: x (B, C, H, W) -> z (B, T, C p^2). Images are patchified into T tokens;
+ * B blocks, alternately in identity and flipped token order, each an affine autoregressive
+ * transform z_t = (x_t - b_t(x_<t)) * exp(-a_t(x_<t)) whose parameters come from a causal
+ * Transformer, shifted by one token so token 0 passes unchanged. iTARFlow adds norm control:
+ * (a, b) are clipped to [-c, c].
+ *
+ * <p>Parameter names equal ml-tarflow's {@code Model.state_dict()}, so checkpoints move both ways.
+ */
+public final class TarFlow extends Module {
+    /** ml-tarflow's learning rate for the running prior variance. */
+    public static final float VAR_LR = 0.1f;
+
+    public final TarFlowConfig config;
+    public final ModuleList<MetaBlock> blocks;
+    /** Prior variance per token value (T, C p^2): z ~ N(0, var) at sampling. */
+    public final Tensor var;
+
+    public TarFlow(TarFlowConfig config, Rng rng) {
+        this.config = config;
+        this.blocks = registerModule("blocks", new ModuleList<>());
+        for (int i = 0; i < config.numBlocks(); i++) blocks.add(new MetaBlock(config, i % 2 == 1, rng));
+        this.var = registerBuffer("var", Tensor.ones(config.tokens(), config.tokenDim()));
+    }
+
+    /** z, each block's output, and the summed log-determinant per dimension, (B,). */
+    public record Forward(Tensor z, List<Tensor> outputs, Tensor logdet) {}
+
+    public Tensor patchify(Tensor x) { return Fused.patchify(x, config.patchSize()); }
+
+    public Tensor unpatchify(Tensor z) {
+        return Fused.unpatchify(z, config.inChannels(), config.imgSize(), config.imgSize(), config.patchSize());
+    }
+
+    /**
+     * x (B, C, H, W) -> z (B, T, Cp^2). y: class labels (B), -1 for a dropped label (uses the
+     * mean class embedding), or null for unconditional.
+     */
+    public Forward forward(Tensor x, int[] y) {
+        checkImages(x);
+        checkLabels(y, x.size(0));
+        Tensor h = patchify(x); // (B, T, Cp^2)
+        Tensor logdets = null;
+        List<Tensor> outs = new ArrayList<>();
+        for (MetaBlock block : blocks) {
+            Tensor[] r = block.forward(h, y);
+            h = r[0];
+            logdets = logdets == null ? r[1] : Ops.add(logdets, r[1]);
+            outs.add(h);
+        }
+        return new Forward(h, outs, logdets);
+    }
+
+    /** ml-tarflow's loss: NLL per dimension without constants, 0.5 mean(z^2) - mean(logdet). */
+    public static Tensor loss(Forward f) {
+        return Ops.sub(Ops.mulScalar(Ops.mean(Ops.square(f.z())), 0.5f), Ops.mean(f.logdet()));
+    }
+
+    /** Moves the prior variance toward the batch's E[z^2] (outside autograd). */
+    public void updatePrior(Tensor z) {
+        int b = z.size(0), n = var.numel();
+        float[] zd = z.data(), v = var.data();
+        for (int j = 0; j < n; j++) {
+            double s = 0;
+            for (int i = 0; i < b; i++) s += (double) zd[i * n + j] * zd[i * n + j];
+            v[j] += VAR_LR * ((float) (s / b) - v[j]);
+        }
+    }
+
+    /** Guidance at sampling: scale g, annealed g_i = (i+1)/(T-1) g, and the unconditional pass's attention temperature. */
+    public record Guidance(float scale, boolean annealed, float attnTemp) {
+        public static final Guidance NONE = new Guidance(0f, false, 1f);
+
+        public Guidance {
+            if (scale < 0) throw new IllegalArgumentException("guidance scale must be >= 0, got " + scale);
+            if (!(attnTemp > 0)) throw new IllegalArgumentException("attention temperature must be > 0, got " + attnTemp);
+        }
+    }
+
+    /**
+     * The exact inverse: z (B, T, Cp^2) -> x (B, C, H, W). Blocks in reverse order; in each, T-1
+     * serial steps feed token i through the layers with a KV cache and solve token i+1. z is
+     * first scaled by the prior's sqrt(var). Guidance needs labels (it contrasts with the
+     * unconditional pass, which keeps its own caches).
+     */
+    public Tensor reverse(Tensor z, int[] y, Guidance g) {
+        checkTokens(z);
+        checkLabels(y, z.size(0));
+        if (g.scale() > 0 && (!config.conditional() || y == null))
+            throw new IllegalArgumentException("guidance needs a class-conditional model and labels; pass guidance 0 or give labels");
+        try (var ng = Grad.noGrad()) {
+            Tensor x = Ops.mul(z, Ops.sqrt(var));
+            for (int i = blocks.size() - 1; i >= 0; i--) x = blocks.get(i).reverse(x, y, g);
+            return unpatchify(x);
+        } catch (RuntimeException e) {
+            throw e;
+        } catch (Exception e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    /** The exact inverse without a KV cache (each step re-runs the whole prefix): a reference for tests. */
+    public Tensor reverseUncached(Tensor z, int[] y, Guidance g) {
+        checkTokens(z);
+        try (var ng = Grad.noGrad()) {
+            Tensor x = Ops.mul(z, Ops.sqrt(var));
+            for (int i = blocks.size() - 1; i >= 0; i--) x = blocks.get(i).reverseUncached(x, y, g);
+            return unpatchify(x);
+        } catch (RuntimeException e) {
+            throw e;
+        } catch (Exception e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    private void checkImages(Tensor x) {
+        int c = config.inChannels(), s = config.imgSize();
+        if (x.dim() != 4 || x.size(1) != c || x.size(2) != s || x.size(3) != s)
+            throw new IllegalArgumentException("TarFlow expects images (B, " + c + ", " + s + ", " + s + "), got "
+                    + dev.biflow.engine.Shape.str(x.shape()) + "; the model was built for " + config.toJson());
+    }
+
+    private void checkTokens(Tensor z) {
+        if (z.dim() != 3 || z.size(1) != config.tokens() || z.size(2) != config.tokenDim())
+            throw new IllegalArgumentException("TarFlow expects noise (B, " + config.tokens() + ", " + config.tokenDim() + "), got "
+                    + dev.biflow.engine.Shape.str(z.shape()));
+    }
+
+    private void checkLabels(int[] y, int batch) {
+        if (y == null) return;
+        if (!config.conditional())
+            throw new IllegalArgumentException("labels given to an unconditional model (num_classes = 0); pass null");
+        if (y.length != batch) throw new IllegalArgumentException(y.length + " labels for a batch of " + batch);
+        for (int v : y)
+            if (v < -1 || v >= config.numClasses())
+                throw new IllegalArgumentException("label " + v + " is outside [0, " + config.numClasses() + ") (or -1 for a dropped label)");
+    }
+
+    // ==================================================================== one flow block
+
+    /** ml-tarflow's MetaBlock: one affine autoregressive transform in a fixed token order. */
+    public static final class MetaBlock extends Module {
+        final TarFlowConfig cfg;
+        /** True for blocks that read the tokens in reverse order. */
+        public final boolean flip;
+        public final Linear projIn, projOut;
+        public final Tensor posEmbed, classEmbed;
+        public final ModuleList<AttentionBlock> attnBlocks;
+
+        MetaBlock(TarFlowConfig cfg, boolean flip, Rng rng) {
+            this.cfg = cfg;
+            this.flip = flip;
+            int d = cfg.channels(), t = cfg.tokens(), td = cfg.tokenDim();
+            projIn = registerModule("proj_in", new Linear(td, d, true, rng));
+            posEmbed = registerParameter("pos_embed", Init.normal(Tensor.zeros(t, d), rng, 0, 1e-2));
+            classEmbed = cfg.conditional()
+                    ? registerParameter("class_embed", Init.normal(Tensor.zeros(cfg.numClasses(), 1, d), rng, 0, 1e-2)) : null;
+            attnBlocks = registerModule("attn_blocks", new ModuleList<>());
+            for (int j = 0; j < cfg.layersPerBlock(); j++) attnBlocks.add(new AttentionBlock(d, cfg.headDim(), rng));
+            projOut = registerModule("proj_out", new Linear(d, 2 * td, true, rng));
+            Init.zeros(projOut.weight); // start as the identity map: a = 0 means no scaling
+        }
+
+        private Tensor order(Tensor x, int axis) { return flip ? Ops.flip(x, axis) : x; }
+
+        /** The class term (B, 1, D) or (1, 1, D): embedding of y, the mean embedding where y = -1 or y is null. */
+        Tensor classTerm(int[] y) {
+            if (classEmbed == null) return null;
+            Tensor mean = Ops.mean(classEmbed, new int[]{0}, true); // (1, 1, D)
+            if (y == null) return mean;
+            int[] ids = new int[y.length];
+            boolean anyDropped = false;
+            float[] m = new float[y.length];
+            for (int i = 0; i < y.length; i++) {
+                ids[i] = Math.max(0, y[i]);
+                if (y[i] < 0) { m[i] = 1f; anyDropped = true; }
+            }
+            Tensor e = Ops.indexSelect(classEmbed, 0, ids); // (B, 1, D)
+            if (!anyDropped) return e;
+            return Ops.where(Tensor.of(m, y.length, 1, 1), mean, e);
+        }
+
+        /** x (B, T, Cp^2) in natural order -> {z (B, T, Cp^2), logdet (B,)}. */
+        public Tensor[] forward(Tensor x, int[] y) {
+            int b = x.size(0), t = x.size(1), td = x.size(2);
+            Tensor xin = order(x, 1);
+            Tensor h = Ops.add(projIn.forward(xin), order(posEmbed, 0)); // (B, T, D)
+            Tensor c = classTerm(y);
+            if (c != null) h = Ops.add(h, c);
+            for (AttentionBlock blk : attnBlocks) h = blk.forward(h, 1f, null);
+            Tensor out = projOut.forward(h); // (B, T, 2 Cp^2)
+            // shift by one token: the params of token t come from tokens < t; token 0 passes unchanged
+            out = Ops.concat(1, Tensor.zeros(b, 1, 2 * td), Ops.narrow(out, 1, 0, t - 1));
+            out = cfg.normControl().apply(out, cfg.clip());
+            Tensor[] ab = Ops.chunk(out, 2, 2);
+            Tensor xa = ab[0], xb = ab[1]; // (B, T, Cp^2) each
+            Tensor z = Ops.mul(Ops.sub(xin, xb), Ops.exp(Ops.neg(xa)));
+            Tensor logdet = Ops.neg(Ops.mean(xa, new int[]{1, 2}, false)); // (B,)
+            return new Tensor[]{order(z, 1), logdet};
+        }
+
+        /** The params (xa, xb) of token i+1 from token i, through the layers with KV caches; (B, 1, Cp^2) each. */
+        private Tensor[] step(Tensor x, Tensor pos, int i, Tensor cls, float temp, KVCache[] caches) {
+            Tensor h = Ops.add(projIn.forward(Ops.narrow(x, 1, i, 1)), Ops.narrow(pos, 0, i, 1)); // (B, 1, D)
+            if (cls != null) h = Ops.add(h, cls);
+            for (int l = 0; l < attnBlocks.size(); l++) h = attnBlocks.get(l).forward(h, temp, caches[l]);
+            Tensor out = cfg.normControl().apply(projOut.forward(h), cfg.clip()); // (B, 1, 2 Cp^2)
+            return Ops.chunk(out, 2, 2);
+        }
+
+        /** Inverse of {@link #forward}: z (B, T, Cp^2) -> x, token by token. */
+        public Tensor reverse(Tensor z, int[] y, Guidance g) {
+            int b = z.size(0), t = z.size(1), td = z.size(2);
+            float[] x = order(z, 1).toArray(); // (B, T, Cp^2), solved in place
+            Tensor xt = Tensor.of(x, b, t, td);
+            Tensor pos = order(posEmbed, 0);
+            Tensor cls = classTerm(y);
+            Tensor clsU = classTerm(null);
+            KVCache[] cond = KVCache.array(attnBlocks.size()), uncond = KVCache.array(attnBlocks.size());
+            for (int i = 0; i < t - 1; i++) {
+                Tensor[] ab = step(xt, pos, i, cls, 1f, cond);
+                float[] xa = ab[0].data(), xb = ab[1].data();
+                if (g.scale() > 0) {
+                    Tensor[] abU = step(xt, pos, i, clsU, g.attnTemp(), uncond);
+                    float gi = g.annealed() ? (i + 1f) / (t - 1) * g.scale() : g.scale();
+                    xa = guide(xa, abU[0].data(), gi);
+                    xb = guide(xb, abU[1].data(), gi);
+                }
+                for (int s = 0; s < b; s++) {
+                    int base = (s * t + i + 1) * td;
+                    for (int j = 0; j < td; j++) x[base + j] = x[base + j] * (float) Math.exp(xa[s * td + j]) + xb[s * td + j];
+                }
+            }
+            return order(xt, 1);
+        }
+
+        /** Reference inverse without caches: step i re-runs tokens 0..i through the causal stack. */
+        Tensor reverseUncached(Tensor z, int[] y, Guidance g) {
+            int b = z.size(0), t = z.size(1), td = z.size(2);
+            float[] x = order(z, 1).toArray();
+            Tensor xt = Tensor.of(x, b, t, td);
+            Tensor pos = order(posEmbed, 0);
+            Tensor cls = classTerm(y), clsU = classTerm(null);
+            for (int i = 0; i < t - 1; i++) {
+                Tensor[] ab = prefixParams(xt, pos, i, cls, 1f);
+                float[] xa = ab[0].data(), xb = ab[1].data();
+                if (g.scale() > 0) {
+                    Tensor[] abU = prefixParams(xt, pos, i, clsU, g.attnTemp());
+                    float gi = g.annealed() ? (i + 1f) / (t - 1) * g.scale() : g.scale();
+                    xa = guide(xa, abU[0].data(), gi);
+                    xb = guide(xb, abU[1].data(), gi);
+                }
+                for (int s = 0; s < b; s++) {
+                    int base = (s * t + i + 1) * td;
+                    for (int j = 0; j < td; j++) x[base + j] = x[base + j] * (float) Math.exp(xa[s * td + j]) + xb[s * td + j];
+                }
+            }
+            return order(xt, 1);
+        }
+
+        private Tensor[] prefixParams(Tensor x, Tensor pos, int i, Tensor cls, float temp) {
+            Tensor h = Ops.add(projIn.forward(Ops.narrow(x, 1, 0, i + 1)), Ops.narrow(pos, 0, 0, i + 1));
+            if (cls != null) h = Ops.add(h, cls);
+            for (AttentionBlock blk : attnBlocks) h = blk.forward(h, temp, null);
+            Tensor out = cfg.normControl().apply(projOut.forward(Ops.narrow(h, 1, i, 1)), cfg.clip());
+            return Ops.chunk(out, 2, 2);
+        }
+
+        private static float[] guide(float[] c, float[] u, float g) {
+            float[] r = new float[c.length];
+            for (int k = 0; k < c.length; k++) r[k] = c[k] + g * (c[k] - u[k]);
+            return r;
+        }
+    }
+
+    /** ml-tarflow's AttentionBlock: x + attention(norm(x)), then x + mlp(norm(x)); causal. */
+    public static final class AttentionBlock extends Module {
+        public final MultiHeadAttention attention;
+        public final MLP mlp;
+
+        AttentionBlock(int d, int headDim, Rng rng) {
+            attention = registerModule("attention", MultiHeadAttention.withHeadDim(d, headDim, true, true, rng));
+            mlp = registerModule("mlp", new MLP(d, 4, true, rng));
+        }
+
+        public Tensor forward(Tensor x, float temp, KVCache cache) {
+            x = Ops.add(x, attention.forward(x, null, temp, cache));
+            return Ops.add(x, mlp.forward(x));
+        }
+    }
+}
