@@ -86,6 +86,38 @@ public final class TarFlow extends Module {
         }
     }
 
+    /**
+     * log p(x) per image (B,), in nats, under the prior N(0, var) on z: the density the sampler
+     * draws from. log p = -0.5 sum(z^2 / var + log(2 pi var)) + D * sum_blocks logdet, where each
+     * block's logdet is per dimension (ml-tarflow's convention).
+     */
+    public Tensor logProb(Tensor x, int[] y) {
+        Forward f = forward(x, y);
+        int d = config.dims();
+        Tensor zz = Ops.div(Ops.square(f.z()), var); // (B, T, Cp^2)
+        double logNorm = 0;
+        for (float v : var.data()) logNorm += Math.log(2 * Math.PI * v);
+        Tensor quad = Ops.sum(zz, new int[]{1, 2}, false); // (B,)
+        return Ops.add(Ops.addScalar(Ops.mulScalar(quad, -0.5f), (float) (-0.5 * logNorm)), Ops.mulScalar(f.logdet(), d));
+    }
+
+    /**
+     * Score-based denoising (Tweedie): x + sigma^2 * grad_x log p(x), one backward pass through
+     * F. The model was trained on x + sigma * eps, so its density is that of noisy images.
+     */
+    public Tensor denoise(Tensor x, int[] y, float sigma) {
+        Tensor xv = x.copy().requiresGrad(true);
+        Tensor lp = Ops.sum(logProb(xv, y));
+        Tensor score = dev.biflow.engine.Grad.grad(lp, null, xv)[0];
+        try (var ng = Grad.noGrad()) {
+            return Ops.add(x, Ops.mulScalar(score, sigma * sigma));
+        } catch (RuntimeException e) {
+            throw e;
+        } catch (Exception e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
     /** Guidance at sampling: scale g, annealed g_i = (i+1)/(T-1) g, and the unconditional pass's attention temperature. */
     public record Guidance(float scale, boolean annealed, float attnTemp) {
         public static final Guidance NONE = new Guidance(0f, false, 1f);
