@@ -1,0 +1,51 @@
+// Fully connected layer y = x W^T + b, weight stored (out, in) as in PyTorch.
+package dev.biflow.engine.nn;
+
+import dev.biflow.engine.Ops;
+import dev.biflow.engine.Rng;
+import dev.biflow.engine.Shape;
+import dev.biflow.engine.Tensor;
+
+/**
+ * {@code torch.nn.Linear}: parameters {@code weight} (out, in) and optional {@code bias} (out),
+ * initialised U(-1/sqrt(in), 1/sqrt(in)) as PyTorch does. Forward maps (..., in) to (..., out)
+ * with one GEMM over all leading dims (the weight is the shared 2-D operand of
+ * {@link Ops#matmul}).
+ */
+public class Linear extends Module {
+    public final int in, out;
+    public final Tensor weight;
+    /** Null when built without bias. */
+    public final Tensor bias;
+
+    public Linear(int in, int out, boolean bias, Rng rng) {
+        if (in <= 0 || out <= 0) throw new IllegalArgumentException("Linear: sizes must be positive, got in=" + in + " out=" + out);
+        this.in = in;
+        this.out = out;
+        this.weight = registerParameter("weight", Tensor.zeros(out, in));
+        this.bias = bias ? registerParameter("bias", Tensor.zeros(out)) : null;
+        Init.torchDefault(weight, this.bias, rng);
+    }
+
+    public Linear(int in, int out, boolean bias) { this(in, out, bias, Init.globalRng()); }
+
+    public Linear(int in, int out) { this(in, out, true); }
+
+    /** x (..., in) -> (..., out). */
+    @Override
+    public Tensor forward(Tensor x) {
+        if (x.dim() < 1 || x.size(-1) != in)
+            throw new IllegalArgumentException("Linear(" + in + " -> " + out + "): input " + Shape.str(x.shape())
+                    + " must end in " + in + " features");
+        int[] s = x.shape();
+        Tensor x2 = x.dim() == 2 ? x : Ops.reshape(x, -1, in);
+        Tensor y = Ops.matmul(x2, weight, false, true); // (N, out)
+        if (bias != null) y = Ops.add(y, bias);
+        if (x.dim() == 2) return y;
+        s[s.length - 1] = out;
+        return Ops.reshape(y, s);
+    }
+
+    @Override
+    protected String extraRepr() { return "in=" + in + ", out=" + out + ", bias=" + (bias != null); }
+}

@@ -1,0 +1,39 @@
+// Transformer feed-forward block as in ml-tarflow: [norm ->] main = Sequential(Linear, GELU, Linear).
+package dev.biflow.engine.nn;
+
+import dev.biflow.engine.Rng;
+import dev.biflow.engine.Tensor;
+
+/**
+ * {@code main.0} Linear(dim -> hidden), {@code main.1} activation (exact GELU by default),
+ * {@code main.2} Linear(hidden -> out). With {@code preNorm} a LayerNorm named {@code norm} is
+ * applied first and registered before {@code main}, which gives ml-tarflow's MLP exactly
+ * ({@code mlp.norm.weight}, {@code mlp.main.0.weight}, ...). The residual add is the caller's.
+ */
+public class MLP extends Module {
+    /** Null without preNorm. */
+    public final LayerNorm norm;
+    public final Sequential main;
+
+    public MLP(int dim, int hidden, int out, boolean preNorm, Activation.Kind act, Rng rng) {
+        this.norm = preNorm ? registerModule("norm", new LayerNorm(dim)) : null;
+        this.main = registerModule("main", new Sequential(
+                new Linear(dim, hidden, true, rng), new Activation(act), new Linear(hidden, out, true, rng)));
+    }
+
+    /** dim -> hiddenMult*dim -> dim with exact GELU; preNorm as in ml-tarflow. */
+    public MLP(int dim, int hiddenMult, boolean preNorm, Rng rng) {
+        this(dim, dim * hiddenMult, dim, preNorm, Activation.Kind.GELU, rng);
+    }
+
+    /** dim -> 4*dim -> dim, exact GELU, no norm. */
+    public MLP(int dim) { this(dim, 4, false, Init.globalRng()); }
+
+    public Linear fc1() { return (Linear) main.get(0); }
+
+    public Linear fc2() { return (Linear) main.get(2); }
+
+    /** x (..., dim) -> (..., out). */
+    @Override
+    public Tensor forward(Tensor x) { return main.forward(norm == null ? x : norm.forward(x)); }
+}

@@ -1,0 +1,110 @@
+// Multi-head self-attention with a fused qkv projection, as ml-tarflow's Attention: [norm ->] qkv -> attention -> proj.
+package dev.biflow.engine.nn;
+
+import dev.biflow.engine.Fused;
+import dev.biflow.engine.Ops;
+import dev.biflow.engine.Rng;
+import dev.biflow.engine.Shape;
+import dev.biflow.engine.Tensor;
+
+/**
+ * Self-attention over (B, T, D). {@code qkv} is Linear(D -> 3D) whose output columns are
+ * [q | k | v], each split into heads of {@code headDim} consecutive columns (ml-tarflow's
+ * {@code reshape(B, T, 3H, Dh)} then chunk); {@code proj} is Linear(D -> D). With
+ * {@code preNorm} a LayerNorm named {@code norm} comes first, registered before qkv and proj,
+ * which gives ml-tarflow's names ({@code attention.norm/qkv/proj}). The residual add is the
+ * caller's.
+ *
+ * <p>Scaling: logits are q.k * headDim^-1/2 / temperature. {@link Scaling#SPLIT_QK} (default)
+ * multiplies q and k each by headDim^-1/4 as TARFlow writes it (its einsum path);
+ * {@link Scaling#FUSED} passes headDim^-1/2 / temperature to the attention kernel as
+ * ml-tarflow's default scaled_dot_product_attention path does. Same maths, float rounding apart.
+ *
+ * <p>Incremental decoding: pass a {@link KVCache} and only the new tokens; their k and v are
+ * appended and their queries attend (causally, when this layer is causal) to everything cached.
+ */
+public class MultiHeadAttention extends Module {
+    /** Where the 1/sqrt(headDim) factor is applied; see the class comment. */
+    public enum Scaling { SPLIT_QK, FUSED }
+
+    public final int dim, heads, headDim;
+    public final boolean causal;
+    /** Null without preNorm. */
+    public final LayerNorm norm;
+    public final Linear qkv, proj;
+    private Scaling scaling = Scaling.SPLIT_QK;
+
+    public MultiHeadAttention(int dim, int heads, boolean causal, boolean preNorm, Rng rng) {
+        if (heads <= 0 || dim <= 0 || dim % heads != 0)
+            throw new IllegalArgumentException("MultiHeadAttention: dim " + dim + " must be a positive multiple of heads " + heads);
+        this.dim = dim;
+        this.heads = heads;
+        this.headDim = dim / heads;
+        this.causal = causal;
+        this.norm = preNorm ? registerModule("norm", new LayerNorm(dim)) : null;
+        this.qkv = registerModule("qkv", new Linear(dim, 3 * dim, true, rng));
+        this.proj = registerModule("proj", new Linear(dim, dim, true, rng));
+    }
+
+    public MultiHeadAttention(int dim, int heads, boolean causal) { this(dim, heads, causal, false, Init.globalRng()); }
+
+    /** ml-tarflow's constructor form: heads = dim / headDim. */
+    public static MultiHeadAttention withHeadDim(int dim, int headDim, boolean causal, boolean preNorm, Rng rng) {
+        if (headDim <= 0 || dim % headDim != 0)
+            throw new IllegalArgumentException("MultiHeadAttention: dim " + dim + " is not a multiple of head_dim " + headDim);
+        return new MultiHeadAttention(dim, dim / headDim, causal, preNorm, rng);
+    }
+
+    public Scaling scaling() { return scaling; }
+
+    /** Chooses where the scale is applied; returns this. */
+    public MultiHeadAttention scaling(Scaling s) {
+        this.scaling = s;
+        return this;
+    }
+
+    /** Plain self-attention: x (B, T, D) -> (B, T, D), causal if this layer is. */
+    @Override
+    public Tensor forward(Tensor x) { return forward(x, null, 1f, null); }
+
+    /**
+     * x (B, T, D) -> (B, T, D).
+     *
+     * @param mask        null, or 0 where attention is blocked, (Tq, Tk) or anything that broadcasts to
+     *                    (B, H, Tq, Tk); Tk counts cached tokens too; combined with causality
+     * @param temperature divides the logits (1 = none); ml-tarflow's {@code attn_temp}
+     * @param cache       null, or this layer's cache: x holds only new tokens, which are appended
+     */
+    public Tensor forward(Tensor x, Tensor mask, float temperature, KVCache cache) {
+        Shape.requireRank(x, 3, "MultiHeadAttention", "(B, T, D)");
+        if (x.size(2) != dim)
+            throw new IllegalArgumentException("MultiHeadAttention(dim=" + dim + "): input " + Shape.str(x.shape()) + " must end in " + dim);
+        if (!(temperature > 0)) throw new IllegalArgumentException("MultiHeadAttention: temperature must be > 0, got " + temperature);
+        int b = x.size(0), t = x.size(1);
+        Tensor h = norm == null ? x : norm.forward(x);
+        Tensor packed = Ops.permute(Ops.reshape(qkv.forward(h), b, t, 3 * heads, headDim), 0, 2, 1, 3); // (B, 3H, T, Dh)
+        Tensor[] qkvs = Ops.chunk(packed, 3, 1);
+        Tensor q = qkvs[0], k = qkvs[1], v = qkvs[2]; // (B, H, T, Dh)
+        float scale;
+        if (scaling == Scaling.SPLIT_QK) {
+            float s = (float) Math.pow(headDim, -0.25);
+            q = Ops.mulScalar(q, s);
+            k = Ops.mulScalar(k, s);
+            scale = 1f / temperature;
+        } else {
+            double s = Math.pow(headDim, -0.25);
+            scale = (float) (s * s / temperature);
+        }
+        if (cache != null) {
+            cache.append(k, v);
+            k = cache.keys();
+            v = cache.values();
+        }
+        Tensor o = Fused.attention(q, k, v, causal, mask, scale); // (B, H, T, Dh)
+        o = Ops.reshape(Ops.permute(o, 0, 2, 1, 3), b, t, dim);
+        return proj.forward(o);
+    }
+
+    @Override
+    protected String extraRepr() { return "dim=" + dim + ", heads=" + heads + ", causal=" + causal + ", scaling=" + scaling; }
+}
