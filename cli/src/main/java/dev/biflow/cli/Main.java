@@ -1,0 +1,30 @@
+// The biflow command: entry point and the subcommand list.
+package dev.biflow.cli;
+
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+
+/** {@code biflow <command>}: every subcommand prints its defaults and examples with --help. */
+@Command(name = "biflow", mixinStandardHelpOptions = true, version = "biflow 0.1.0",
+        description = "Train, sample and benchmark normalizing-flow image generators (TARFlow / iTARFlow, BiFlow) in pure Java.",
+        subcommands = {TrainForwardCommand.class, EvalCommand.class, SampleCommand.class, FlowIoCommand.class,
+                InfoCommand.class, BenchCommand.class, DemoCommand.class, CommandLine.HelpCommand.class})
+public final class Main implements Runnable {
+    @Override
+    public void run() { new CommandLine(this).usage(System.out); }
+
+    public static void main(String[] args) { System.exit(execute(args)); }
+
+    /** Runs the command line; user errors print one clear message and give a non-zero exit code. */
+    public static int execute(String... args) {
+        CommandLine cl = new CommandLine(new Main());
+        cl.setExecutionExceptionHandler((ex, cmd, parsed) -> {
+            String msg = ex.getMessage() == null ? ex.toString() : ex.getMessage();
+            cmd.getErr().println("biflow " + cmd.getCommandName() + ": error: " + msg);
+            if (System.getenv("BIFLOW_DEBUG") != null) ex.printStackTrace(cmd.getErr());
+            return ex instanceof IllegalArgumentException || ex instanceof java.io.IOException
+                    || ex instanceof dev.biflow.flow.train.TrainingDivergedException ? 2 : 1;
+        });
+        return cl.execute(args);
+    }
+}
