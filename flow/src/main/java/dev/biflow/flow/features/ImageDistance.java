@@ -1,0 +1,19 @@
+// A differentiable distance between image batches: the seam between BiFlow's losses and the feature networks.
+package dev.biflow.flow.features;
+
+import dev.biflow.engine.Tensor;
+
+/**
+ * A distance D(a, b) between two batches of images (B, C, H, W) in [-1, 1], returned as a scalar
+ * (mean over the batch) that is differentiable with respect to {@code a} (the generated images;
+ * {@code b} is the target and gets no gradient). MSE, the LPIPS-style feature distance and the
+ * second network's pooled-feature distance all implement it, so the backward model's loss is a
+ * list of ImageDistance terms with adaptive weights.
+ */
+public interface ImageDistance {
+    /** A short name for logs and configs, e.g. "mse", "lpips-fashion", "pooled-fashion". */
+    String name();
+
+    /** Scalar mean distance over the batch; gradients flow to a only. */
+    Tensor distance(Tensor a, Tensor b);
+}
