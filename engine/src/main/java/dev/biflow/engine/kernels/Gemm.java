@@ -1,32 +1,409 @@
 // Single-precision GEMM: the one matrix-multiply kernel every op and module goes through.
 package dev.biflow.engine.kernels;
 
+import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.VectorSpecies;
+
 /**
  * C = alpha * op(A) * op(B) + beta * C on row-major float arrays, op(X) = X or X^T.
  * op(A) is M x K, op(B) is K x N, C is M x N. lda/ldb/ldc are row strides of the arrays as
  * stored (so for transA, A is stored K x M with row stride lda >= M).
  *
- * PLACEHOLDER body (naive, correct): the packed, cache-blocked Vector API version replaces it.
+ * <p>How it is fast (Goto/BLIS layout, vectors along the rows of C):
+ * <ul>
+ * <li>a KC x NC panel of op(B) is packed once into slivers NR = 2 vectors wide and shared by all
+ *     threads (they read it, nobody packs it twice); each thread packs its own MC x KC blocks of
+ *     op(A), times alpha, into slivers MR rows tall;</li>
+ * <li>a register-tiled micro-kernel keeps an MR x NR tile of C in MR*2 vector accumulators for KC
+ *     steps: 8 x 2L where the ISA has 32 vector registers (AVX-512), 4 x 2L otherwise (AVX2 has 16;
+ *     larger tiles there make C2 spill an accumulator every step);</li>
+ * <li>threads split the rows of C (the columns when C has too few rows), at sliver boundaries,
+ *     so every element is summed in the same order whatever the thread count: same bits on 1 or
+ *     N threads;</li>
+ * <li>tiles that overhang M or N are computed into a scratch tile and merged; pack buffers are
+ *     per thread and reused, so repeated small calls (attention heads) allocate nothing;</li>
+ * <li>tiny products skip packing altogether.</li>
+ * </ul>
+ * beta == 0 overwrites C without reading it (NaN in C does not leak); alpha == 0 or K == 0 only
+ * scales C and never reads A or B (BLAS semantics).
+ *
+ * <p>Blocking can be overridden for experiments with -Dbiflow.gemm.kc / .mc / .nc / .small
+ * (read once at class load).
  */
 public final class Gemm {
     private Gemm() {}
 
+    static final VectorSpecies<Float> S = FloatVector.SPECIES_PREFERRED;
+    /** Lanes per vector. */
+    static final int L = S.length();
+    /** Columns of the register tile: two vectors. */
+    static final int NR = 2 * L;
+    /** Rows of the register tile the engine uses on this machine (8 with 32 vector registers, else 4). */
+    static final int MR = Integer.getInteger("biflow.gemm.mr", L >= 16 ? 8 : 4) == 4 ? 4 : 8;
+    /** Depth of a packed panel: an MR x KC sliver of A sits in L1; fewer, longer passes over C. */
+    static final int KC = Math.max(1, Integer.getInteger("biflow.gemm.kc", 256));
+    /** Columns of B packed at a time: the shared KC x NC panel is streamed from L2. */
+    static final int NC = roundUp(Math.max(NR, Integer.getInteger("biflow.gemm.nc", 512)), NR);
+    /** m*n*k at or below which the unpacked loop is used. */
+    static final long SMALL = Long.getLong("biflow.gemm.small", 16L * 16 * 16);
+    /** Minimum flops one thread should get before the work is split. */
+    private static final long MIN_FLOPS_PER_THREAD = 1L << 20;
+
     public static void sgemm(boolean transA, boolean transB, int m, int n, int k, float alpha,
                              float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
                              float beta, float[] c, int cOff, int ldc) {
-        Parallel.forRange(m, 4, (lo, hi) -> {
-            for (int i = lo; i < hi; i++) {
+        sgemmWith(MR, true, transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc);
+    }
+
+    /**
+     * The same with the path chosen: tile height mr (4 or 8) and whether tiny products may skip
+     * packing. Lets tests run both micro-kernels and the packed path at any size on any machine.
+     */
+    static void sgemmWith(int mr, boolean allowSmall, boolean transA, boolean transB, int m, int n, int k,
+                          float alpha, float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
+                          float beta, float[] c, int cOff, int ldc) {
+        if (mr != 4 && mr != 8) throw new IllegalArgumentException("tile height must be 4 or 8, got " + mr);
+        checkArgs(transA, transB, m, n, k, a, aOff, lda, b, bOff, ldb, c, cOff, ldc);
+        if (m == 0 || n == 0) return;
+        if (k == 0 || alpha == 0f) {
+            scale(m, n, beta, c, cOff, ldc);
+            return;
+        }
+        if (allowSmall && (long) m * n * k <= SMALL) {
+            small(transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc);
+            return;
+        }
+        blocked(mr, transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc);
+    }
+
+    // ---------------------------------------------------------------- argument checks
+
+    private static void checkArgs(boolean transA, boolean transB, int m, int n, int k,
+                                  float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
+                                  float[] c, int cOff, int ldc) {
+        if (m < 0 || n < 0 || k < 0)
+            throw new IllegalArgumentException("sizes must be >= 0, got m=" + m + " n=" + n + " k=" + k);
+        // As stored: A is m x k (k x m when transposed), B is k x n (n x k when transposed).
+        checkMatrix("a", "lda", a, aOff, lda, transA ? k : m, transA ? m : k);
+        checkMatrix("b", "ldb", b, bOff, ldb, transB ? n : k, transB ? k : n);
+        checkMatrix("c", "ldc", c, cOff, ldc, m, n);
+    }
+
+    private static void checkMatrix(String name, String ldName, float[] x, int off, int ld, int rows, int cols) {
+        if (x == null) throw new IllegalArgumentException(name + " is null");
+        if (off < 0) throw new IllegalArgumentException(name + ": offset must be >= 0, got " + off);
+        if (ld < Math.max(1, cols))
+            throw new IllegalArgumentException(ldName + " must be >= max(1, " + cols + ") (the stored row length of "
+                    + name + "), got " + ld);
+        if (rows == 0 || cols == 0) return;
+        long need = off + (long) (rows - 1) * ld + cols;
+        if (need > x.length)
+            throw new IllegalArgumentException(name + " is too short: " + rows + " x " + cols + " with " + ldName + "="
+                    + ld + " at offset " + off + " needs " + need + " floats, array has " + x.length);
+    }
+
+    // ---------------------------------------------------------------- trivial cases
+
+    /** C = beta * C, with beta == 0 writing zeros (NaN in C must not survive). */
+    private static void scale(int m, int n, float beta, float[] c, int cOff, int ldc) {
+        if (beta == 1f) return;
+        for (int i = 0; i < m; i++) {
+            int row = cOff + i * ldc;
+            if (beta == 0f) java.util.Arrays.fill(c, row, row + n, 0f);
+            else for (int j = 0; j < n; j++) c[row + j] *= beta;
+        }
+    }
+
+    /**
+     * Tiny products: no packing, no threads. Row i of C is built in place from alpha * row i of
+     * op(A) (gathered once into scratch) times op(B): axpy over B's rows, or dot products with
+     * B's rows when B is transposed.
+     */
+    private static void small(boolean transA, boolean transB, int m, int n, int k, float alpha,
+                              float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
+                              float beta, float[] c, int cOff, int ldc) {
+        float[] ar = Workspace.get().row(k);
+        for (int i = 0; i < m; i++) {
+            for (int p = 0; p < k; p++) ar[p] = alpha * (transA ? a[aOff + p * lda + i] : a[aOff + i * lda + p]);
+            int row = cOff + i * ldc;
+            if (transB) {
                 for (int j = 0; j < n; j++) {
+                    int br = bOff + j * ldb;
                     float s = 0f;
-                    for (int p = 0; p < k; p++) {
-                        float av = transA ? a[aOff + p * lda + i] : a[aOff + i * lda + p];
-                        float bv = transB ? b[bOff + j * ldb + p] : b[bOff + p * ldb + j];
-                        s += av * bv;
+                    for (int p = 0; p < k; p++) s = Math.fma(ar[p], b[br + p], s);
+                    c[row + j] = beta == 0f ? s : Math.fma(beta, c[row + j], s);
+                }
+            } else {
+                if (beta == 0f) java.util.Arrays.fill(c, row, row + n, 0f);
+                else if (beta != 1f) for (int j = 0; j < n; j++) c[row + j] *= beta;
+                for (int p = 0; p < k; p++) {
+                    float av = ar[p];
+                    int br = bOff + p * ldb;
+                    int j = 0;
+                    if (n >= L) {
+                        FloatVector va = FloatVector.broadcast(S, av);
+                        for (; j <= n - L; j += L)
+                            va.fma(FloatVector.fromArray(S, b, br + j), FloatVector.fromArray(S, c, row + j))
+                              .intoArray(c, row + j);
                     }
-                    int ci = cOff + i * ldc + j;
-                    c[ci] = beta == 0f ? alpha * s : alpha * s + beta * c[ci];
+                    for (; j < n; j++) c[row + j] = Math.fma(av, b[br + j], c[row + j]);
                 }
             }
-        });
+        }
+    }
+
+    // ---------------------------------------------------------------- the packed path
+
+    private static void blocked(int mr, boolean transA, boolean transB, int m, int n, int k, float alpha,
+                                float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
+                                float beta, float[] c, int cOff, int ldc) {
+        Workspace own = Workspace.get();
+        int threads = Parallel.threads();
+        int rowSlivers = (m + mr - 1) / mr;
+        for (int jc = 0; jc < n; jc += NC) {
+            int nc = Math.min(NC, n - jc);
+            int colSlivers = (nc + NR - 1) / NR;
+            for (int pc = 0; pc < k; pc += KC) {
+                int kc = Math.min(KC, k - pc);
+                float betaNow = pc == 0 ? beta : 1f;
+                // Pack the shared panel of B, split across threads when it is big enough to pay.
+                float[] bp = own.b(colSlivers * NR * kc);
+                int jc0 = jc, pc0 = pc;
+                int packGrain = Math.max(1, (int) ((1L << 16) / ((long) kc * NR)));
+                Parallel.forRange(colSlivers, packGrain, (lo, hi) -> {
+                    for (int s = lo; s < hi; s++) packB(transB, b, bOff, ldb, pc0, kc, jc0 + s * NR, Math.min(NR, n - jc0 - s * NR), bp, s * NR * kc);
+                });
+                // Then compute: split rows of C across threads, or columns when there are few rows.
+                long flopsPerRowSliver = 2L * mr * kc * nc;
+                long flopsPerColSliver = 2L * m * kc * NR;
+                if (rowSlivers >= 2 * threads || colSlivers < 2 * threads) {
+                    int grain = (int) Math.max(1, Math.min(Integer.MAX_VALUE, MIN_FLOPS_PER_THREAD / flopsPerRowSliver));
+                    Parallel.forRange(rowSlivers, grain, (lo, hi) ->
+                            macro(mr, transA, alpha, a, aOff, lda, pc0, kc, lo * mr, Math.min(m, hi * mr),
+                                  bp, jc0, nc, 0, colSlivers, betaNow, c, cOff, ldc));
+                } else {
+                    int grain = (int) Math.max(1, Math.min(Integer.MAX_VALUE, MIN_FLOPS_PER_THREAD / flopsPerColSliver));
+                    Parallel.forRange(colSlivers, grain, (lo, hi) ->
+                            macro(mr, transA, alpha, a, aOff, lda, pc0, kc, 0, m,
+                                  bp, jc0, nc, lo, hi, betaNow, c, cOff, ldc));
+                }
+            }
+        }
+    }
+
+    /**
+     * One thread's share of a (KC x NC) panel step: rows [i0, i1) of C against B slivers [s0, s1).
+     * Each MR x KC sliver of A is packed just before use and stays in L1 while the kernel runs
+     * along the row band of C, streaming the shared B panel from L2.
+     */
+    private static void macro(int mr, boolean transA, float alpha, float[] a, int aOff, int lda, int pc, int kc,
+                              int i0, int i1, float[] bp, int jc, int nc, int s0, int s1,
+                              float beta, float[] c, int cOff, int ldc) {
+        Workspace ws = Workspace.get();
+        float[] ap = ws.a(mr * kc);
+        float[] tile = ws.tile;
+        for (int i = i0; i < i1; i += mr) {
+            int rows = Math.min(mr, i1 - i);
+            packA(mr, transA, alpha, a, aOff, lda, i, rows, pc, kc, ap);
+            int cRow = cOff + i * ldc + jc;
+            for (int s = s0; s < s1; s++) {
+                int j = s * NR;
+                int cols = Math.min(NR, nc - j);
+                int bi = s * NR * kc;
+                int co = cRow + j;
+                if (rows == mr && cols == NR) {
+                    if (mr == 8) kernel8x2(kc, ap, 0, bp, bi, c, co, ldc, beta);
+                    else kernel4x2(kc, ap, 0, bp, bi, c, co, ldc, beta);
+                } else {
+                    if (mr == 8) kernel8x2(kc, ap, 0, bp, bi, tile, 0, NR, 0f);
+                    else kernel4x2(kc, ap, 0, bp, bi, tile, 0, NR, 0f);
+                    mergeTile(tile, rows, cols, c, co, ldc, beta);
+                }
+            }
+        }
+    }
+
+    /** C[0..rows, 0..cols) = tile + beta * C, rounded as the micro-kernel rounds it (one fma). */
+    private static void mergeTile(float[] tile, int rows, int cols, float[] c, int co, int ldc, float beta) {
+        for (int r = 0; r < rows; r++) {
+            int t = r * NR, ci = co + r * ldc;
+            if (beta == 0f) System.arraycopy(tile, t, c, ci, cols);
+            else for (int j = 0; j < cols; j++) c[ci + j] = Math.fma(c[ci + j], beta, tile[t + j]);
+        }
+    }
+
+    /**
+     * Packs alpha * op(A)[i0..i0+mc, p0..p0+kc) into slivers of mr rows: sliver r holds, for each
+     * step p, mr consecutive floats (rows past the end are zero).
+     */
+    private static void packA(int mr, boolean transA, float alpha, float[] a, int aOff, int lda,
+                              int i0, int mc, int p0, int kc, float[] ap) {
+        for (int ir = 0; ir < mc; ir += mr) {
+            int rows = Math.min(mr, mc - ir);
+            int base = ir * kc;
+            if (!transA) {
+                for (int r = 0; r < rows; r++) {
+                    int src = aOff + (i0 + ir + r) * lda + p0;
+                    for (int p = 0; p < kc; p++) ap[base + p * mr + r] = alpha * a[src + p];
+                }
+            } else {
+                for (int p = 0; p < kc; p++) {
+                    int src = aOff + (p0 + p) * lda + i0 + ir, dst = base + p * mr;
+                    for (int r = 0; r < rows; r++) ap[dst + r] = alpha * a[src + r];
+                }
+            }
+            if (rows < mr)
+                for (int p = 0; p < kc; p++)
+                    for (int r = rows; r < mr; r++) ap[base + p * mr + r] = 0f;
+        }
+    }
+
+    /**
+     * Packs op(B)[p0..p0+kc, j0..j0+cols) (cols <= NR) as one sliver at dst: for each step p, NR
+     * consecutive floats (columns past the end are zero).
+     */
+    private static void packB(boolean transB, float[] b, int bOff, int ldb, int p0, int kc, int j0, int cols,
+                              float[] bp, int dst) {
+        if (!transB) {
+            if (cols == NR) {
+                for (int p = 0; p < kc; p++) {
+                    int src = bOff + (p0 + p) * ldb + j0, d = dst + p * NR;
+                    FloatVector.fromArray(S, b, src).intoArray(bp, d);
+                    FloatVector.fromArray(S, b, src + L).intoArray(bp, d + L);
+                }
+            } else {
+                for (int p = 0; p < kc; p++) {
+                    int src = bOff + (p0 + p) * ldb + j0, d = dst + p * NR;
+                    System.arraycopy(b, src, bp, d, cols);
+                    java.util.Arrays.fill(bp, d + cols, d + NR, 0f);
+                }
+            }
+        } else {
+            for (int j = 0; j < cols; j++) {
+                int src = bOff + (j0 + j) * ldb + p0;
+                for (int p = 0; p < kc; p++) bp[dst + p * NR + j] = b[src + p];
+            }
+            if (cols < NR)
+                for (int p = 0; p < kc; p++) java.util.Arrays.fill(bp, dst + p * NR + cols, dst + (p + 1) * NR, 0f);
+        }
+    }
+
+    static int roundUp(int x, int m) { return (x + m - 1) / m * m; }
+
+    /** Per-thread pack buffers, grown on demand and kept: repeated calls allocate nothing. */
+    private static final class Workspace {
+        private static final ThreadLocal<Workspace> LOCAL = ThreadLocal.withInitial(Workspace::new);
+        float[] a = new float[0], b = new float[0], row = new float[0];
+        final float[] tile = new float[8 * NR];
+
+        static Workspace get() { return LOCAL.get(); }
+
+        float[] a(int size) { return a.length >= size ? a : (a = new float[size]); }
+        float[] b(int size) { return b.length >= size ? b : (b = new float[size]); }
+        float[] row(int size) { return row.length >= size ? row : (row = new float[size]); }
+    }
+
+    // ---------------------------------------------------------------- micro-kernels
+
+    /**
+     * C[0..8, 0..2L) (row stride ldc, at co) = A sliver * B sliver + beta * C, over kc steps; A sliver is
+     * 8 floats per step at ai, B sliver 2L floats per step at bi. beta == 0 never reads C. Written out
+     * in one method on purpose: a helper call pushes it over C2's inline limit and the vectors get boxed.
+     */
+    static void kernel8x2(int kc, float[] ap, int ai, float[] bp, int bi, float[] c, int co, int ldc, float beta) {
+        FloatVector c00 = FloatVector.zero(S), c01 = FloatVector.zero(S);
+        FloatVector c10 = FloatVector.zero(S), c11 = FloatVector.zero(S);
+        FloatVector c20 = FloatVector.zero(S), c21 = FloatVector.zero(S);
+        FloatVector c30 = FloatVector.zero(S), c31 = FloatVector.zero(S);
+        FloatVector c40 = FloatVector.zero(S), c41 = FloatVector.zero(S);
+        FloatVector c50 = FloatVector.zero(S), c51 = FloatVector.zero(S);
+        FloatVector c60 = FloatVector.zero(S), c61 = FloatVector.zero(S);
+        FloatVector c70 = FloatVector.zero(S), c71 = FloatVector.zero(S);
+        for (int p = 0; p < kc; p++) {
+            int pa = ai + p * 8, pb = bi + p * 2 * L;
+            FloatVector b0 = FloatVector.fromArray(S, bp, pb);
+            FloatVector b1 = FloatVector.fromArray(S, bp, pb + L);
+            FloatVector a0 = FloatVector.broadcast(S, ap[pa]);
+            c00 = a0.fma(b0, c00); c01 = a0.fma(b1, c01);
+            FloatVector a1 = FloatVector.broadcast(S, ap[pa + 1]);
+            c10 = a1.fma(b0, c10); c11 = a1.fma(b1, c11);
+            FloatVector a2 = FloatVector.broadcast(S, ap[pa + 2]);
+            c20 = a2.fma(b0, c20); c21 = a2.fma(b1, c21);
+            FloatVector a3 = FloatVector.broadcast(S, ap[pa + 3]);
+            c30 = a3.fma(b0, c30); c31 = a3.fma(b1, c31);
+            FloatVector a4 = FloatVector.broadcast(S, ap[pa + 4]);
+            c40 = a4.fma(b0, c40); c41 = a4.fma(b1, c41);
+            FloatVector a5 = FloatVector.broadcast(S, ap[pa + 5]);
+            c50 = a5.fma(b0, c50); c51 = a5.fma(b1, c51);
+            FloatVector a6 = FloatVector.broadcast(S, ap[pa + 6]);
+            c60 = a6.fma(b0, c60); c61 = a6.fma(b1, c61);
+            FloatVector a7 = FloatVector.broadcast(S, ap[pa + 7]);
+            c70 = a7.fma(b0, c70); c71 = a7.fma(b1, c71);
+        }
+        if (beta == 0f) {
+            c00.intoArray(c, co); c01.intoArray(c, co + L);
+            c10.intoArray(c, co + ldc); c11.intoArray(c, co + ldc + L);
+            c20.intoArray(c, co + 2 * ldc); c21.intoArray(c, co + 2 * ldc + L);
+            c30.intoArray(c, co + 3 * ldc); c31.intoArray(c, co + 3 * ldc + L);
+            c40.intoArray(c, co + 4 * ldc); c41.intoArray(c, co + 4 * ldc + L);
+            c50.intoArray(c, co + 5 * ldc); c51.intoArray(c, co + 5 * ldc + L);
+            c60.intoArray(c, co + 6 * ldc); c61.intoArray(c, co + 6 * ldc + L);
+            c70.intoArray(c, co + 7 * ldc); c71.intoArray(c, co + 7 * ldc + L);
+        } else {
+            FloatVector bt = FloatVector.broadcast(S, beta);
+            FloatVector.fromArray(S, c, co).fma(bt, c00).intoArray(c, co);
+            FloatVector.fromArray(S, c, co + L).fma(bt, c01).intoArray(c, co + L);
+            FloatVector.fromArray(S, c, co + ldc).fma(bt, c10).intoArray(c, co + ldc);
+            FloatVector.fromArray(S, c, co + ldc + L).fma(bt, c11).intoArray(c, co + ldc + L);
+            FloatVector.fromArray(S, c, co + 2 * ldc).fma(bt, c20).intoArray(c, co + 2 * ldc);
+            FloatVector.fromArray(S, c, co + 2 * ldc + L).fma(bt, c21).intoArray(c, co + 2 * ldc + L);
+            FloatVector.fromArray(S, c, co + 3 * ldc).fma(bt, c30).intoArray(c, co + 3 * ldc);
+            FloatVector.fromArray(S, c, co + 3 * ldc + L).fma(bt, c31).intoArray(c, co + 3 * ldc + L);
+            FloatVector.fromArray(S, c, co + 4 * ldc).fma(bt, c40).intoArray(c, co + 4 * ldc);
+            FloatVector.fromArray(S, c, co + 4 * ldc + L).fma(bt, c41).intoArray(c, co + 4 * ldc + L);
+            FloatVector.fromArray(S, c, co + 5 * ldc).fma(bt, c50).intoArray(c, co + 5 * ldc);
+            FloatVector.fromArray(S, c, co + 5 * ldc + L).fma(bt, c51).intoArray(c, co + 5 * ldc + L);
+            FloatVector.fromArray(S, c, co + 6 * ldc).fma(bt, c60).intoArray(c, co + 6 * ldc);
+            FloatVector.fromArray(S, c, co + 6 * ldc + L).fma(bt, c61).intoArray(c, co + 6 * ldc + L);
+            FloatVector.fromArray(S, c, co + 7 * ldc).fma(bt, c70).intoArray(c, co + 7 * ldc);
+            FloatVector.fromArray(S, c, co + 7 * ldc + L).fma(bt, c71).intoArray(c, co + 7 * ldc + L);
+        }
+    }
+
+    /** The 4 x 2L tile: 8 accumulators. See {@link #kernel8x2} for the contract. */
+    static void kernel4x2(int kc, float[] ap, int ai, float[] bp, int bi, float[] c, int co, int ldc, float beta) {
+        FloatVector c00 = FloatVector.zero(S), c01 = FloatVector.zero(S);
+        FloatVector c10 = FloatVector.zero(S), c11 = FloatVector.zero(S);
+        FloatVector c20 = FloatVector.zero(S), c21 = FloatVector.zero(S);
+        FloatVector c30 = FloatVector.zero(S), c31 = FloatVector.zero(S);
+        for (int p = 0; p < kc; p++) {
+            int pa = ai + p * 4, pb = bi + p * 2 * L;
+            FloatVector b0 = FloatVector.fromArray(S, bp, pb);
+            FloatVector b1 = FloatVector.fromArray(S, bp, pb + L);
+            FloatVector a0 = FloatVector.broadcast(S, ap[pa]);
+            c00 = a0.fma(b0, c00); c01 = a0.fma(b1, c01);
+            FloatVector a1 = FloatVector.broadcast(S, ap[pa + 1]);
+            c10 = a1.fma(b0, c10); c11 = a1.fma(b1, c11);
+            FloatVector a2 = FloatVector.broadcast(S, ap[pa + 2]);
+            c20 = a2.fma(b0, c20); c21 = a2.fma(b1, c21);
+            FloatVector a3 = FloatVector.broadcast(S, ap[pa + 3]);
+            c30 = a3.fma(b0, c30); c31 = a3.fma(b1, c31);
+        }
+        if (beta == 0f) {
+            c00.intoArray(c, co); c01.intoArray(c, co + L);
+            c10.intoArray(c, co + ldc); c11.intoArray(c, co + ldc + L);
+            c20.intoArray(c, co + 2 * ldc); c21.intoArray(c, co + 2 * ldc + L);
+            c30.intoArray(c, co + 3 * ldc); c31.intoArray(c, co + 3 * ldc + L);
+        } else {
+            FloatVector bt = FloatVector.broadcast(S, beta);
+            FloatVector.fromArray(S, c, co).fma(bt, c00).intoArray(c, co);
+            FloatVector.fromArray(S, c, co + L).fma(bt, c01).intoArray(c, co + L);
+            FloatVector.fromArray(S, c, co + ldc).fma(bt, c10).intoArray(c, co + ldc);
+            FloatVector.fromArray(S, c, co + ldc + L).fma(bt, c11).intoArray(c, co + ldc + L);
+            FloatVector.fromArray(S, c, co + 2 * ldc).fma(bt, c20).intoArray(c, co + 2 * ldc);
+            FloatVector.fromArray(S, c, co + 2 * ldc + L).fma(bt, c21).intoArray(c, co + 2 * ldc + L);
+            FloatVector.fromArray(S, c, co + 3 * ldc).fma(bt, c30).intoArray(c, co + 3 * ldc);
+            FloatVector.fromArray(S, c, co + 3 * ldc + L).fma(bt, c31).intoArray(c, co + 3 * ldc + L);
+        }
     }
 }

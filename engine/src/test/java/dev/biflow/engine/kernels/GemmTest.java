@@ -1,0 +1,240 @@
+// Gemm against the double-precision reference: random shapes, block edges, threads, BLAS corner cases.
+package dev.biflow.engine.kernels;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assertions.fail;
+import static org.quicktheories.QuickTheory.qt;
+import static org.quicktheories.generators.SourceDSL.arbitrary;
+import static org.quicktheories.generators.SourceDSL.booleans;
+import static org.quicktheories.generators.SourceDSL.integers;
+import static org.quicktheories.generators.SourceDSL.longs;
+
+import java.util.Arrays;
+import java.util.SplittableRandom;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+import org.quicktheories.core.Gen;
+
+class GemmTest {
+    record Dims(int m, int n, int k) {}
+
+    /** mr: micro-kernel tile height (4 or 8); allowSmall: whether tiny sizes may skip packing. */
+    record Mode(boolean transA, boolean transB, int mr, boolean allowSmall) {}
+
+    record Scalars(float alpha, float beta) {}
+
+    /** Offsets of A, B, C in their arrays and the padding of each leading dimension past the minimum. */
+    record Layout(int aOff, int bOff, int cOff, int padA, int padB, int padC, long seed) {}
+
+    /** One problem with its arrays laid out as a Layout says; c0 is C before the call. */
+    record Problem(Dims d, Mode mo, Scalars s, Layout l, float[] a, int lda, float[] b, int ldb, float[] c, int ldc, float[] c0) {
+        static Problem of(Dims d, Mode mo, Scalars s, Layout l) {
+            SplittableRandom r = new SplittableRandom(l.seed());
+            int aCols = mo.transA() ? d.m() : d.k(), aRows = mo.transA() ? d.k() : d.m();
+            int bCols = mo.transB() ? d.k() : d.n(), bRows = mo.transB() ? d.n() : d.k();
+            int lda = aCols + l.padA(), ldb = bCols + l.padB(), ldc = d.n() + l.padC();
+            // Three floats of slack past the end: a kernel must not touch them either.
+            float[] a = random(r, l.aOff() + aRows * lda + 3);
+            float[] b = random(r, l.bOff() + bRows * ldb + 3);
+            float[] c = random(r, l.cOff() + d.m() * ldc + 3);
+            return new Problem(d, mo, s, l, a, lda, b, ldb, c, ldc, c.clone());
+        }
+
+        void run() {
+            Gemm.sgemmWith(mo.mr(), mo.allowSmall(), mo.transA(), mo.transB(), d.m(), d.n(), d.k(), s.alpha(),
+                    a, l.aOff(), lda, b, l.bOff(), ldb, s.beta(), c, l.cOff(), ldc);
+        }
+
+        /** Checks C against the reference inside the m x n window and bit-for-bit unchanged outside it. */
+        void check() {
+            int m = d.m(), n = d.n(), k = d.k();
+            GemmReference.Result ref = GemmReference.sgemm(mo.transA(), mo.transB(), m, n, k, s.alpha(),
+                    a, l.aOff(), lda, b, l.bOff(), ldb, s.beta(), c0, l.cOff(), ldc);
+            double[] want = ref.value(), mag = ref.magnitude();
+            double tol = GemmReference.gamma(k + 2);
+            boolean[] inside = new boolean[c.length];
+            for (int i = 0; i < m; i++)
+                for (int j = 0; j < n; j++) {
+                    int ci = l.cOff() + i * ldc + j;
+                    inside[ci] = true;
+                    double err = Math.abs(c[ci] - want[i * n + j]);
+                    if (!(err <= tol * mag[i * n + j]))
+                        fail(this + ": C[" + i + "," + j + "] = " + c[ci] + ", reference " + want[i * n + j]
+                             + ", error " + err + " > gamma(k+2) * " + mag[i * n + j]);
+                }
+            for (int x = 0; x < c.length; x++)
+                if (!inside[x] && Float.floatToRawIntBits(c[x]) != Float.floatToRawIntBits(c0[x]))
+                    fail(this + ": wrote outside C at array index " + x);
+        }
+
+        @Override public String toString() { return d + " " + mo + " " + s + " " + l; }
+    }
+
+    static float[] random(SplittableRandom r, int len) {
+        float[] x = new float[len];
+        for (int i = 0; i < len; i++) x[i] = (float) (r.nextDouble() * 2 - 1);
+        return x;
+    }
+
+    /** Runs body with the kernel pool at the given size, restoring the previous size afterwards. */
+    static void withThreads(int t, Runnable body) {
+        int before = Parallel.threads();
+        Parallel.setThreads(t);
+        try {
+            body.run();
+        } finally {
+            Parallel.setThreads(before);
+        }
+    }
+
+    /*
+     * Sizes 1..70 cross every tail: tile rows (4, 8), tile columns (2L = 16 or 32 lanes) and
+     * the small-path cut-off; offsets and padded leading dimensions catch index slips. The bound
+     * gamma(k+2) * sum|terms| is Higham's worst case for k products summed in any order plus
+     * the alpha and beta roundings, so it holds for every blocking and thread split.
+     */
+    @Test
+    void matchesReferenceOnRandomShapes() {
+        Gen<Dims> dims = integers().between(1, 70).zip(integers().between(1, 70), integers().between(1, 70), Dims::new);
+        Gen<Mode> modes = booleans().all().zip(booleans().all(), arbitrary().pick(4, 8), booleans().all(), Mode::new);
+        Gen<Scalars> scalars = arbitrary().pick(1f, -0.5f, 2.25f, 0.3f)
+                .zip(arbitrary().pick(0f, 1f, -1.5f, 0.7f), Scalars::new);
+        Gen<int[]> offsets = integers().between(0, 7)
+                .zip(integers().between(0, 7), integers().between(0, 7), (x, y, z) -> new int[] {x, y, z});
+        Gen<int[]> pads = integers().between(0, 5)
+                .zip(integers().between(0, 5), integers().between(0, 5), (x, y, z) -> new int[] {x, y, z});
+        Gen<Layout> layouts = offsets.zip(pads, longs().all(),
+                (o, p, seed) -> new Layout(o[0], o[1], o[2], p[0], p[1], p[2], seed));
+        qt().withExamples(300).forAll(dims, modes, scalars, layouts).checkAssert((d, mo, s, l) -> {
+            Problem p = Problem.of(d, mo, s, l);
+            p.run();
+            p.check();
+        });
+    }
+
+    /** Crosses KC (256) and NC (512) and both tile edges, on 1 and 2 threads; the bits must not depend on threads. */
+    @ParameterizedTest
+    @ValueSource(ints = {4, 8})
+    void largeAcrossBlockBoundaries(int mr) {
+        for (int t = 0; t < 4; t++) {
+            boolean ta = (t & 1) != 0, tb = (t & 2) != 0;
+            Problem one = Problem.of(new Dims(300, 257, 513), new Mode(ta, tb, mr, true), new Scalars(1.25f, -0.5f),
+                    new Layout(3, 1, 2, 3, 0, 5, 42 + t));
+            Problem two = new Problem(one.d(), one.mo(), one.s(), one.l(), one.a(), one.lda(), one.b(), one.ldb(),
+                    one.c0().clone(), one.ldc(), one.c0());
+            withThreads(1, one::run);
+            withThreads(2, two::run);
+            one.check();
+            assertArrayEquals(one.c(), two.c(), "1 and 2 threads must give the same bits for " + one);
+        }
+    }
+
+    /** Few rows, many columns: the threads split N instead of M; several NC panels. */
+    @Test
+    void wideShortSplitsColumns() {
+        for (boolean tb : new boolean[] {false, true}) {
+            Problem one = Problem.of(new Dims(9, 1100, 300), new Mode(false, tb, Gemm.MR, true), new Scalars(1f, 1f),
+                    new Layout(0, 0, 0, 0, 0, 0, 7));
+            Problem two = new Problem(one.d(), one.mo(), one.s(), one.l(), one.a(), one.lda(), one.b(), one.ldb(),
+                    one.c0().clone(), one.ldc(), one.c0());
+            withThreads(1, one::run);
+            withThreads(2, two::run);
+            one.check();
+            assertArrayEquals(one.c(), two.c(), "1 and 2 threads must give the same bits for " + one);
+        }
+    }
+
+    /** The shapes the transformer calls, through the public entry point. */
+    @Test
+    void transformerShapesThroughPublicEntry() {
+        int[][] shapes = {{196, 196, 32}, {196, 32, 196}, {392, 512, 128}, {49, 64, 64}, {4, 4, 4}};
+        for (int[] sh : shapes)
+            for (boolean tb : new boolean[] {false, true}) {
+                Problem p = Problem.of(new Dims(sh[0], sh[1], sh[2]), new Mode(false, tb, Gemm.MR, true),
+                        new Scalars(1f, 0f), new Layout(0, 0, 0, 0, 0, 0, sh[0] * 31L + sh[2]));
+                Gemm.sgemm(false, tb, sh[0], sh[1], sh[2], 1f, p.a(), 0, p.lda(), p.b(), 0, p.ldb(), 0f, p.c(), 0, p.ldc());
+                p.check();
+            }
+    }
+
+    /** beta == 0 means "overwrite": NaN already in C must not survive, on every path. */
+    @Test
+    void betaZeroOverwritesNaN() {
+        int[][] shapes = {{3, 5, 2}, {13, 40, 33}, {70, 70, 70}};
+        for (int[] sh : shapes)
+            for (int mr : new int[] {4, 8})
+                for (boolean small : new boolean[] {false, true}) {
+                    Problem p = Problem.of(new Dims(sh[0], sh[1], sh[2]), new Mode(false, false, mr, small),
+                            new Scalars(1.5f, 0f), new Layout(0, 0, 0, 0, 0, 0, 5));
+                    Arrays.fill(p.c(), Float.NaN);
+                    Arrays.fill(p.c0(), Float.NaN);
+                    p.run();
+                    p.check();
+                }
+        // alpha == 0 and k == 0 only scale C: with beta == 0 that is zeros, not NaN * 0.
+        float[] c = {Float.NaN, Float.NaN, Float.NaN, Float.NaN};
+        Gemm.sgemm(false, false, 2, 2, 3, 0f, new float[6], 0, 3, new float[6], 0, 2, 0f, c, 0, 2);
+        assertArrayEquals(new float[4], c);
+        Arrays.fill(c, Float.NaN);
+        Gemm.sgemm(false, false, 2, 2, 0, 1f, new float[0], 0, 1, new float[0], 0, 2, 0f, c, 0, 2);
+        assertArrayEquals(new float[4], c);
+    }
+
+    /** alpha == 0 never reads A or B (BLAS): NaN there does not reach C. */
+    @Test
+    void alphaZeroOnlyScalesC() {
+        float[] a = new float[12], b = new float[12];
+        Arrays.fill(a, Float.NaN);
+        Arrays.fill(b, Float.NaN);
+        float[] c = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+        Gemm.sgemm(true, true, 3, 3, 4, 0f, a, 0, 3, b, 0, 4, 2f, c, 0, 3);
+        assertArrayEquals(new float[] {2, 4, 6, 8, 10, 12, 14, 16, 18}, c);
+    }
+
+    @Test
+    void emptyProductsAreFine() {
+        float[] c = {1, 2, 3, 4};
+        Gemm.sgemm(false, false, 0, 2, 3, 1f, new float[0], 0, 3, new float[6], 0, 2, 0f, new float[0], 0, 2);
+        Gemm.sgemm(false, false, 2, 0, 3, 1f, new float[6], 0, 3, new float[0], 0, 1, 0f, new float[0], 0, 1);
+        Gemm.sgemm(false, false, 2, 2, 0, 1f, new float[0], 0, 1, new float[0], 0, 2, 1f, c, 0, 2);
+        assertArrayEquals(new float[] {1, 2, 3, 4}, c, "k == 0, beta == 1 leaves C alone");
+        Gemm.sgemm(false, false, 2, 2, 0, 1f, new float[0], 0, 1, new float[0], 0, 2, 0.5f, c, 0, 2);
+        assertArrayEquals(new float[] {0.5f, 1, 1.5f, 2}, c, "k == 0 scales C by beta");
+    }
+
+    @Test
+    void oneByOne() {
+        float[] c = {10f};
+        Gemm.sgemm(false, false, 1, 1, 1, 2f, new float[] {3f}, 0, 1, new float[] {4f}, 0, 1, 0.5f, c, 0, 1);
+        assertEquals(29f, c[0]);
+    }
+
+    @Test
+    void invalidArgumentsAreNamed() {
+        float[] x16 = new float[16];
+        assertThrowsNaming("m=-1", () -> Gemm.sgemm(false, false, -1, 4, 4, 1f, x16, 0, 4, x16, 0, 4, 0f, x16, 0, 4));
+        assertThrowsNaming("k=-2", () -> Gemm.sgemm(false, false, 4, 4, -2, 1f, x16, 0, 4, x16, 0, 4, 0f, x16, 0, 4));
+        assertThrowsNaming("a is too short",
+                () -> Gemm.sgemm(false, false, 4, 4, 4, 1f, new float[15], 0, 4, x16, 0, 4, 0f, x16, 0, 4));
+        assertThrowsNaming("b is too short",
+                () -> Gemm.sgemm(false, false, 4, 4, 4, 1f, x16, 0, 4, x16, 1, 4, 0f, x16, 0, 4));
+        assertThrowsNaming("c is too short",
+                () -> Gemm.sgemm(false, false, 4, 4, 4, 1f, x16, 0, 4, x16, 0, 4, 0f, x16, 0, 5));
+        assertThrowsNaming("lda", () -> Gemm.sgemm(false, false, 4, 4, 4, 1f, x16, 0, 3, x16, 0, 4, 0f, x16, 0, 4));
+        // Transposed A is stored k x m, so its rows are m long.
+        assertThrowsNaming("lda", () -> Gemm.sgemm(true, false, 5, 2, 3, 1f, x16, 0, 4, x16, 0, 2, 0f, x16, 0, 2));
+        assertThrowsNaming("ldb", () -> Gemm.sgemm(false, true, 2, 2, 3, 1f, x16, 0, 3, x16, 0, 2, 0f, x16, 0, 2));
+        assertThrowsNaming("ldc", () -> Gemm.sgemm(false, false, 2, 3, 2, 1f, x16, 0, 2, x16, 0, 3, 0f, x16, 0, 2));
+        assertThrowsNaming("offset", () -> Gemm.sgemm(false, false, 2, 2, 2, 1f, x16, -1, 2, x16, 0, 2, 0f, x16, 0, 2));
+        assertThrowsNaming("c is null", () -> Gemm.sgemm(false, false, 2, 2, 2, 1f, x16, 0, 2, x16, 0, 2, 0f, null, 0, 2));
+    }
+
+    static void assertThrowsNaming(String fragment, Runnable call) {
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, call::run);
+        assertTrue(e.getMessage().contains(fragment), "message '" + e.getMessage() + "' should name '" + fragment + "'");
+    }
+}
