@@ -2,6 +2,7 @@
 package dev.biflow.engine;
 
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.IdentityHashMap;
 import java.util.List;
 import java.util.Map;
@@ -46,15 +47,29 @@ public final class Grad {
     public static boolean enabled() { return DISABLED.get()[0] == 0; }
 
     /** A scope in which ops record nothing: {@code try (var ng = Grad.noGrad()) { ... }}. */
-    public static AutoCloseable noGrad() {
+    public static NoGradScope noGrad() {
         int[] d = DISABLED.get();
         d[0]++;
-        return new Scope(d);
+        return new NoGradScope(d);
     }
 
-    private record Scope(int[] counter) implements AutoCloseable {
+    /**
+     * The handle {@link #noGrad()} returns. Its close() declares no checked exception, so a
+     * try-with-resources needs no catch, and closing twice is harmless (a second decrement
+     * would leave grad mode off for good on that thread).
+     */
+    public static final class NoGradScope implements AutoCloseable {
+        private final int[] counter;
+        private boolean closed;
+
+        private NoGradScope(int[] counter) { this.counter = counter; }
+
         @Override
-        public void close() { counter[0]--; }
+        public void close() {
+            if (closed) return;
+            closed = true;
+            counter[0]--;
+        }
     }
 
     /** True if ops on these inputs must record a node. */
@@ -84,7 +99,8 @@ public final class Grad {
     /**
      * Gradients of a scalar (or seeded) output with respect to the given inputs, returned rather
      * than accumulated: leaves' .grad fields are left untouched. This is how the flow computes
-     * grad_x log p(x) for score-based denoising.
+     * grad_x log p(x) for score-based denoising. Inputs need not be marked requiresGrad (data x
+     * usually is not); only the part of the graph between out and the inputs is differentiated.
      */
     public static Tensor[] grad(Tensor out, Tensor seed, Tensor... inputs) {
         float[] s;
@@ -96,31 +112,55 @@ public final class Grad {
             s = seed.data;
         }
         Tensor[] res = new Tensor[inputs.length];
-        if (!out.needsGrad()) {
-            for (int i = 0; i < inputs.length; i++) res[i] = Tensor.zerosLike(inputs[i]);
-            return res;
-        }
         Map<Tensor, float[]> got = sweep(out, s, inputs);
+        IdentityHashMap<float[], Boolean> handedOut = new IdentityHashMap<>();
         for (int i = 0; i < inputs.length; i++) {
             float[] g = got.get(inputs[i]);
-            res[i] = g == null ? Tensor.zerosLike(inputs[i]) : new Tensor(g.clone(), inputs[i].shape());
+            if (g == null) { res[i] = Tensor.zerosLike(inputs[i]); continue; }
+            // the sweep's buffers are ours to give away; copy only when an input is listed twice
+            if (handedOut.put(g, true) != null || g == s) g = g.clone();
+            res[i] = new Tensor(g, inputs[i].shape());
         }
         return res;
     }
 
+    private static final Tensor[] NO_INPUTS = new Tensor[0];
+
+    /**
+     * One reverse sweep. With targets == null, every tensor that needs a gradient gets one and
+     * leaves accumulate into .grad. With targets, gradients go into the returned map only, and
+     * only the part of the graph between root and the targets runs: a branch that reaches only
+     * other leaves (the parameters, when the flow asks for grad_x log p) is skipped, which saves
+     * the weight-gradient GEMMs of a whole backward pass.
+     */
     private static Map<Tensor, float[]> sweep(Tensor root, float[] seed, Tensor[] targets) {
-        List<Tensor> order = topo(root);
+        List<Tensor> order = topo(root); // post-order: every tensor after the tensors it was made from
         IdentityHashMap<Tensor, float[]> grads = new IdentityHashMap<>();
-        IdentityHashMap<Tensor, Boolean> targetSet = null;
+        IdentityHashMap<Tensor, Boolean> ts = null, needed = null, runs = null;
         if (targets != null) {
-            targetSet = new IdentityHashMap<>();
-            for (Tensor t : targets) targetSet.put(t, true);
+            ts = new IdentityHashMap<>();
+            for (Tensor t : targets) ts.put(t, true);
+            needed = new IdentityHashMap<>(); // tensors whose gradient is wanted or leads to a target
+            runs = new IdentityHashMap<>();   // tensors whose gradient rule has to run
+            for (Tensor t : order) {
+                boolean run = false;
+                if (t.node != null)
+                    for (Tensor in : t.node.inputs)
+                        if (in != null && (ts.containsKey(in) || needed.containsKey(in))) { run = true; break; }
+                if (run) runs.put(t, true);
+                if (run || ts.containsKey(t)) needed.put(t, true);
+            }
         }
         grads.put(root, seed.clone());
-        final IdentityHashMap<Tensor, Boolean> ts = targetSet;
+        final IdentityHashMap<Tensor, Boolean> tsF = ts, neededF = needed;
         Buffers buffers = t -> {
-            if (!t.needsGrad() && (ts == null || !ts.containsKey(t))) return null;
-            if (ts == null && t.node == null) {
+            if (tsF != null) {
+                // a target reached through a tensor that needs no gradient (data x in grad_x) still gets one
+                if (!neededF.containsKey(t) && !tsF.containsKey(t)) return null;
+                return grads.computeIfAbsent(t, k -> new float[k.data.length]);
+            }
+            if (!t.needsGrad()) return null;
+            if (t.node == null) {
                 // a leaf: accumulate straight into its .grad
                 if (t.grad == null) t.grad = new float[t.data.length];
                 return t.grad;
@@ -129,7 +169,6 @@ public final class Grad {
         };
         for (int i = order.size() - 1; i >= 0; i--) {
             Tensor t = order.get(i);
-            float[] g = t == root && ts == null && t.node == null ? null : grads.get(t);
             if (t.node == null) {
                 if (t == root && ts == null) { // backward() on a leaf itself
                     if (t.grad == null) t.grad = new float[t.data.length];
@@ -137,6 +176,8 @@ public final class Grad {
                 }
                 continue;
             }
+            if (runs != null && !runs.containsKey(t)) continue;
+            float[] g = grads.get(t);
             if (g == null) continue;
             t.node.fn.apply(g, buffers);
             if (ts == null || !ts.containsKey(t)) grads.remove(t); // free as we go
@@ -144,32 +185,31 @@ public final class Grad {
         return grads;
     }
 
-    /** Reverse-postorder of the graph under root, iterative so deep graphs do not overflow the stack. */
+    /** Post-order of the graph under root, iterative so deep graphs do not overflow the stack. */
     private static List<Tensor> topo(Tensor root) {
         List<Tensor> order = new ArrayList<>();
         IdentityHashMap<Tensor, Boolean> seen = new IdentityHashMap<>();
         ArrayList<Tensor> stack = new ArrayList<>();
-        ArrayList<Integer> next = new ArrayList<>();
+        int[] next = new int[16]; // next input to visit for each stack entry (unboxed: graphs run to 1e5 nodes)
         stack.add(root);
-        next.add(0);
         seen.put(root, true);
         while (!stack.isEmpty()) {
             int top = stack.size() - 1;
             Tensor t = stack.get(top);
-            int k = next.get(top);
-            Tensor[] in = t.node == null ? new Tensor[0] : t.node.inputs;
+            int k = next[top];
+            Tensor[] in = t.node == null ? NO_INPUTS : t.node.inputs;
             if (k < in.length) {
-                next.set(top, k + 1);
+                next[top] = k + 1;
                 Tensor c = in[k];
                 if (c != null && c.needsGrad() && !seen.containsKey(c)) {
                     seen.put(c, true);
                     stack.add(c);
-                    next.add(0);
+                    if (top + 1 == next.length) next = Arrays.copyOf(next, next.length * 2);
+                    next[top + 1] = 0;
                 }
             } else {
                 order.add(t);
                 stack.remove(top);
-                next.remove(top);
             }
         }
         return order;

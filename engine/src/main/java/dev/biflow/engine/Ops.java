@@ -20,7 +20,14 @@ public final class Ops {
 
     // ================================================================ binary, broadcasting
 
-    private enum Bin { ADD, SUB, MUL, DIV }
+    private enum Bin {
+        ADD("add"), SUB("sub"), MUL("mul"), DIV("div");
+
+        /** Spelled out: name().toLowerCase() allocates per call and makes "dıv" under a Turkish locale. */
+        final String op;
+
+        Bin(String op) { this.op = op; }
+    }
 
     public static Tensor add(Tensor a, Tensor b) { return binary(Bin.ADD, a, b); }
 
@@ -31,7 +38,7 @@ public final class Ops {
     public static Tensor div(Tensor a, Tensor b) { return binary(Bin.DIV, a, b); }
 
     private static Tensor binary(Bin op, Tensor a, Tensor b) {
-        String name = op.name().toLowerCase();
+        String name = op.op;
         int[] os = Shape.broadcast(a.shape, b.shape, name);
         float[] out = new float[Shape.numel(os)];
         float[] ad = a.data, bd = b.data;
@@ -56,8 +63,24 @@ public final class Ops {
             });
         }
         Tensor r = new Tensor(out, os);
+        boolean same = Arrays.equals(a.shape, b.shape);
         return Grad.record(r, name, (g, buf) -> {
             float[] ga = buf.of(a), gb = buf.of(b);
+            if (same && (op == Bin.MUL || op == Bin.DIV)) {
+                // equal shapes (the common case): no broadcast temporaries, one pass per input;
+                // same roundings as the general path (product, then add)
+                Parallel.forRange(g.length, PAR_GRAIN, (lo, hi) -> {
+                    if (ga != null) {
+                        if (op == Bin.MUL) for (int i = lo; i < hi; i++) ga[i] += g[i] * bd[i];
+                        else for (int i = lo; i < hi; i++) ga[i] += g[i] / bd[i];
+                    }
+                    if (gb != null) {
+                        if (op == Bin.MUL) for (int i = lo; i < hi; i++) gb[i] += g[i] * ad[i];
+                        else for (int i = lo; i < hi; i++) gb[i] -= g[i] * out[i] / bd[i]; // d(a/b)/db = -out/b
+                    }
+                });
+                return;
+            }
             if (ga != null) {
                 switch (op) {
                     case ADD, SUB -> sumInto(g, os, ga, a.shape, 1f);
@@ -99,10 +122,15 @@ public final class Ops {
         return r;
     }
 
+    /** dst += s * g over whole arrays, split across threads (axpy is bitwise split-invariant). */
+    static void addInto(float s, float[] g, float[] dst) {
+        Parallel.forRange(g.length, PAR_GRAIN, (lo, hi) -> Vec.axpy(s, g, dst, lo, hi));
+    }
+
     /** Adds scale * g (shape os) into dst (shape ds, broadcast to os), summing over broadcast axes. */
     static void sumInto(float[] g, int[] os, float[] dst, int[] ds, float scale) {
         if (Arrays.equals(os, ds)) {
-            Parallel.forRange(g.length, PAR_GRAIN, (lo, hi) -> Vec.axpy(scale, g, dst, lo, hi));
+            addInto(scale, g, dst);
             return;
         }
         int[] sd = Shape.broadcastStrides(ds, os);
@@ -140,6 +168,7 @@ public final class Ops {
     }
 
     private static void rowRange(int[] os, int[] sa, int[] sb, RowBody body, int n, int lo, int hi) {
+        if (lo >= hi) return; // also: a zero-size axis would divide by zero in the decode below
         int r = os.length;
         int[] idx = new int[r];
         // decode the starting row index
@@ -217,16 +246,14 @@ public final class Ops {
         float[] out = new float[a.data.length];
         float[] x = a.data;
         Parallel.forRange(out.length, PAR_GRAIN, (lo, hi) -> { for (int i = lo; i < hi; i++) out[i] = x[i] + s; });
-        return Grad.record(new Tensor(out, a.shape.clone()), "add_scalar",
-                (g, buf) -> Vec.axpy(1f, g, buf.of(a), 0, g.length), a);
+        return Grad.record(new Tensor(out, a.shape.clone()), "add_scalar", (g, buf) -> addInto(1f, g, buf.of(a)), a);
     }
 
     public static Tensor mulScalar(Tensor a, float s) {
         float[] out = new float[a.data.length];
         float[] x = a.data;
         Parallel.forRange(out.length, PAR_GRAIN, (lo, hi) -> Vec.scale(s, x, out, lo, hi));
-        return Grad.record(new Tensor(out, a.shape.clone()), "mul_scalar",
-                (g, buf) -> Vec.axpy(s, g, buf.of(a), 0, g.length), a);
+        return Grad.record(new Tensor(out, a.shape.clone()), "mul_scalar", (g, buf) -> addInto(s, g, buf.of(a)), a);
     }
 
     public static Tensor neg(Tensor a) { return mulScalar(a, -1f); }
@@ -277,6 +304,7 @@ public final class Ops {
         return unary("pow", a,
                 (x, y, lo, hi) -> { for (int i = lo; i < hi; i++) y[i] = (float) Math.pow(x[i], p); },
                 (g, x, y, gx, lo, hi) -> {
+                    if (p == 0f) return; // x^0 is constant; p * x^-1 would give 0 * inf = NaN at x = 0
                     for (int i = lo; i < hi; i++) gx[i] += g[i] * p * (float) Math.pow(x[i], p - 1);
                 });
     }
@@ -302,7 +330,8 @@ public final class Ops {
 
     public static Tensor relu(Tensor a) {
         return unary("relu", a,
-                (x, y, lo, hi) -> { for (int i = lo; i < hi; i++) y[i] = x[i] > 0f ? x[i] : 0f; },
+                // Math.max keeps NaN (x > 0 ? x : 0 would turn it into 0 and hide a diverging run)
+                (x, y, lo, hi) -> { for (int i = lo; i < hi; i++) y[i] = Math.max(x[i], 0f); },
                 (g, x, y, gx, lo, hi) -> { for (int i = lo; i < hi; i++) if (x[i] > 0f) gx[i] += g[i]; });
     }
 
@@ -412,14 +441,14 @@ public final class Ops {
 
     /** Sum over the given axes. */
     public static Tensor sum(Tensor a, int[] axes, boolean keepDim) {
-        int[] ax = normAxes(axes, a.shape.length, "sum");
+        int[] ax = normAxes(axes, a.shape, "sum");
         Tensor r = a;
         for (int i = ax.length - 1; i >= 0; i--) r = sumAxis(r, ax[i]); // keeps dims as size 1
         return keepDim ? r : squeezeAxes(r, ax);
     }
 
     public static Tensor mean(Tensor a, int[] axes, boolean keepDim) {
-        int[] ax = normAxes(axes, a.shape.length, "mean");
+        int[] ax = normAxes(axes, a.shape, "mean");
         int n = 1;
         for (int x : ax) n *= a.shape[x];
         if (n == 0) throw new IllegalArgumentException("mean over empty axes of " + Shape.str(a.shape));
@@ -428,18 +457,18 @@ public final class Ops {
 
     /** Max over the given axes; the gradient goes to the first maximal element. */
     public static Tensor max(Tensor a, int[] axes, boolean keepDim) {
-        int[] ax = normAxes(axes, a.shape.length, "max");
+        int[] ax = normAxes(axes, a.shape, "max");
         Tensor r = a;
         for (int i = ax.length - 1; i >= 0; i--) r = maxAxis(r, ax[i]);
         return keepDim ? r : squeezeAxes(r, ax);
     }
 
-    private static int[] normAxes(int[] axes, int rank, String op) {
+    private static int[] normAxes(int[] axes, int[] shape, String op) {
         int[] ax = new int[axes.length];
-        for (int i = 0; i < axes.length; i++) ax[i] = Shape.axis(axes[i], rank, op);
+        for (int i = 0; i < axes.length; i++) ax[i] = Shape.axis(axes[i], shape, op);
         Arrays.sort(ax);
         for (int i = 1; i < ax.length; i++)
-            if (ax[i] == ax[i - 1]) throw new IllegalArgumentException(op + ": axis " + ax[i] + " given twice");
+            if (ax[i] == ax[i - 1]) throw new IllegalArgumentException(op + ": axis " + ax[i] + " given twice for shape " + Shape.str(shape));
         return ax;
     }
 
@@ -458,8 +487,13 @@ public final class Ops {
         int outer = Shape.prod(a.shape, 0, axis), n = a.shape[axis], inner = Shape.prod(a.shape, axis + 1, a.shape.length);
         float[] x = a.data;
         float[] y = new float[outer * inner];
-        Parallel.forRange(outer, Math.max(1, PAR_GRAIN / Math.max(1, n * inner)), (lo, hi) -> {
+        int grain = Math.max(1, PAR_GRAIN / Math.max(1, n * inner));
+        Parallel.forRange(outer, grain, (lo, hi) -> {
             for (int o = lo; o < hi; o++) {
+                if (inner == 1) { // the last axis (softmax, layernorm): a contiguous row, not n length-1 axpys
+                    y[o] = Vec.sum(x, o * n, n);
+                    continue;
+                }
                 int yb = o * inner;
                 for (int j = 0; j < n; j++) Vec.axpy(1f, x, (o * n + j) * inner, y, yb, inner);
             }
@@ -468,8 +502,17 @@ public final class Ops {
         os[axis] = 1;
         return Grad.record(new Tensor(y, os), "sum_axis", (g, buf) -> {
             float[] ga = buf.of(a);
-            for (int o = 0; o < outer; o++)
-                for (int j = 0; j < n; j++) Vec.axpy(1f, g, o * inner, ga, (o * n + j) * inner, inner);
+            // each outer slab of ga is written by one range: parallel and deterministic
+            Parallel.forRange(outer, grain, (lo, hi) -> {
+                for (int o = lo; o < hi; o++) {
+                    if (inner == 1) {
+                        float gv = g[o];
+                        for (int j = o * n, end = j + n; j < end; j++) ga[j] += gv;
+                        continue;
+                    }
+                    for (int j = 0; j < n; j++) Vec.axpy(1f, g, o * inner, ga, (o * n + j) * inner, inner);
+                }
+            });
         }, a);
     }
 
@@ -527,14 +570,15 @@ public final class Ops {
         int batch = Shape.numel(batchA);
         int[] os = Shape.concat(batchA, m, n);
         float[] c = new float[batch * m * n];
-        int lda = a.shape[ra - 1], ldb = b.shape[rb - 1];
+        // row strides of the arrays as stored; BLAS wants >= 1 even when a dimension is 0
+        int lda = Math.max(1, a.shape[ra - 1]), ldb = Math.max(1, b.shape[rb - 1]), ldc = Math.max(1, n);
         Backend be = Backend.active();
         float[] ad = a.data, bd = b.data;
         if (sharedB && !transA) {
-            be.sgemm(false, transB, batch * m, n, k, 1f, ad, 0, lda, bd, 0, ldb, 0f, c, 0, n);
+            be.sgemm(false, transB, batch * m, n, k, 1f, ad, 0, lda, bd, 0, ldb, 0f, c, 0, ldc);
         } else {
             int bStride = sharedB ? 0 : k * n;
-            batched(batch, m, n, k, bi -> be.sgemm(transA, transB, m, n, k, 1f, ad, bi * m * k, lda, bd, bi * bStride, ldb, 0f, c, bi * m * n, n));
+            batched(batch, m, n, k, bi -> be.sgemm(transA, transB, m, n, k, 1f, ad, bi * m * k, lda, bd, bi * bStride, ldb, 0f, c, bi * m * n, ldc));
         }
         Tensor out = new Tensor(c, os);
         return Grad.record(out, "matmul", (g, buf) -> {
@@ -542,30 +586,30 @@ public final class Ops {
             if (ga != null) {
                 if (sharedB && !transA) {
                     // dA = dC op(B)^T, one GEMM over the flattened batch
-                    be.sgemm(false, !transB, batch * m, k, n, 1f, g, 0, n, bd, 0, ldb, 1f, ga, 0, lda);
+                    be.sgemm(false, !transB, batch * m, k, n, 1f, g, 0, ldc, bd, 0, ldb, 1f, ga, 0, lda);
                 } else {
                     int bStride = sharedB ? 0 : k * n;
                     batched(batch, m, n, k, bi -> {
-                        if (!transA) be.sgemm(false, !transB, m, k, n, 1f, g, bi * m * n, n, bd, bi * bStride, ldb, 1f, ga, bi * m * k, lda);
-                        else be.sgemm(transB, true, k, m, n, 1f, bd, bi * bStride, ldb, g, bi * m * n, n, 1f, ga, bi * m * k, lda);
+                        if (!transA) be.sgemm(false, !transB, m, k, n, 1f, g, bi * m * n, ldc, bd, bi * bStride, ldb, 1f, ga, bi * m * k, lda);
+                        else be.sgemm(transB, true, k, m, n, 1f, bd, bi * bStride, ldb, g, bi * m * n, ldc, 1f, ga, bi * m * k, lda);
                     });
                 }
             }
             if (gb != null) {
                 if (sharedB) {
                     if (!transA) {
-                        if (!transB) be.sgemm(true, false, k, n, batch * m, 1f, ad, 0, lda, g, 0, n, 1f, gb, 0, ldb);
-                        else be.sgemm(true, false, n, k, batch * m, 1f, g, 0, n, ad, 0, lda, 1f, gb, 0, ldb);
+                        if (!transB) be.sgemm(true, false, k, n, batch * m, 1f, ad, 0, lda, g, 0, ldc, 1f, gb, 0, ldb);
+                        else be.sgemm(true, false, n, k, batch * m, 1f, g, 0, ldc, ad, 0, lda, 1f, gb, 0, ldb);
                     } else {
                         for (int bi = 0; bi < batch; bi++) { // accumulates into the shared gradient: serial over batch
-                            if (!transB) be.sgemm(false, false, k, n, m, 1f, ad, bi * m * k, lda, g, bi * m * n, n, 1f, gb, 0, ldb);
-                            else be.sgemm(true, true, n, k, m, 1f, g, bi * m * n, n, ad, bi * m * k, lda, 1f, gb, 0, ldb);
+                            if (!transB) be.sgemm(false, false, k, n, m, 1f, ad, bi * m * k, lda, g, bi * m * n, ldc, 1f, gb, 0, ldb);
+                            else be.sgemm(true, true, n, k, m, 1f, g, bi * m * n, ldc, ad, bi * m * k, lda, 1f, gb, 0, ldb);
                         }
                     }
                 } else {
                     batched(batch, m, n, k, bi -> {
-                        if (!transB) be.sgemm(!transA, false, k, n, m, 1f, ad, bi * m * k, lda, g, bi * m * n, n, 1f, gb, bi * k * n, ldb);
-                        else be.sgemm(true, transA, n, k, m, 1f, g, bi * m * n, n, ad, bi * m * k, lda, 1f, gb, bi * k * n, ldb);
+                        if (!transB) be.sgemm(!transA, false, k, n, m, 1f, ad, bi * m * k, lda, g, bi * m * n, ldc, 1f, gb, bi * k * n, ldb);
+                        else be.sgemm(true, transA, n, k, m, 1f, g, bi * m * n, ldc, ad, bi * m * k, lda, 1f, gb, bi * k * n, ldb);
                     });
                 }
             }
@@ -592,32 +636,35 @@ public final class Ops {
         int infer = -1, known = 1;
         for (int i = 0; i < s.length; i++) {
             if (s[i] == -1) {
-                if (infer >= 0) throw new IllegalArgumentException("reshape: only one dimension may be -1, got " + Shape.str(s));
+                if (infer >= 0) throw new IllegalArgumentException("reshape: only one dimension may be -1, got " + Shape.str(s) + " for " + Shape.str(a.shape));
                 infer = i;
             } else if (s[i] < 0) {
-                throw new IllegalArgumentException("reshape: negative dimension in " + Shape.str(s));
+                throw new IllegalArgumentException("reshape: negative dimension in " + Shape.str(s) + " for " + Shape.str(a.shape));
             } else known *= s[i];
         }
         if (infer >= 0) {
             if (known == 0 || a.data.length % known != 0)
-                throw new IllegalArgumentException("reshape: cannot infer -1 in " + Shape.str(s) + " for " + a.data.length + " elements");
+                throw new IllegalArgumentException("reshape: cannot infer -1 in " + Shape.str(s) + " for " + Shape.str(a.shape) + " ("
+                        + a.data.length + " elements)");
             s[infer] = a.data.length / known;
         }
         if (Shape.numel(s) != a.data.length)
             throw new IllegalArgumentException("reshape: " + Shape.str(a.shape) + " (" + a.data.length + " elements) cannot become "
                     + Shape.str(s) + " (" + Shape.numel(s) + " elements)");
-        return Grad.record(new Tensor(a.data, s), "reshape", (g, buf) -> Vec.axpy(1f, g, buf.of(a), 0, g.length), a);
+        return Grad.record(new Tensor(a.data, s), "reshape", (g, buf) -> addInto(1f, g, buf.of(a)), a);
     }
 
     /** Reorders axes: out.shape[i] = a.shape[perm[i]]. */
     public static Tensor permute(Tensor a, int... perm) {
         int r = a.shape.length;
-        if (perm.length != r) throw new IllegalArgumentException("permute: " + perm.length + " axes given for rank " + r);
+        if (perm.length != r)
+            throw new IllegalArgumentException("permute: " + Arrays.toString(perm) + " has " + perm.length + " axes, " + Shape.str(a.shape) + " has " + r);
         boolean[] seen = new boolean[r];
         int[] p = new int[r];
         for (int i = 0; i < r; i++) {
-            p[i] = Shape.axis(perm[i], r, "permute");
-            if (seen[p[i]]) throw new IllegalArgumentException("permute: axis " + p[i] + " repeated in " + Arrays.toString(perm));
+            p[i] = Shape.axis(perm[i], a.shape, "permute");
+            if (seen[p[i]])
+                throw new IllegalArgumentException("permute: axis " + p[i] + " repeated in " + Arrays.toString(perm) + " for " + Shape.str(a.shape));
             seen[p[i]] = true;
         }
         int[] os = new int[r];
@@ -654,7 +701,7 @@ public final class Ops {
         int r = a.shape.length;
         int[] p = new int[r];
         for (int i = 0; i < r; i++) p[i] = i;
-        int x = Shape.axis(ax0, r, "transpose"), y = Shape.axis(ax1, r, "transpose");
+        int x = Shape.axis(ax0, a.shape, "transpose"), y = Shape.axis(ax1, a.shape, "transpose");
         p[x] = y;
         p[y] = x;
         return permute(a, p);
@@ -662,7 +709,7 @@ public final class Ops {
 
     /** Reverses the order along one axis. */
     public static Tensor flip(Tensor a, int axis) {
-        int ax = Shape.axis(axis, a.shape.length, "flip");
+        int ax = Shape.axis(axis, a.shape, "flip");
         int outer = Shape.prod(a.shape, 0, ax), n = a.shape[ax], inner = Shape.prod(a.shape, ax + 1, a.shape.length);
         float[] out = flipData(a.data, outer, n, inner);
         return Grad.record(new Tensor(out, a.shape.clone()), "flip", (g, buf) -> {
@@ -683,7 +730,7 @@ public final class Ops {
     public static Tensor concat(int axis, Tensor... ts) {
         if (ts.length == 0) throw new IllegalArgumentException("concat: no tensors given");
         int r = ts[0].shape.length;
-        int ax = Shape.axis(axis, r, "concat");
+        int ax = Shape.axis(axis, ts[0].shape, "concat");
         int sumAx = 0;
         for (Tensor t : ts) {
             if (t.shape.length != r) throw new IllegalArgumentException("concat: rank mismatch " + Shape.str(ts[0].shape) + " vs " + Shape.str(t.shape));
@@ -721,7 +768,7 @@ public final class Ops {
     /** A contiguous slice [start, start+length) along an axis. */
     public static Tensor narrow(Tensor a, int axis, int start, int length) {
         int r = a.shape.length;
-        int ax = Shape.axis(axis, r, "narrow");
+        int ax = Shape.axis(axis, a.shape, "narrow");
         int n = a.shape[ax];
         if (start < 0 || length < 0 || start + length > n)
             throw new IllegalArgumentException("narrow: range [" + start + ", " + (start + length) + ") is outside axis " + ax
@@ -740,9 +787,12 @@ public final class Ops {
 
     /** Splits along an axis into pieces of the given sizes (which must add up to the axis size). */
     public static Tensor[] split(Tensor a, int axis, int... sizes) {
-        int ax = Shape.axis(axis, a.shape.length, "split");
+        int ax = Shape.axis(axis, a.shape, "split");
         int total = 0;
-        for (int s : sizes) total += s;
+        for (int s : sizes) {
+            if (s < 0) throw new IllegalArgumentException("split: negative size in " + Arrays.toString(sizes) + " for " + Shape.str(a.shape));
+            total += s;
+        }
         if (total != a.shape[ax])
             throw new IllegalArgumentException("split: sizes " + Arrays.toString(sizes) + " add up to " + total + ", axis " + ax
                     + " of " + Shape.str(a.shape) + " has " + a.shape[ax]);
@@ -757,7 +807,7 @@ public final class Ops {
 
     /** Splits into n equal chunks along an axis. */
     public static Tensor[] chunk(Tensor a, int n, int axis) {
-        int ax = Shape.axis(axis, a.shape.length, "chunk");
+        int ax = Shape.axis(axis, a.shape, "chunk");
         if (n <= 0 || a.shape[ax] % n != 0)
             throw new IllegalArgumentException("chunk: axis " + ax + " of " + Shape.str(a.shape) + " does not split into " + n + " equal chunks");
         int[] sizes = new int[n];
@@ -768,7 +818,7 @@ public final class Ops {
     /** Picks entries along an axis by index (embedding lookup is indexSelect(table, 0, ids)). */
     public static Tensor indexSelect(Tensor a, int axis, int[] index) {
         int r = a.shape.length;
-        int ax = Shape.axis(axis, r, "indexSelect");
+        int ax = Shape.axis(axis, a.shape, "indexSelect");
         int n = a.shape[ax];
         for (int id : index)
             if (id < 0 || id >= n)
@@ -793,14 +843,17 @@ public final class Ops {
     public static Tensor pad(Tensor a, int[] before, int[] after, float value) {
         int r = a.shape.length;
         if (before.length != r || after.length != r)
-            throw new IllegalArgumentException("pad: give before/after for each of the " + r + " axes of " + Shape.str(a.shape));
+            throw new IllegalArgumentException("pad: give before/after for each of the " + r + " axes of " + Shape.str(a.shape) + ", got "
+                    + before.length + " and " + after.length);
         int[] os = new int[r];
         for (int i = 0; i < r; i++) {
-            if (before[i] < 0 || after[i] < 0) throw new IllegalArgumentException("pad: negative padding on axis " + i);
+            if (before[i] < 0 || after[i] < 0)
+                throw new IllegalArgumentException("pad: negative padding on axis " + i + " of " + Shape.str(a.shape) + ": before "
+                        + Arrays.toString(before) + ", after " + Arrays.toString(after));
             os[i] = a.shape[i] + before[i] + after[i];
         }
         float[] out = new float[Shape.numel(os)];
-        if (value != 0f) Arrays.fill(out, value);
+        if (Float.floatToRawIntBits(value) != 0) Arrays.fill(out, value); // -0.0 == 0 but must still be written
         int[] oStr = Shape.strides(os);
         int base = 0;
         for (int i = 0; i < r; i++) base += before[i] * oStr[i];

@@ -45,10 +45,21 @@ public final class Shape {
     /** Normalises a possibly negative axis; names the op when out of range. */
     public static int axis(int axis, int rank, String op) {
         int a = axis < 0 ? axis + rank : axis;
-        if (a < 0 || a >= rank)
-            throw new IllegalArgumentException(op + ": axis " + axis + " is out of range for a tensor of rank " + rank
-                    + " (valid: " + (-rank) + ".." + (rank - 1) + ")");
+        if (a < 0 || a >= rank) throw new IllegalArgumentException(op + ": " + axisRange(axis, rank) + " of rank " + rank);
         return a;
+    }
+
+    /** The same, naming the tensor's shape in the error (prefer this where the shape is at hand). */
+    public static int axis(int axis, int[] shape, String op) {
+        int rank = shape.length;
+        int a = axis < 0 ? axis + rank : axis;
+        if (a < 0 || a >= rank) throw new IllegalArgumentException(op + ": " + axisRange(axis, rank) + " of shape " + str(shape));
+        return a;
+    }
+
+    private static String axisRange(int axis, int rank) {
+        if (rank == 0) return "axis " + axis + " given for a scalar, which has no axes; reshape it to (1) first";
+        return "axis " + axis + " is out of range (valid: " + (-rank) + ".." + (rank - 1) + ") for a tensor";
     }
 
     public static int offset(int[] shape, int[] idx) {

@@ -2,6 +2,7 @@
 package dev.biflow.engine;
 
 import java.util.Arrays;
+import java.util.Locale;
 
 /**
  * A float32 tensor with row-major contiguous storage. Tensors are values: ops return new
@@ -79,6 +80,7 @@ public final class Tensor {
 
     /** 0, 1, ..., n-1 as a 1-D tensor. */
     public static Tensor arange(int n) {
+        if (n < 0) throw new IllegalArgumentException("arange: length must be >= 0, got " + n);
         float[] d = new float[n];
         for (int i = 0; i < n; i++) d[i] = i;
         return new Tensor(d, new int[]{n});
@@ -106,7 +108,7 @@ public final class Tensor {
     public int dim() { return shape.length; }
 
     /** Size along an axis; negative axes count from the end. */
-    public int size(int axis) { return shape[Shape.axis(axis, shape.length, "size")]; }
+    public int size(int axis) { return shape[Shape.axis(axis, shape, "size")]; }
 
     public int numel() { return data.length; }
 
@@ -122,7 +124,7 @@ public final class Tensor {
     /** The single value of a one-element tensor. */
     public float item() {
         if (data.length != 1)
-            throw new IllegalStateException("item() needs a tensor with one element, this one has shape " + Shape.str(shape)
+            throw new IllegalArgumentException("item() needs a tensor with one element, this one has shape " + Shape.str(shape)
                     + "; reduce it first (sum/mean) or index it with get(...)");
         return data[0];
     }
@@ -165,7 +167,7 @@ public final class Tensor {
     /** Backpropagates from this scalar with seed 1. */
     public void backward() {
         if (data.length != 1)
-            throw new IllegalStateException("backward() without a seed needs a scalar, got shape " + Shape.str(shape)
+            throw new IllegalArgumentException("backward() without a seed needs a scalar, got shape " + Shape.str(shape)
                     + "; reduce it (sum/mean) or call backward(seed) with a gradient of this shape");
         Grad.backward(this, new float[]{1f});
     }
@@ -242,7 +244,8 @@ public final class Tensor {
     }
 
     private static String fmt(float v) {
-        if (v == Math.rint(v) && Math.abs(v) < 1e6) return String.format("%.1f", v);
-        return String.format("%.5g", v);
+        // Locale.ROOT: a German default locale would print 1,5 and break every log parser
+        if (v == Math.rint(v) && Math.abs(v) < 1e6) return String.format(Locale.ROOT, "%.1f", v);
+        return String.format(Locale.ROOT, "%.5g", v);
     }
 }

@@ -5,6 +5,8 @@ import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.concurrent.ThreadFactory;
+import java.util.concurrent.ThreadPoolExecutor;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 
 /**
@@ -52,7 +54,12 @@ public final class Parallel {
 
     private static synchronized ExecutorService pool(int n) {
         if (pool == null || poolSize < n) {
-            if (pool != null) pool.shutdown();
+            // not shutdown(): a kernel on another thread may still be about to submit to the old
+            // pool and would be rejected; its threads instead retire once idle
+            if (pool instanceof ThreadPoolExecutor old) {
+                old.setKeepAliveTime(1, TimeUnit.SECONDS);
+                old.allowCoreThreadTimeOut(true);
+            }
             AtomicInteger id = new AtomicInteger();
             ThreadFactory tf = r -> {
                 Thread t = new Thread(() -> { INSIDE.set(true); r.run(); }, "biflow-worker-" + id.incrementAndGet());
@@ -84,25 +91,36 @@ public final class Parallel {
             int lo = (int) ((long) n * c / chunks), hi = (int) ((long) n * (c + 1) / chunks);
             fs[c - 1] = ex.submit(() -> body.run(lo, hi));
         }
+        Throwable first = null;
         INSIDE.set(true);
         try {
             body.run(0, (int) ((long) n / chunks));
+        } catch (Throwable e) {
+            first = e;
         } finally {
             INSIDE.set(false);
         }
-        RuntimeException first = null;
+        // wait for every chunk even when one failed: returning early would leave workers writing
+        // into the caller's arrays after the op has already thrown
+        boolean interrupted = false;
         for (Future<?> f : fs) {
-            try {
-                f.get();
-            } catch (java.util.concurrent.ExecutionException e) {
-                Throwable c = e.getCause();
-                if (first == null) first = c instanceof RuntimeException re ? re : new RuntimeException(c);
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-                if (first == null) first = new RuntimeException("interrupted while waiting for a kernel", e);
+            while (true) {
+                try {
+                    f.get();
+                } catch (java.util.concurrent.ExecutionException e) {
+                    if (first == null) first = e.getCause();
+                    else if (first != e.getCause()) first.addSuppressed(e.getCause());
+                } catch (InterruptedException e) {
+                    interrupted = true;
+                    continue;
+                }
+                break;
             }
         }
-        if (first != null) throw first;
+        if (interrupted) Thread.currentThread().interrupt();
+        if (first instanceof RuntimeException re) throw re;
+        if (first instanceof Error err) throw err; // an AssertionError or OutOfMemoryError stays what it is
+        if (first != null) throw new RuntimeException(first);
     }
 
     /** forRange with grain 1. */

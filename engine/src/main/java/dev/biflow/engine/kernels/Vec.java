@@ -5,7 +5,11 @@ import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorSpecies;
 
-/** Elementwise and reduction kernels over float arrays; every loop has a scalar tail. */
+/**
+ * Elementwise and reduction kernels over float arrays; every loop has a scalar tail that rounds
+ * exactly like the vector body (fma where the body uses fma), so an element gets the same bits
+ * however a range is split across threads.
+ */
 public final class Vec {
     private Vec() {}
 
@@ -54,7 +58,9 @@ public final class Vec {
         FloatVector vs = FloatVector.broadcast(S, s);
         for (int end = lo + S.loopBound(hi - lo); i < end; i += L)
             FloatVector.fromArray(S, x, i).fma(vs, FloatVector.fromArray(S, y, i)).intoArray(y, i);
-        for (; i < hi; i++) y[i] += s * x[i];
+        // the tail fuses too: with s * x + y rounded twice, an element's bits would depend on
+        // whether a range boundary put it in the vector body or the tail, i.e. on the thread count
+        for (; i < hi; i++) y[i] = Math.fma(s, x[i], y[i]);
     }
 
     /** y[yOff + i] += s * x[xOff + i] for i in [0, n). */
@@ -63,7 +69,7 @@ public final class Vec {
         FloatVector vs = FloatVector.broadcast(S, s);
         for (int end = S.loopBound(n); i < end; i += L)
             FloatVector.fromArray(S, x, xOff + i).fma(vs, FloatVector.fromArray(S, y, yOff + i)).intoArray(y, yOff + i);
-        for (; i < n; i++) y[yOff + i] += s * x[xOff + i];
+        for (; i < n; i++) y[yOff + i] = Math.fma(s, x[xOff + i], y[yOff + i]); // fused like the body, see above
     }
 
     /** Sum of x[off .. off+n). */
@@ -83,7 +89,7 @@ public final class Vec {
         for (int end = S.loopBound(n); i < end; i += L)
             acc = FloatVector.fromArray(S, x, xOff + i).fma(FloatVector.fromArray(S, y, yOff + i), acc);
         float s = acc.reduceLanes(VectorOperators.ADD);
-        for (; i < n; i++) s += x[xOff + i] * y[yOff + i];
+        for (; i < n; i++) s = Math.fma(x[xOff + i], y[yOff + i], s);
         return s;
     }
 
