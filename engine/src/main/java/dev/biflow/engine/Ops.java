@@ -371,17 +371,8 @@ public final class Ops {
 
     /** GELU, exact erf form (PyTorch's default): x * Phi(x). */
     public static Tensor gelu(Tensor a) {
-        return unary("gelu", a,
-                (x, y, lo, hi) -> {
-                    for (int i = lo; i < hi; i++) y[i] = (float) (0.5 * x[i] * (1 + erf(x[i] * INV_SQRT_2)));
-                },
-                (g, x, y, gx, lo, hi) -> {
-                    for (int i = lo; i < hi; i++) {
-                        double v = x[i];
-                        double d = 0.5 * (1 + erf(v * INV_SQRT_2)) + v * INV_SQRT_2PI * Math.exp(-0.5 * v * v);
-                        gx[i] += (float) (g[i] * d);
-                    }
-                });
+        return unary("gelu", a, dev.biflow.engine.kernels.Gelu::forward,
+                (g, x, y, gx, lo, hi) -> dev.biflow.engine.kernels.Gelu.backward(g, x, gx, lo, hi));
     }
 
     /**

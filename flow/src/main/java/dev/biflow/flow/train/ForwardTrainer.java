@@ -39,6 +39,8 @@ public final class ForwardTrainer {
 
     public static final String MODEL_FILE = "model.safetensors";
     public static final String STATE_FILE = "train-state.safetensors";
+    /** The EMA weights as a model file (written when EMA is on); usually the better sampler. */
+    public static final String EMA_FILE = "model-ema.safetensors";
 
     public final TarFlow model;
     public final TrainConfig cfg;
@@ -162,6 +164,14 @@ public final class ForwardTrainer {
         state.put("data_order", Tensor.of(ord, ord.length));
         // state first, model last: a model file never points at a newer state than exists
         Safetensors.write(dir.resolve(STATE_FILE), state, meta);
+        if (ema != null) {
+            ema.swap(); // the EMA weights into the model, saved, then swapped back
+            try {
+                Checkpoints.save(model, dir.resolve(EMA_FILE), Map.of("step", Long.toString(step), "ema_decay", Double.toString(cfg.emaDecay())));
+            } finally {
+                ema.swap();
+            }
+        }
         Checkpoints.save(model, dir.resolve(MODEL_FILE), Map.of("step", Long.toString(step)));
         lastGood = dir.resolve(MODEL_FILE);
     }
