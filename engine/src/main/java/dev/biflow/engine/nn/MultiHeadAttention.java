@@ -2,6 +2,7 @@
 package dev.biflow.engine.nn;
 
 import dev.biflow.engine.Fused;
+import dev.biflow.engine.Grad;
 import dev.biflow.engine.Ops;
 import dev.biflow.engine.Rng;
 import dev.biflow.engine.Shape;
@@ -95,12 +96,19 @@ public class MultiHeadAttention extends Module {
             double s = Math.pow(headDim, -0.25);
             scale = (float) (s * s / temperature);
         }
-        if (cache != null) {
+        Tensor o;
+        if (cache != null && mask == null && !Grad.enabled()) {
+            // decoding: attend over the cache in place (no copy of the cached keys and values)
             cache.append(k, v);
-            k = cache.keys();
-            v = cache.values();
-        }
-        Tensor o = Fused.attention(q, k, v, causal, mask, scale); // (B, H, T, Dh)
+            o = cache.attend(q, scale, causal);
+        } else {
+            if (cache != null) {
+                cache.append(k, v);
+                k = cache.keys();
+                v = cache.values();
+            }
+            o = Fused.attention(q, k, v, causal, mask, scale);
+        } // (B, H, T, Dh)
         o = Ops.reshape(Ops.permute(o, 0, 2, 1, 3), b, t, dim);
         return proj.forward(o);
     }
