@@ -1,6 +1,7 @@
 // Single-precision GEMM: the one matrix-multiply kernel every op and module goes through.
 package dev.biflow.engine.kernels;
 
+import java.util.Arrays;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.VectorSpecies;
 
@@ -12,10 +13,11 @@ import jdk.incubator.vector.VectorSpecies;
  * <p>How it is fast (Goto/BLIS layout, vectors along the rows of C):
  * <ul>
  * <li>a KC x NC panel of op(B) is packed once into slivers NR = 2 vectors wide and shared by all
- *     threads (they read it, nobody packs it twice); each thread packs its own MC x KC blocks of
- *     op(A), times alpha, into slivers MR rows tall;</li>
- * <li>a register-tiled micro-kernel keeps an MR x NR tile of C in MR*2 vector accumulators for KC
- *     steps: 8 x 2L where the ISA has 32 vector registers (AVX-512), 4 x 2L otherwise (AVX2 has 16;
+ *     threads (packed in parallel, read by all, never packed twice);</li>
+ * <li>each thread packs alpha * op(A), one MR x KC sliver at a time, just before use: the sliver
+ *     stays in L1 while the micro-kernel runs along that band of C, streaming the B panel;</li>
+ * <li>the micro-kernel keeps an MR x NR tile of C in 2*MR vector accumulators for KC steps:
+ *     12 x 2L where vectors are 512 bits wide (32 registers), 4 x 2L otherwise (AVX2 has 16;
  *     larger tiles there make C2 spill an accumulator every step);</li>
  * <li>threads split the rows of C (the columns when C has too few rows), at sliver boundaries,
  *     so every element is summed in the same order whatever the thread count: same bits on 1 or
@@ -27,7 +29,7 @@ import jdk.incubator.vector.VectorSpecies;
  * beta == 0 overwrites C without reading it (NaN in C does not leak); alpha == 0 or K == 0 only
  * scales C and never reads A or B (BLAS semantics).
  *
- * <p>Blocking can be overridden for experiments with -Dbiflow.gemm.kc / .mc / .nc / .small
+ * <p>Blocking can be overridden for experiments with -Dbiflow.gemm.mr (4 or 12) / .kc / .nc / .small
  * (read once at class load).
  */
 public final class Gemm {
@@ -38,12 +40,19 @@ public final class Gemm {
     static final int L = S.length();
     /** Columns of the register tile: two vectors. */
     static final int NR = 2 * L;
-    /** Rows of the register tile the engine uses on this machine (8 with 32 vector registers, else 4). */
-    static final int MR = Integer.getInteger("biflow.gemm.mr", L >= 16 ? 8 : 4) == 4 ? 4 : 8;
-    /** Depth of a packed panel: an MR x KC sliver of A sits in L1; fewer, longer passes over C. */
+    /**
+     * Rows of the register tile on this machine: 12 (24 accumulators) where vectors are 512 bits,
+     * which on x86 (AVX-512) and ARM (SVE) comes with 32 vector registers; else 4 (8 accumulators),
+     * the largest tile that does not spill in AVX2's 16 registers.
+     */
+    static final int MR = Integer.getInteger("biflow.gemm.mr", L >= 16 ? 12 : 4) == 4 ? 4 : 12;
+    /**
+     * Depth of a packed panel: an MR x KC sliver of A sits in L1; fewer, longer passes over C. Also
+     * the row stride of a packed A sliver, a constant so the kernel's A loads have fixed offsets.
+     */
     static final int KC = Math.max(1, Integer.getInteger("biflow.gemm.kc", 256));
     /** Columns of B packed at a time: the shared KC x NC panel is streamed from L2. */
-    static final int NC = roundUp(Math.max(NR, Integer.getInteger("biflow.gemm.nc", 512)), NR);
+    static final int NC = roundUp(Math.max(NR, Integer.getInteger("biflow.gemm.nc", 1024)), NR);
     /** m*n*k at or below which the unpacked loop is used. */
     static final long SMALL = Long.getLong("biflow.gemm.small", 16L * 16 * 16);
     /** Minimum flops one thread should get before the work is split. */
@@ -56,13 +65,13 @@ public final class Gemm {
     }
 
     /**
-     * The same with the path chosen: tile height mr (4 or 8) and whether tiny products may skip
+     * The same with the path chosen: tile height mr (4 or 12) and whether tiny products may skip
      * packing. Lets tests run both micro-kernels and the packed path at any size on any machine.
      */
     static void sgemmWith(int mr, boolean allowSmall, boolean transA, boolean transB, int m, int n, int k,
                           float alpha, float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
                           float beta, float[] c, int cOff, int ldc) {
-        if (mr != 4 && mr != 8) throw new IllegalArgumentException("tile height must be 4 or 8, got " + mr);
+        if (mr != 4 && mr != 12) throw new IllegalArgumentException("tile height must be 4 or 12, got " + mr);
         checkArgs(transA, transB, m, n, k, a, aOff, lda, b, bOff, ldb, c, cOff, ldc);
         if (m == 0 || n == 0) return;
         if (k == 0 || alpha == 0f) {
@@ -109,7 +118,7 @@ public final class Gemm {
         if (beta == 1f) return;
         for (int i = 0; i < m; i++) {
             int row = cOff + i * ldc;
-            if (beta == 0f) java.util.Arrays.fill(c, row, row + n, 0f);
+            if (beta == 0f) Arrays.fill(c, row, row + n, 0f);
             else for (int j = 0; j < n; j++) c[row + j] *= beta;
         }
     }
@@ -134,7 +143,7 @@ public final class Gemm {
                     c[row + j] = beta == 0f ? s : Math.fma(beta, c[row + j], s);
                 }
             } else {
-                if (beta == 0f) java.util.Arrays.fill(c, row, row + n, 0f);
+                if (beta == 0f) Arrays.fill(c, row, row + n, 0f);
                 else if (beta != 1f) for (int j = 0; j < n; j++) c[row + j] *= beta;
                 for (int p = 0; p < k; p++) {
                     float av = ar[p];
@@ -200,7 +209,7 @@ public final class Gemm {
                               int i0, int i1, float[] bp, int jc, int nc, int s0, int s1,
                               float beta, float[] c, int cOff, int ldc) {
         Workspace ws = Workspace.get();
-        float[] ap = ws.a(mr * kc);
+        float[] ap = ws.a(mr * KC);
         float[] tile = ws.tile;
         for (int i = i0; i < i1; i += mr) {
             int rows = Math.min(mr, i1 - i);
@@ -212,10 +221,13 @@ public final class Gemm {
                 int bi = s * NR * kc;
                 int co = cRow + j;
                 if (rows == mr && cols == NR) {
-                    if (mr == 8) kernel8x2(kc, ap, 0, bp, bi, c, co, ldc, beta);
+                    // beta == 0 must not read C (it may hold NaN): zero the tile, it is in L1 right after.
+                    if (beta == 0f) for (int r = 0; r < mr; r++) Arrays.fill(c, co + r * ldc, co + r * ldc + NR, 0f);
+                    if (mr == 12) kernel12x2(kc, ap, 0, bp, bi, c, co, ldc, beta);
                     else kernel4x2(kc, ap, 0, bp, bi, c, co, ldc, beta);
                 } else {
-                    if (mr == 8) kernel8x2(kc, ap, 0, bp, bi, tile, 0, NR, 0f);
+                    Arrays.fill(tile, 0f);
+                    if (mr == 12) kernel12x2(kc, ap, 0, bp, bi, tile, 0, NR, 0f);
                     else kernel4x2(kc, ap, 0, bp, bi, tile, 0, NR, 0f);
                     mergeTile(tile, rows, cols, c, co, ldc, beta);
                 }
@@ -233,29 +245,27 @@ public final class Gemm {
     }
 
     /**
-     * Packs alpha * op(A)[i0..i0+mc, p0..p0+kc) into slivers of mr rows: sliver r holds, for each
-     * step p, mr consecutive floats (rows past the end are zero).
+     * Packs alpha * op(A)[i0..i0+rows, p0..p0+kc) (rows <= mr) as one sliver: row r at ap[r * KC],
+     * kc floats; rows past the end are zero. Untransposed A is row copies (vector speed), which
+     * keeps packing cheap when N is small and the sliver is used by few kernel calls (P V in
+     * attention: N = head dim).
      */
     private static void packA(int mr, boolean transA, float alpha, float[] a, int aOff, int lda,
-                              int i0, int mc, int p0, int kc, float[] ap) {
-        for (int ir = 0; ir < mc; ir += mr) {
-            int rows = Math.min(mr, mc - ir);
-            int base = ir * kc;
-            if (!transA) {
-                for (int r = 0; r < rows; r++) {
-                    int src = aOff + (i0 + ir + r) * lda + p0;
-                    for (int p = 0; p < kc; p++) ap[base + p * mr + r] = alpha * a[src + p];
-                }
-            } else {
-                for (int p = 0; p < kc; p++) {
-                    int src = aOff + (p0 + p) * lda + i0 + ir, dst = base + p * mr;
-                    for (int r = 0; r < rows; r++) ap[dst + r] = alpha * a[src + r];
-                }
+                              int i0, int rows, int p0, int kc, float[] ap) {
+        if (!transA) {
+            FloatVector va = FloatVector.broadcast(S, alpha);
+            for (int r = 0; r < rows; r++) {
+                int src = aOff + (i0 + r) * lda + p0, dst = r * KC, p = 0;
+                for (; p <= kc - L; p += L) FloatVector.fromArray(S, a, src + p).mul(va).intoArray(ap, dst + p);
+                for (; p < kc; p++) ap[dst + p] = alpha * a[src + p];
             }
-            if (rows < mr)
-                for (int p = 0; p < kc; p++)
-                    for (int r = rows; r < mr; r++) ap[base + p * mr + r] = 0f;
+        } else {
+            for (int p = 0; p < kc; p++) {
+                int src = aOff + (p0 + p) * lda + i0;
+                for (int r = 0; r < rows; r++) ap[r * KC + p] = alpha * a[src + r];
+            }
         }
+        for (int r = rows; r < mr; r++) Arrays.fill(ap, r * KC, r * KC + kc, 0f);
     }
 
     /**
@@ -275,7 +285,7 @@ public final class Gemm {
                 for (int p = 0; p < kc; p++) {
                     int src = bOff + (p0 + p) * ldb + j0, d = dst + p * NR;
                     System.arraycopy(b, src, bp, d, cols);
-                    java.util.Arrays.fill(bp, d + cols, d + NR, 0f);
+                    Arrays.fill(bp, d + cols, d + NR, 0f);
                 }
             }
         } else {
@@ -284,7 +294,7 @@ public final class Gemm {
                 for (int p = 0; p < kc; p++) bp[dst + p * NR + j] = b[src + p];
             }
             if (cols < NR)
-                for (int p = 0; p < kc; p++) java.util.Arrays.fill(bp, dst + p * NR + cols, dst + (p + 1) * NR, 0f);
+                for (int p = 0; p < kc; p++) Arrays.fill(bp, dst + p * NR + cols, dst + (p + 1) * NR, 0f);
         }
     }
 
@@ -294,7 +304,7 @@ public final class Gemm {
     private static final class Workspace {
         private static final ThreadLocal<Workspace> LOCAL = ThreadLocal.withInitial(Workspace::new);
         float[] a = new float[0], b = new float[0], row = new float[0];
-        final float[] tile = new float[8 * NR];
+        final float[] tile = new float[12 * NR];
 
         static Workspace get() { return LOCAL.get(); }
 
@@ -306,11 +316,13 @@ public final class Gemm {
     // ---------------------------------------------------------------- micro-kernels
 
     /**
-     * C[0..8, 0..2L) (row stride ldc, at co) = A sliver * B sliver + beta * C, over kc steps; A sliver is
-     * 8 floats per step at ai, B sliver 2L floats per step at bi. beta == 0 never reads C. Written out
-     * in one method on purpose: a helper call pushes it over C2's inline limit and the vectors get boxed.
+     * C[0..12, 0..2L) (row stride ldc, at co) = A sliver * B sliver + beta * C, over kc steps. The A sliver
+     * is 12 rows of kc floats, KC apart, from ai (a constant stride: the 12 broadcasts per step are plain
+     * loads at fixed offsets); the B sliver is 2L floats per step from bi. C is always read: for beta == 0
+     * the caller zeroes the tile first, so the kernel has no branch for C2 to deoptimise on. Written out in
+     * one method on purpose: a helper call pushes it over C2's inline limit and the vectors get boxed.
      */
-    static void kernel8x2(int kc, float[] ap, int ai, float[] bp, int bi, float[] c, int co, int ldc, float beta) {
+    static void kernel12x2(int kc, float[] ap, int ai, float[] bp, int bi, float[] c, int co, int ldc, float beta) {
         FloatVector c00 = FloatVector.zero(S), c01 = FloatVector.zero(S);
         FloatVector c10 = FloatVector.zero(S), c11 = FloatVector.zero(S);
         FloatVector c20 = FloatVector.zero(S), c21 = FloatVector.zero(S);
@@ -319,91 +331,95 @@ public final class Gemm {
         FloatVector c50 = FloatVector.zero(S), c51 = FloatVector.zero(S);
         FloatVector c60 = FloatVector.zero(S), c61 = FloatVector.zero(S);
         FloatVector c70 = FloatVector.zero(S), c71 = FloatVector.zero(S);
-        for (int p = 0; p < kc; p++) {
-            int pa = ai + p * 8, pb = bi + p * 2 * L;
+        FloatVector c80 = FloatVector.zero(S), c81 = FloatVector.zero(S);
+        FloatVector c90 = FloatVector.zero(S), c91 = FloatVector.zero(S);
+        FloatVector c100 = FloatVector.zero(S), c101 = FloatVector.zero(S);
+        FloatVector c110 = FloatVector.zero(S), c111 = FloatVector.zero(S);
+        int p = 0;
+        for (; p < kc; p++) {
+            int pa = ai + p, pb = bi + p * 2 * L;
             FloatVector b0 = FloatVector.fromArray(S, bp, pb);
             FloatVector b1 = FloatVector.fromArray(S, bp, pb + L);
             FloatVector a0 = FloatVector.broadcast(S, ap[pa]);
             c00 = a0.fma(b0, c00); c01 = a0.fma(b1, c01);
-            FloatVector a1 = FloatVector.broadcast(S, ap[pa + 1]);
+            FloatVector a1 = FloatVector.broadcast(S, ap[pa + KC]);
             c10 = a1.fma(b0, c10); c11 = a1.fma(b1, c11);
-            FloatVector a2 = FloatVector.broadcast(S, ap[pa + 2]);
+            FloatVector a2 = FloatVector.broadcast(S, ap[pa + 2 * KC]);
             c20 = a2.fma(b0, c20); c21 = a2.fma(b1, c21);
-            FloatVector a3 = FloatVector.broadcast(S, ap[pa + 3]);
+            FloatVector a3 = FloatVector.broadcast(S, ap[pa + 3 * KC]);
             c30 = a3.fma(b0, c30); c31 = a3.fma(b1, c31);
-            FloatVector a4 = FloatVector.broadcast(S, ap[pa + 4]);
+            FloatVector a4 = FloatVector.broadcast(S, ap[pa + 4 * KC]);
             c40 = a4.fma(b0, c40); c41 = a4.fma(b1, c41);
-            FloatVector a5 = FloatVector.broadcast(S, ap[pa + 5]);
+            FloatVector a5 = FloatVector.broadcast(S, ap[pa + 5 * KC]);
             c50 = a5.fma(b0, c50); c51 = a5.fma(b1, c51);
-            FloatVector a6 = FloatVector.broadcast(S, ap[pa + 6]);
+            FloatVector a6 = FloatVector.broadcast(S, ap[pa + 6 * KC]);
             c60 = a6.fma(b0, c60); c61 = a6.fma(b1, c61);
-            FloatVector a7 = FloatVector.broadcast(S, ap[pa + 7]);
+            FloatVector a7 = FloatVector.broadcast(S, ap[pa + 7 * KC]);
             c70 = a7.fma(b0, c70); c71 = a7.fma(b1, c71);
+            FloatVector a8 = FloatVector.broadcast(S, ap[pa + 8 * KC]);
+            c80 = a8.fma(b0, c80); c81 = a8.fma(b1, c81);
+            FloatVector a9 = FloatVector.broadcast(S, ap[pa + 9 * KC]);
+            c90 = a9.fma(b0, c90); c91 = a9.fma(b1, c91);
+            FloatVector a10 = FloatVector.broadcast(S, ap[pa + 10 * KC]);
+            c100 = a10.fma(b0, c100); c101 = a10.fma(b1, c101);
+            FloatVector a11 = FloatVector.broadcast(S, ap[pa + 11 * KC]);
+            c110 = a11.fma(b0, c110); c111 = a11.fma(b1, c111);
         }
-        if (beta == 0f) {
-            c00.intoArray(c, co); c01.intoArray(c, co + L);
-            c10.intoArray(c, co + ldc); c11.intoArray(c, co + ldc + L);
-            c20.intoArray(c, co + 2 * ldc); c21.intoArray(c, co + 2 * ldc + L);
-            c30.intoArray(c, co + 3 * ldc); c31.intoArray(c, co + 3 * ldc + L);
-            c40.intoArray(c, co + 4 * ldc); c41.intoArray(c, co + 4 * ldc + L);
-            c50.intoArray(c, co + 5 * ldc); c51.intoArray(c, co + 5 * ldc + L);
-            c60.intoArray(c, co + 6 * ldc); c61.intoArray(c, co + 6 * ldc + L);
-            c70.intoArray(c, co + 7 * ldc); c71.intoArray(c, co + 7 * ldc + L);
-        } else {
-            FloatVector bt = FloatVector.broadcast(S, beta);
-            FloatVector.fromArray(S, c, co).fma(bt, c00).intoArray(c, co);
-            FloatVector.fromArray(S, c, co + L).fma(bt, c01).intoArray(c, co + L);
-            FloatVector.fromArray(S, c, co + ldc).fma(bt, c10).intoArray(c, co + ldc);
-            FloatVector.fromArray(S, c, co + ldc + L).fma(bt, c11).intoArray(c, co + ldc + L);
-            FloatVector.fromArray(S, c, co + 2 * ldc).fma(bt, c20).intoArray(c, co + 2 * ldc);
-            FloatVector.fromArray(S, c, co + 2 * ldc + L).fma(bt, c21).intoArray(c, co + 2 * ldc + L);
-            FloatVector.fromArray(S, c, co + 3 * ldc).fma(bt, c30).intoArray(c, co + 3 * ldc);
-            FloatVector.fromArray(S, c, co + 3 * ldc + L).fma(bt, c31).intoArray(c, co + 3 * ldc + L);
-            FloatVector.fromArray(S, c, co + 4 * ldc).fma(bt, c40).intoArray(c, co + 4 * ldc);
-            FloatVector.fromArray(S, c, co + 4 * ldc + L).fma(bt, c41).intoArray(c, co + 4 * ldc + L);
-            FloatVector.fromArray(S, c, co + 5 * ldc).fma(bt, c50).intoArray(c, co + 5 * ldc);
-            FloatVector.fromArray(S, c, co + 5 * ldc + L).fma(bt, c51).intoArray(c, co + 5 * ldc + L);
-            FloatVector.fromArray(S, c, co + 6 * ldc).fma(bt, c60).intoArray(c, co + 6 * ldc);
-            FloatVector.fromArray(S, c, co + 6 * ldc + L).fma(bt, c61).intoArray(c, co + 6 * ldc + L);
-            FloatVector.fromArray(S, c, co + 7 * ldc).fma(bt, c70).intoArray(c, co + 7 * ldc);
-            FloatVector.fromArray(S, c, co + 7 * ldc + L).fma(bt, c71).intoArray(c, co + 7 * ldc + L);
-        }
+        FloatVector bt = FloatVector.broadcast(S, beta);
+        FloatVector.fromArray(S, c, co).fma(bt, c00).intoArray(c, co);
+        FloatVector.fromArray(S, c, co + L).fma(bt, c01).intoArray(c, co + L);
+        FloatVector.fromArray(S, c, co + ldc).fma(bt, c10).intoArray(c, co + ldc);
+        FloatVector.fromArray(S, c, co + ldc + L).fma(bt, c11).intoArray(c, co + ldc + L);
+        FloatVector.fromArray(S, c, co + 2 * ldc).fma(bt, c20).intoArray(c, co + 2 * ldc);
+        FloatVector.fromArray(S, c, co + 2 * ldc + L).fma(bt, c21).intoArray(c, co + 2 * ldc + L);
+        FloatVector.fromArray(S, c, co + 3 * ldc).fma(bt, c30).intoArray(c, co + 3 * ldc);
+        FloatVector.fromArray(S, c, co + 3 * ldc + L).fma(bt, c31).intoArray(c, co + 3 * ldc + L);
+        FloatVector.fromArray(S, c, co + 4 * ldc).fma(bt, c40).intoArray(c, co + 4 * ldc);
+        FloatVector.fromArray(S, c, co + 4 * ldc + L).fma(bt, c41).intoArray(c, co + 4 * ldc + L);
+        FloatVector.fromArray(S, c, co + 5 * ldc).fma(bt, c50).intoArray(c, co + 5 * ldc);
+        FloatVector.fromArray(S, c, co + 5 * ldc + L).fma(bt, c51).intoArray(c, co + 5 * ldc + L);
+        FloatVector.fromArray(S, c, co + 6 * ldc).fma(bt, c60).intoArray(c, co + 6 * ldc);
+        FloatVector.fromArray(S, c, co + 6 * ldc + L).fma(bt, c61).intoArray(c, co + 6 * ldc + L);
+        FloatVector.fromArray(S, c, co + 7 * ldc).fma(bt, c70).intoArray(c, co + 7 * ldc);
+        FloatVector.fromArray(S, c, co + 7 * ldc + L).fma(bt, c71).intoArray(c, co + 7 * ldc + L);
+        FloatVector.fromArray(S, c, co + 8 * ldc).fma(bt, c80).intoArray(c, co + 8 * ldc);
+        FloatVector.fromArray(S, c, co + 8 * ldc + L).fma(bt, c81).intoArray(c, co + 8 * ldc + L);
+        FloatVector.fromArray(S, c, co + 9 * ldc).fma(bt, c90).intoArray(c, co + 9 * ldc);
+        FloatVector.fromArray(S, c, co + 9 * ldc + L).fma(bt, c91).intoArray(c, co + 9 * ldc + L);
+        FloatVector.fromArray(S, c, co + 10 * ldc).fma(bt, c100).intoArray(c, co + 10 * ldc);
+        FloatVector.fromArray(S, c, co + 10 * ldc + L).fma(bt, c101).intoArray(c, co + 10 * ldc + L);
+        FloatVector.fromArray(S, c, co + 11 * ldc).fma(bt, c110).intoArray(c, co + 11 * ldc);
+        FloatVector.fromArray(S, c, co + 11 * ldc + L).fma(bt, c111).intoArray(c, co + 11 * ldc + L);
     }
 
-    /** The 4 x 2L tile: 8 accumulators. See {@link #kernel8x2} for the contract. */
+    /** The 4 x 2L tile: 8 accumulators. See {@link #kernel12x2} for the contract. */
     static void kernel4x2(int kc, float[] ap, int ai, float[] bp, int bi, float[] c, int co, int ldc, float beta) {
         FloatVector c00 = FloatVector.zero(S), c01 = FloatVector.zero(S);
         FloatVector c10 = FloatVector.zero(S), c11 = FloatVector.zero(S);
         FloatVector c20 = FloatVector.zero(S), c21 = FloatVector.zero(S);
         FloatVector c30 = FloatVector.zero(S), c31 = FloatVector.zero(S);
-        for (int p = 0; p < kc; p++) {
-            int pa = ai + p * 4, pb = bi + p * 2 * L;
+        int p = 0;
+        for (; p < kc; p++) {
+            int pa = ai + p, pb = bi + p * 2 * L;
             FloatVector b0 = FloatVector.fromArray(S, bp, pb);
             FloatVector b1 = FloatVector.fromArray(S, bp, pb + L);
             FloatVector a0 = FloatVector.broadcast(S, ap[pa]);
             c00 = a0.fma(b0, c00); c01 = a0.fma(b1, c01);
-            FloatVector a1 = FloatVector.broadcast(S, ap[pa + 1]);
+            FloatVector a1 = FloatVector.broadcast(S, ap[pa + KC]);
             c10 = a1.fma(b0, c10); c11 = a1.fma(b1, c11);
-            FloatVector a2 = FloatVector.broadcast(S, ap[pa + 2]);
+            FloatVector a2 = FloatVector.broadcast(S, ap[pa + 2 * KC]);
             c20 = a2.fma(b0, c20); c21 = a2.fma(b1, c21);
-            FloatVector a3 = FloatVector.broadcast(S, ap[pa + 3]);
+            FloatVector a3 = FloatVector.broadcast(S, ap[pa + 3 * KC]);
             c30 = a3.fma(b0, c30); c31 = a3.fma(b1, c31);
         }
-        if (beta == 0f) {
-            c00.intoArray(c, co); c01.intoArray(c, co + L);
-            c10.intoArray(c, co + ldc); c11.intoArray(c, co + ldc + L);
-            c20.intoArray(c, co + 2 * ldc); c21.intoArray(c, co + 2 * ldc + L);
-            c30.intoArray(c, co + 3 * ldc); c31.intoArray(c, co + 3 * ldc + L);
-        } else {
-            FloatVector bt = FloatVector.broadcast(S, beta);
-            FloatVector.fromArray(S, c, co).fma(bt, c00).intoArray(c, co);
-            FloatVector.fromArray(S, c, co + L).fma(bt, c01).intoArray(c, co + L);
-            FloatVector.fromArray(S, c, co + ldc).fma(bt, c10).intoArray(c, co + ldc);
-            FloatVector.fromArray(S, c, co + ldc + L).fma(bt, c11).intoArray(c, co + ldc + L);
-            FloatVector.fromArray(S, c, co + 2 * ldc).fma(bt, c20).intoArray(c, co + 2 * ldc);
-            FloatVector.fromArray(S, c, co + 2 * ldc + L).fma(bt, c21).intoArray(c, co + 2 * ldc + L);
-            FloatVector.fromArray(S, c, co + 3 * ldc).fma(bt, c30).intoArray(c, co + 3 * ldc);
-            FloatVector.fromArray(S, c, co + 3 * ldc + L).fma(bt, c31).intoArray(c, co + 3 * ldc + L);
-        }
+        FloatVector bt = FloatVector.broadcast(S, beta);
+        FloatVector.fromArray(S, c, co).fma(bt, c00).intoArray(c, co);
+        FloatVector.fromArray(S, c, co + L).fma(bt, c01).intoArray(c, co + L);
+        FloatVector.fromArray(S, c, co + ldc).fma(bt, c10).intoArray(c, co + ldc);
+        FloatVector.fromArray(S, c, co + ldc + L).fma(bt, c11).intoArray(c, co + ldc + L);
+        FloatVector.fromArray(S, c, co + 2 * ldc).fma(bt, c20).intoArray(c, co + 2 * ldc);
+        FloatVector.fromArray(S, c, co + 2 * ldc + L).fma(bt, c21).intoArray(c, co + 2 * ldc + L);
+        FloatVector.fromArray(S, c, co + 3 * ldc).fma(bt, c30).intoArray(c, co + 3 * ldc);
+        FloatVector.fromArray(S, c, co + 3 * ldc + L).fma(bt, c31).intoArray(c, co + 3 * ldc + L);
     }
 }
