@@ -16,7 +16,13 @@ import java.util.Arrays;
  *
  * <p>Determinism: every parallel loop writes each output element from exactly one range, and
  * reductions across rows sum fixed-size blocks in a fixed order, so results do not depend on the
- * thread count.
+ * thread count. Exponentials and lane sums go through {@link Softmax#exp} and
+ * {@link Softmax#sumLanes}, which give the same bits before and after JIT compilation (the
+ * Vector API's own EXP and reduceLanes(ADD) do not), so two runs of a program agree bit for bit.
+ *
+ * <p>Memory: attention keeps its probabilities (B*H*Tq*Tk floats) for the backward only when a
+ * gradient is being recorded; under {@link Grad#noGrad()} (sampling, KV-cache decoding) it works
+ * in per-thread scratch.
  */
 public final class Fused {
     private Fused() {}

@@ -18,7 +18,8 @@ import jdk.incubator.vector.VectorSpecies;
  *   <li>{@code lanewise(EXP)}: the fallback is Math.exp, the x86 intrinsic (SVML) differs from it
  *   by 1 ulp on about 1% of inputs. We use {@link #exp(FloatVector)}, a Cephes-style polynomial
  *   built from lane-wise add/mul/fma only (each exactly rounded, so identical in every tier),
- *   about as fast as the intrinsic and 20x faster than a scalar Math.exp loop;
+ *   within 2x of the intrinsic (0.7 vs 0.4-1.0 ns per element on AVX-512, noisy host) and
+ *   15x faster than a scalar Math.exp loop; relative error below 1e-7;
  *   <li>{@code reduceLanes(ADD)}: the order of the float additions differs (measured: 1766 of
  *   4480 softmax outputs changed after warm-up). We use {@link #sumLanes}, a fixed butterfly of
  *   lane-wise adds.
