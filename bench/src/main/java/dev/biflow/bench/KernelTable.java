@@ -29,7 +29,8 @@ import org.openjdk.jmh.runner.options.VerboseMode;
 /**
  * The kernel table: every benchmark in {@link #BENCHMARKS}, each in fresh forked JVMs, reported
  * as the median rate over all measured iterations with the min..max spread (the host is noisy;
- * a single number hides that).
+ * a single number hides that), and again per CPU-second with the cores the JVM actually got
+ * ({@link CpuTimeProfiler}), which separates a slow kernel from a starved one.
  *
  * <p>To add a kernel: write a JMH class whose {@code @Benchmark} methods take a {@link Work} and
  * count each call's flop (or bytes), give it an {@code int threads} {@code @Param} that calls
@@ -101,6 +102,7 @@ public final class KernelTable {
                 .measurementTime(TimeValue.milliseconds(timeMs))
                 .threads(1) // kernels parallelise themselves through Parallel
                 .jvmArgsAppend("--add-modules", "jdk.incubator.vector")
+                .addProfiler(CpuTimeProfiler.class)
                 .shouldFailOnError(true)
                 .verbosity(VerboseMode.NORMAL)
                 .output(logFile.getPath())
@@ -125,9 +127,15 @@ public final class KernelTable {
         }
     }
 
-    /** Formats results as rows (benchmark + parameters other than threads) x columns (threads). */
+    /** What one configuration measured: wall-clock rates, rates per CPU-second, cores kept busy. */
+    record Measured(Cell wall, Cell perCpu, Cell cores) {}
+
+    /**
+     * Formats results as rows (benchmark + parameters other than threads) x columns (threads):
+     * first the wall-clock rates, then the same per CPU-second with the cores the JVM kept busy.
+     */
     static String table(Collection<RunResult> results) {
-        Map<String, Map<String, Cell>> rows = new LinkedHashMap<>();
+        Map<String, Map<String, Measured>> rows = new LinkedHashMap<>();
         Map<String, String> units = new LinkedHashMap<>();
         TreeSet<String> columns = new TreeSet<>(Comparator.comparingInt(KernelTable::numericOrMax).thenComparing(s -> s));
         List<RunResult> sorted = new ArrayList<>(results);
@@ -140,40 +148,73 @@ public final class KernelTable {
                 if (!key.equals("threads")) row.append(' ').append(key).append('=').append(p.getParam(key));
             String col = p.getParamsKeys().contains("threads") ? p.getParam("threads") : "-";
             columns.add(col);
-            Cell cell = cell(r);
-            rows.computeIfAbsent(row.toString(), x -> new LinkedHashMap<>()).put(col, cell);
-            units.put(row.toString(), cell.unit());
+            Measured m = measured(r);
+            rows.computeIfAbsent(row.toString(), x -> new LinkedHashMap<>()).put(col, m);
+            units.put(row.toString(), m.wall().unit());
         }
         int w = Math.max(9, rows.keySet().stream().mapToInt(String::length).max().orElse(9));
         StringBuilder out = new StringBuilder();
-        out.append(String.format(Locale.ROOT, "%-" + w + "s  %-9s", "benchmark", "unit"));
-        for (String c : columns) out.append(String.format(Locale.ROOT, "  %-21s", c.equals("-") ? "" : c + (c.equals("1") ? " thread" : " threads")));
-        out.append('\n');
+        header(out, w, columns, "benchmark (wall clock)");
         for (var e : rows.entrySet()) {
             out.append(String.format(Locale.ROOT, "%-" + w + "s  %-9s", e.getKey(), units.get(e.getKey())));
             for (String c : columns) {
-                Cell cell = e.getValue().get(c);
-                out.append("  ").append(cell == null ? String.format(Locale.ROOT, "%-21s", "") : cell.toString());
+                Measured m = e.getValue().get(c);
+                out.append("  ").append(m == null ? String.format(Locale.ROOT, "%-21s", "") : m.wall().toString());
             }
             out.append('\n');
         }
-        out.append("median over all measured iterations (min-max); GFLOP/s from Work.flop, GB/s from Work.bytes\n");
+        out.append("median over all measured iterations (min-max); GFLOP/s from Work.flop, GB/s from Work.bytes\n\n");
+        header(out, w, columns, "benchmark (per CPU-second)");
+        for (var e : rows.entrySet()) {
+            out.append(String.format(Locale.ROOT, "%-" + w + "s  %-9s", e.getKey(), units.get(e.getKey())));
+            for (String c : columns) {
+                Measured m = e.getValue().get(c);
+                String cell = m == null || m.perCpu().n() == 0 ? ""
+                        : String.format(Locale.ROOT, "%7.1f @ %4.2f cores", m.perCpu().median(), m.cores().median());
+                out.append(String.format(Locale.ROOT, "  %-21s", cell));
+            }
+            out.append('\n');
+        }
+        out.append("rate / (process CPU time per wall second), medians; on a busy shared host the wall-clock\n"
+                   + "rate drops with the CPU the JVM gets, this one much less (cores < threads: it was starved)\n");
         return out.toString();
     }
 
+    private static void header(StringBuilder out, int w, Collection<String> columns, String title) {
+        out.append(String.format(Locale.ROOT, "%-" + w + "s  %-9s", title, "unit"));
+        for (String c : columns)
+            out.append(String.format(Locale.ROOT, "  %-21s", c.equals("-") ? "" : c + (c.equals("1") ? " thread" : " threads")));
+        out.append('\n');
+    }
+
     /** Per-iteration rates of the Work counter that was used (flop, else bytes, else the raw score). */
-    static Cell cell(RunResult r) {
-        List<Double> flop = new ArrayList<>(), bytes = new ArrayList<>(), score = new ArrayList<>();
+    static Measured measured(RunResult r) {
+        List<Double> flop = new ArrayList<>(), bytes = new ArrayList<>(), score = new ArrayList<>(), cores = new ArrayList<>();
         for (BenchmarkResult br : r.getBenchmarkResults())
             for (IterationResult it : br.getIterationResults()) {
                 Map<String, Result> sec = it.getSecondaryResults();
-                if (sec.containsKey("flop")) flop.add(sec.get("flop").getScore());
-                if (sec.containsKey("bytes")) bytes.add(sec.get("bytes").getScore());
+                flop.add(sec.containsKey("flop") ? sec.get("flop").getScore() : 0);
+                bytes.add(sec.containsKey("bytes") ? sec.get("bytes").getScore() : 0);
+                cores.add(sec.containsKey("cpu.cores") ? sec.get("cpu.cores").getScore() : Double.NaN);
                 score.add(it.getPrimaryResult().getScore());
             }
-        if (flop.stream().anyMatch(x -> x > 0)) return stats(flop, 1e-9, "GFLOP/s");
-        if (bytes.stream().anyMatch(x -> x > 0)) return stats(bytes, 1e-9, "GB/s");
-        return stats(score, 1, r.getPrimaryResult().getScoreUnit());
+        List<Double> rate;
+        double scale;
+        String unit;
+        if (flop.stream().anyMatch(x -> x > 0)) {
+            rate = flop; scale = 1e-9; unit = "GFLOP/s";
+        } else if (bytes.stream().anyMatch(x -> x > 0)) {
+            rate = bytes; scale = 1e-9; unit = "GB/s";
+        } else {
+            rate = score; scale = 1; unit = r.getPrimaryResult().getScoreUnit();
+        }
+        List<Double> perCpu = new ArrayList<>(), busy = new ArrayList<>();
+        for (int i = 0; i < rate.size(); i++)
+            if (cores.get(i) > 0) {
+                perCpu.add(rate.get(i) / cores.get(i));
+                busy.add(cores.get(i));
+            }
+        return new Measured(stats(rate, scale, unit), stats(perCpu, scale, unit), stats(busy, 1, "cores"));
     }
 
     static Cell stats(List<Double> xs, double scale, String unit) {
