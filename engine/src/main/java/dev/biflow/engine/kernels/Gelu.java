@@ -8,8 +8,9 @@ import jdk.incubator.vector.VectorSpecies;
 /**
  * gelu(x) = x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)), PyTorch's default form. erf uses
  * Abramowitz and Stegun 7.1.26 (absolute error below 1.5e-7, under float32 resolution of the
- * result), whose exp(-u^2) is the Vector API's EXP (an SVML intrinsic on x86), so the whole
- * activation runs in vector registers instead of one double-precision Math.exp call per value.
+ * result), whose exp(-u^2) is {@link Softmax#exp}: plain lane arithmetic, so the whole activation
+ * runs in vector registers and gives the same bits interpreted or JIT-compiled (the Vector API's
+ * EXP intrinsic differs from its fallback by an ulp, which broke bit-exact resume).
  * The scalar reference is {@code Ops.erf} in double; tests compare the two.
  */
 public final class Gelu {
@@ -26,7 +27,7 @@ public final class Gelu {
         float a = Math.abs(u);
         float t = 1f / (1f + P * a);
         float poly = ((((A5 * t + A4) * t + A3) * t + A2) * t + A1) * t;
-        float r = 1f - poly * (float) Math.exp(-a * a);
+        float r = 1f - poly * Softmax.exp(-a * a);
         return u < 0 ? -r : r;
     }
 
@@ -49,13 +50,13 @@ public final class Gelu {
         for (int end = lo + S.loopBound(hi - lo); i < end; i += S.length()) {
             FloatVector v = FloatVector.fromArray(S, x, i);
             FloatVector cdf = erfVec(v.mul(INV_SQRT2), one).add(one).mul(0.5f);
-            FloatVector pdf = v.mul(v).mul(-0.5f).lanewise(VectorOperators.EXP).mul(INV_SQRT_2PI);
+            FloatVector pdf = Softmax.exp(v.mul(v).mul(-0.5f)).mul(INV_SQRT_2PI);
             FloatVector d = v.fma(pdf, cdf);
             FloatVector.fromArray(S, g, i).fma(d, FloatVector.fromArray(S, gx, i)).intoArray(gx, i);
         }
         for (; i < hi; i++) {
             float v = x[i];
-            float d = 0.5f * (1f + erf(v * INV_SQRT2)) + v * (float) Math.exp(-0.5f * v * v) * INV_SQRT_2PI;
+            float d = 0.5f * (1f + erf(v * INV_SQRT2)) + v * Softmax.exp(-0.5f * v * v) * INV_SQRT_2PI;
             gx[i] += g[i] * d;
         }
     }
@@ -68,7 +69,7 @@ public final class Gelu {
         poly = poly.fma(t, FloatVector.broadcast(S, A2));
         poly = poly.fma(t, FloatVector.broadcast(S, A1));
         poly = poly.mul(t);
-        FloatVector r = one.sub(poly.mul(a.mul(a).neg().lanewise(VectorOperators.EXP)));
+        FloatVector r = one.sub(poly.mul(Softmax.exp(a.mul(a).neg())));
         return r.blend(r.neg(), u.compare(VectorOperators.LT, 0f));
     }
 }

@@ -77,7 +77,7 @@ public final class Vec {
         FloatVector acc = FloatVector.zero(S);
         int i = 0;
         for (int end = S.loopBound(n); i < end; i += L) acc = acc.add(FloatVector.fromArray(S, x, off + i));
-        float s = acc.reduceLanes(VectorOperators.ADD);
+        float s = Softmax.sumLanes(acc); // fixed lane order: same bits interpreted or compiled
         for (; i < n; i++) s += x[off + i];
         return s;
     }
@@ -88,7 +88,7 @@ public final class Vec {
         int i = 0;
         for (int end = S.loopBound(n); i < end; i += L)
             acc = FloatVector.fromArray(S, x, xOff + i).fma(FloatVector.fromArray(S, y, yOff + i), acc);
-        float s = acc.reduceLanes(VectorOperators.ADD);
+        float s = Softmax.sumLanes(acc); // fixed lane order: same bits interpreted or compiled
         for (; i < n; i++) s = Math.fma(x[xOff + i], y[yOff + i], s);
         return s;
     }
