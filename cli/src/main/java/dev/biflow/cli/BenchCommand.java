@@ -30,7 +30,7 @@ final class BenchCommand implements Callable<Integer> {
     @Option(names = "--batch", description = "Training batch size.") int batch = 64;
     @Option(names = "--sample-batch", description = "Images sampled together.") int sampleBatch = 64;
     @Option(names = "--repeats", description = "Timed repetitions (median reported) after one warm-up.") int repeats = 3;
-    @Option(names = "--what", split = ",", description = "train, sample") String[] what = {"train", "sample"};
+    @Option(names = "--what", split = ",", description = "train, sample, bidir (an 8-layer bidirectional pass of the size of the BiFlow backward model)") String[] what = {"train", "sample", "bidir"};
 
     @Override
     public Integer call() {
@@ -46,9 +46,14 @@ final class BenchCommand implements Callable<Integer> {
                         double[] t = switch (w) {
                             case "train" -> timeTrain(cfg);
                             case "sample" -> timeSample(cfg);
-                            default -> throw new IllegalArgumentException("--what: unknown '" + w + "' (train, sample)");
+                            case "bidir" -> timeBidir(cfg);
+                            default -> throw new IllegalArgumentException("--what: unknown '" + w + "' (train, sample, bidir)");
                         };
-                        String label = w.equals("train") ? "train step (s)" : "sample (ms/image)";
+                        String label = switch (w) {
+                            case "train" -> "train step (s)";
+                            case "sample" -> "exact inverse (ms/img)";
+                            default -> "bidir 8L pass (ms/img)";
+                        };
                         double scale = w.equals("train") ? 1 : 1000.0 / sampleBatch;
                         Arrays.sort(t);
                         String row = String.format(Locale.ROOT, "%-8s %-8d %-22s %12.3f %12.3f %12.3f", p + " (T=" + cfg.tokens() + ")", th, label,
@@ -97,6 +102,38 @@ final class BenchCommand implements Callable<Integer> {
             Tensor z = Tensor.randn(rng, sampleBatch, cfg.tokens(), cfg.tokenDim());
             long t0 = System.nanoTime();
             m.reverse(z, y, TarFlow.Guidance.NONE);
+            if (r >= 0) t[r] = (System.nanoTime() - t0) / 1e9;
+        }
+        return t;
+    }
+
+    /**
+     * One 1-NFE pass of a bidirectional pre-LN transformer of the backward model's size (width 128,
+     * 4 heads, MLP 4x, 8 layers) over the flow's tokens, batch sampleBatch, no grad: the cost of a
+     * BiFlow sample without its embedding and heads (the peers' `bidir` measures the same thing).
+     */
+    private double[] timeBidir(TarFlowConfig cfg) {
+        Rng rng = new Rng(4);
+        dev.biflow.engine.nn.Linear in = new dev.biflow.engine.nn.Linear(cfg.tokenDim(), 128, true, rng);
+        List<dev.biflow.engine.nn.MultiHeadAttention> attn = new ArrayList<>();
+        List<dev.biflow.engine.nn.MLP> mlps = new ArrayList<>();
+        for (int l = 0; l < 8; l++) {
+            attn.add(dev.biflow.engine.nn.MultiHeadAttention.withHeadDim(128, 32, false, true, rng));
+            mlps.add(new dev.biflow.engine.nn.MLP(128, 4, true, rng));
+        }
+        dev.biflow.engine.nn.Linear out = new dev.biflow.engine.nn.Linear(128, cfg.tokenDim(), true, rng);
+        double[] t = new double[repeats];
+        for (int r = -1; r < repeats; r++) {
+            Tensor z = Tensor.randn(rng, sampleBatch, cfg.tokens(), cfg.tokenDim());
+            long t0 = System.nanoTime();
+            try (var ng = Grad.noGrad()) {
+                Tensor h = in.forward(z);
+                for (int l = 0; l < 8; l++) {
+                    h = h.add(attn.get(l).forward(h));
+                    h = h.add(mlps.get(l).forward(h));
+                }
+                out.forward(h);
+            }
             if (r >= 0) t[r] = (System.nanoTime() - t0) / 1e9;
         }
         return t;
