@@ -97,7 +97,9 @@ class GemmTest {
      */
     @Test
     void matchesReferenceOnRandomShapes() {
-        Gen<Dims> dims = integers().between(1, 70).zip(integers().between(1, 70), integers().between(1, 70), Dims::new);
+        Gen<Dims> wide = integers().between(1, 70).zip(integers().between(1, 70), integers().between(1, 70), Dims::new);
+        Gen<Dims> tiny = integers().between(1, 12).zip(integers().between(1, 12), integers().between(1, 12), Dims::new);
+        Gen<Dims> dims = wide.mix(tiny, 25); // a quarter tiny: the unpacked path when allowed
         Gen<Mode> modes = booleans().all().zip(booleans().all(), arbitrary().pick(4, 12), booleans().all(), Mode::new);
         Gen<Scalars> scalars = arbitrary().pick(1f, -0.5f, 2.25f, 0.3f)
                 .zip(arbitrary().pick(0f, 1f, -1.5f, 0.7f), Scalars::new);
