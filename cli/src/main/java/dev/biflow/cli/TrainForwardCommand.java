@@ -34,6 +34,7 @@ import java.util.concurrent.Callable;
                 "  biflow train-forward --resume runs/fmnist-p4        # continue a killed run exactly"})
 final class TrainForwardCommand implements Callable<Integer> {
     @Mixin Common common;
+    @picocli.CommandLine.Spec picocli.CommandLine.Model.CommandSpec spec;
     @Option(names = "--data", description = "Directory with MNIST-format IDX files.") Path data = ImageDataset.FASHION_MNIST_DIR;
     @Option(names = "--name", description = "Run name; the run folder is runs/<name>.") String name = "forward";
     @Option(names = "--runs", description = "Parent folder of run folders.") Path runs = Path.of("runs");
@@ -125,8 +126,22 @@ final class TrainForwardCommand implements Callable<Integer> {
         try (BufferedWriter mw = Files.newBufferedWriter(metrics, StandardOpenOption.APPEND)) {
             mw.write(String.format(Locale.ROOT, "{\"step\":%d,\"test_bpd\":%.5f,\"eval_images\":%d}%n", trainer.step(), bpd, Math.min(evalImages, test.n)));
         }
-        System.out.printf(Locale.ROOT, "train-forward: done %d steps in %s (%d skipped), loss %.4f, test bits/dim %.4f (%d images); model %s%n",
-                trainer.step(), Common.duration(secs), skipped[0], lastLoss[0], bpd, Math.min(evalImages, test.n), dir.resolve(ForwardTrainer.MODEL_FILE));
+        Path grid = dir.resolve("samples.png");
+        try (var ng = dev.biflow.engine.Grad.noGrad()) {
+            int ns = 20;
+            int[] ys = cfg.conditional() ? Common.labels("all", ns, cfg.numClasses()) : null;
+            Tensor zs = Tensor.randn(new Rng(seed + 7), ns, cfg.tokens(), cfg.tokenDim());
+            Tensor xs = model.reverse(zs, ys, cfg.conditional() ? new TarFlow.Guidance(1f, false, 1f) : TarFlow.Guidance.NONE);
+            xs = model.denoise(xs, ys, sigma);
+            ImageGrid.write(grid, xs, -1f, 1f, 10, 2, 3);
+        }
+        Path report = RunReport.write(dir, "train-forward " + dir.getFileName(), "biflow train-forward " + String.join(" ", spec.commandLine().getParseResult().originalArgs()),
+                java.util.Map.of("steps", Long.toString(trainer.step()), "wall time", Common.duration(secs),
+                        "final loss (smoothed)", String.format(Locale.ROOT, "%.4f", lastLoss[0]),
+                        "test bits/dim", String.format(Locale.ROOT, "%.4f (%d images)", bpd, Math.min(evalImages, test.n)),
+                        "skipped steps", Long.toString(skipped[0]), "samples", "samples.png: exact inverse, guidance 1, denoised"));
+        System.out.printf(Locale.ROOT, "train-forward: done %d steps in %s (%d skipped), loss %.4f, test bits/dim %.4f (%d images); model %s; report %s%n",
+                trainer.step(), Common.duration(secs), skipped[0], lastLoss[0], bpd, Math.min(evalImages, test.n), dir.resolve(ForwardTrainer.MODEL_FILE), report);
         return 0;
     }
 
