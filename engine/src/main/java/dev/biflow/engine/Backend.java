@@ -2,6 +2,8 @@
 package dev.biflow.engine;
 
 import dev.biflow.engine.kernels.Gemm;
+import dev.biflow.engine.kernels.LayerNorm;
+import dev.biflow.engine.kernels.Softmax;
 
 /**
  * Where ops send their heavy kernels. Model code never names a kernel; it calls {@link Ops}
@@ -16,6 +18,70 @@ public interface Backend {
     void sgemm(boolean transA, boolean transB, int m, int n, int k, float alpha,
                float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
                float beta, float[] c, int cOff, int ldc);
+
+    // The methods below are forward-only kernels an accelerator may override; the defaults run the
+    // CPU kernels, so a backend that implements only sgemm is complete. Arrays are contiguous and
+    // start at offset 0 unless an offset is given.
+
+    /**
+     * batch independent GEMMs: C_i = alpha op(A_i) op(B_i) + beta C_i with A_i at aOff + i*strideA
+     * (likewise B, C); the other arguments are as in {@link #sgemm}.
+     */
+    default void sgemmBatched(int batch, boolean transA, boolean transB, int m, int n, int k, float alpha,
+                              float[] a, int aOff, int strideA, int lda, float[] b, int bOff, int strideB, int ldb,
+                              float beta, float[] c, int cOff, int strideC, int ldc) {
+        for (int i = 0; i < batch; i++)
+            sgemm(transA, transB, m, n, k, alpha, a, aOff + i * strideA, lda, b, bOff + i * strideB, ldb,
+                    beta, c, cOff + i * strideC, ldc);
+    }
+
+    /**
+     * LayerNorm forward over rows of length d (biased variance, as PyTorch): y = (x - mean) * rstd * w + b.
+     * w and b may be null; mean and rstd (one per row) receive the statistics the backward needs.
+     */
+    default void layerNorm(float[] x, float[] w, float[] b, float[] y, float[] mean, float[] rstd,
+                           int rows, int d, float eps) {
+        LayerNorm.forward(x, w, b, y, mean, rstd, d, eps, 0, rows);
+    }
+
+    /** Max-subtracted softmax of each of rows rows of length n (x and y may be the same array). */
+    default void softmaxRows(float[] x, float[] y, int rows, int n) {
+        for (int r = 0; r < rows; r++) Softmax.softmaxRow(x, r * n, y, r * n, n);
+    }
+
+    /**
+     * Attention forward, out = softmax(scale * q k^T, masked) v, as {@link Fused#attention} without
+     * autograd: q (B, H, Tq, Dh), k (B, H, Tk, Dh), v (B, H, Tk, Dv) -> out (B, H, Tq, Dv). An
+     * attention temperature tau is scale / tau. mask (nullable) has the rank-4 shape maskShape that
+     * broadcasts to (B, H, Tq, Tk); 0 blocks a key. causal: query i sees key j when j <= i + Tk - Tq,
+     * so Tq = 1 against a KV cache of Tk keys is the decode step. A query that sees no key gets zeros.
+     */
+    default void attention(float[] q, float[] k, float[] v, float[] out, int batch, int heads, int tq, int tk,
+                           int dh, int dv, boolean causal, float[] mask, int[] maskShape, float scale) {
+        try (var ng = Grad.noGrad()) {
+            Tensor o = Fused.attention(Tensor.of(q, batch, heads, tq, dh), Tensor.of(k, batch, heads, tk, dh),
+                    Tensor.of(v, batch, heads, tk, dv), causal, mask == null ? null : Tensor.of(mask, maskShape), scale);
+            System.arraycopy(o.data, 0, out, 0, o.data.length);
+        }
+    }
+
+    /**
+     * Affine coupling on batch samples of perSample values each. Forward (inverse = false):
+     * out = (in - b) * exp(-a); inverse: out = in * exp(a) + b. logdet (nullable, one per sample)
+     * receives log|det d out / d in|: -sum(a) forward, +sum(a) inverse (summed, not averaged).
+     */
+    default void affineCoupling(boolean inverse, float[] in, float[] a, float[] b, float[] out, float[] logdet,
+                                int batch, int perSample) {
+        for (int s = 0; s < batch; s++) {
+            double sum = 0;
+            for (int i = s * perSample, e = i + perSample; i < e; i++) {
+                float ea = (float) Math.exp(inverse ? a[i] : -a[i]);
+                out[i] = inverse ? in[i] * ea + b[i] : (in[i] - b[i]) * ea;
+                sum += a[i];
+            }
+            if (logdet != null) logdet[s] = (float) (inverse ? sum : -sum);
+        }
+    }
 
     /** The CPU backend: Vector API kernels on the engine's thread pool. */
     Backend CPU = new Backend() {

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# bench/gpu-check.sh: one script for a GPU machine with no JDK and no network: lists OpenCL devices, runs the
+# conformance suite on the GPU, then the kernel benchmarks, and writes a table. Two phases:
+#
+#   bench/gpu-check.sh prepare   # here (JDK 25 + Maven, offline): builds the bundle below (~55 MB)
+#   bench/gpu-check.sh [run]     # there: needs only the bundle and the working tree
+#
+# The bundle (gpu-kernels/target/gpu-bundle, git-ignored: carry it along with the working tree) holds a jlink'd
+# JDK 25 runtime (java.base, java.logging, jdk.incubator.vector, jdk.unsupported, java.management; Aparapi uses
+# java.desktop only in a GUI tool),
+# the project's jars with their runtime dependencies (Aparapi's JNI jar cut to linux x86_64), JUnit for the
+# conformance suite, and the OpenCL ICD loader libOpenCL.so.1 (ocl-icd). At run time the loader and ICD files of
+# the machine are used when present; otherwise the bundled loader and an ICD file written to a temp folder that
+# points at the NVIDIA driver's libnvidia-opencl.so.1. Whatever is missing is said plainly, in the log and table.
+#
+# Environment: BIFLOW_DEVICE (default "opencl": the first GPU, else the first OpenCL device; or opencl:N),
+# BIFLOW_BENCH_SIZES (GEMM sizes, default 256,512,1024,2048), OUT (output folder; default bench/target),
+# BIFLOW_GPU_BUNDLE (bundle folder). Time limits: devices 60 s, conformance 240 s, benchmark 200 s (< 8 min).
+set -u
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUNDLE=${BIFLOW_GPU_BUNDLE:-$ROOT/gpu-kernels/target/gpu-bundle}
+OUTDIR=${OUT:-$ROOT/bench/target}
+mkdir -p "$OUTDIR"
+TABLE=$OUTDIR/gpu-check-table.md
+LOG=$OUTDIR/gpu-check.log
+DEVICE=${BIFLOW_DEVICE:-opencl}
+SIZES=${BIFLOW_BENCH_SIZES:-256,512,1024,2048}
+MODULES=java.base,java.logging,jdk.incubator.vector,jdk.unsupported,java.management
+
+prepare() {
+  set -e
+  : "${JAVA_HOME:=/usr/lib/jvm/temurin-25-jdk-amd64}"
+  export JAVA_HOME
+  "$JAVA_HOME/bin/java" -version 2>&1 | grep -q '"25' || { echo "prepare needs JDK 25 in JAVA_HOME"; exit 2; }
+  cd "$ROOT"
+  mvn -o -q install -Dmaven.test.skip=true -pl engine
+  mvn -o -q package -DskipTests -pl gpu-kernels
+  mvn -o -q dependency:build-classpath -pl gpu-kernels -Dmdep.includeScope=test -Dmdep.outputFile="$ROOT/gpu-kernels/target/test.cp"
+  rm -rf "$BUNDLE"; mkdir -p "$BUNDLE/lib" "$BUNDLE/native"
+  cp gpu-kernels/target/biflow-gpu-kernels-*.jar "$BUNDLE/lib/"
+  "$JAVA_HOME/bin/jar" cf "$BUNDLE/lib/biflow-gpu-kernels-tests.jar" -C gpu-kernels/target/test-classes .
+  # Runtime needs of the kernels and the suite only: fastutil, jackson and commons-math serve engine's I/O.
+  tr ':' '\n' < gpu-kernels/target/test.cp | grep -vE 'fastutil|jackson|commons-math' | while read -r j; do
+    case "$j" in
+      *aparapi-jni*) # keep the linux x86_64 library only (the jar carries every platform: 19 MB)
+        t=$(mktemp -d); (cd "$t" && "$JAVA_HOME/bin/jar" xf "$j" && rm -rf win osx linux/libaparapi_x86.so linux/libaparapi_aarch64.so linux/libaparapi_armhf.so \
+          && "$JAVA_HOME/bin/jar" cfm "$BUNDLE/lib/$(basename "$j")" META-INF/MANIFEST.MF com linux); rm -rf "$t" ;;
+      *) cp "$j" "$BUNDLE/lib/" ;;
+    esac
+  done
+  "$JAVA_HOME/bin/jlink" --add-modules "$MODULES" --strip-debug --no-header-files --no-man-pages --compress zip-9 --strip-native-debug-symbols exclude-debuginfo-files --output "$BUNDLE/jre"
+  lib=$(ldconfig -p | awk '/libOpenCL\.so\.1 .*x86-64/ {print $NF; exit}')
+  if [ -n "$lib" ]; then cp -L "$lib" "$BUNDLE/native/libOpenCL.so.1"; else echo "warning: no libOpenCL.so.1 here (apt-get install ocl-icd-libopencl1): the bundle will rely on the GPU machine's"; fi
+  git -C "$ROOT" rev-parse --short HEAD > "$BUNDLE/COMMIT" 2>/dev/null || true
+  du -sh "$BUNDLE" "$BUNDLE"/* | tee "$BUNDLE/SIZES"
+  echo "bundle ready: $BUNDLE (carry it with the working tree, then run bench/gpu-check.sh)"
+}
+
+say() { echo "$*" | tee -a "$LOG"; }
+
+run() {
+  : > "$LOG"
+  local missing=() found=()
+  say "== BiFlow-J gpu-check $(date -u +%FT%TZ) on $(hostname) =="
+  # --- Java
+  local java=""
+  if [ -x "$BUNDLE/jre/bin/java" ]; then java=$BUNDLE/jre/bin/java; found+=("bundled JDK 25 runtime")
+  elif [ -n "${JAVA_HOME:-}" ] && "$JAVA_HOME/bin/java" -version 2>&1 | grep -q '"25'; then java=$JAVA_HOME/bin/java; found+=("JDK 25 at $JAVA_HOME")
+  else missing+=("a Java 25 runtime: the bundle $BUNDLE/jre is absent (run 'bench/gpu-check.sh prepare' on a machine with JDK 25 and carry the bundle)"); fi
+  [ -d "$BUNDLE/lib" ] && found+=("project jars ($(ls "$BUNDLE/lib" | wc -l) in $BUNDLE/lib)") || missing+=("the project jars ($BUNDLE/lib): run 'bench/gpu-check.sh prepare'")
+  # --- GPU driver
+  if command -v nvidia-smi >/dev/null 2>&1; then
+    found+=("nvidia-smi: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)")
+  else missing+=("nvidia-smi (no NVIDIA driver visible)"); fi
+  # --- OpenCL ICD loader
+  if ldconfig -p 2>/dev/null | grep -q 'libOpenCL\.so\.1 '; then found+=("system OpenCL ICD loader")
+  elif [ -f "$BUNDLE/native/libOpenCL.so.1" ]; then export LD_LIBRARY_PATH="$BUNDLE/native${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; found+=("bundled OpenCL ICD loader (ocl-icd)")
+  else missing+=("an OpenCL ICD loader libOpenCL.so.1 (apt-get install ocl-icd-libopencl1, or prepare the bundle where it is installed)"); fi
+  # --- ICD files: the machine's, else one pointing at the NVIDIA OpenCL library
+  if [ -n "${OCL_ICD_VENDORS:-}" ]; then found+=("OCL_ICD_VENDORS=$OCL_ICD_VENDORS (given)")
+  elif ls /etc/OpenCL/vendors/*.icd >/dev/null 2>&1; then found+=("ICD files: $(cat /etc/OpenCL/vendors/*.icd | tr '\n' ' ')")
+  else
+    local nv
+    nv=$(ldconfig -p 2>/dev/null | awk '/libnvidia-opencl\.so\.1 .*x86-64/ {print $NF; exit}')
+    [ -z "$nv" ] && nv=$(ls /usr/lib/x86_64-linux-gnu/libnvidia-opencl.so.1 /usr/lib64/libnvidia-opencl.so.1 /usr/local/nvidia/lib64/libnvidia-opencl.so.1 /usr/lib/nvidia*/libnvidia-opencl.so.1 2>/dev/null | head -1)
+    if [ -n "$nv" ]; then
+      local icd; icd=$(mktemp -d); echo "$nv" > "$icd/nvidia.icd"; export OCL_ICD_VENDORS=$icd
+      found+=("NVIDIA OpenCL library $nv (ICD file written to $icd)")
+    else missing+=("an OpenCL driver: no /etc/OpenCL/vendors/*.icd and no libnvidia-opencl.so.1 (the NVIDIA driver's OpenCL part, e.g. package libnvidia-compute-*/nvidia-opencl-icd; CUDA alone does not provide it)"); fi
+  fi
+  for f in "${found[@]}"; do say "found:   $f"; done
+  for m in "${missing[@]}"; do say "MISSING: $m"; done
+  local status_devices="not run" status_conf="not run" status_bench="not run"
+  if [ -n "$java" ] && [ -d "$BUNDLE/lib" ]; then
+    local cp; cp=$(ls "$BUNDLE"/lib/*.jar | tr '\n' ':')
+    local jv=(--add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED -XX:+UseParallelGC -Xmx8g -cp "$cp")
+    say "== 1. devices"
+    timeout 60 "$java" "${jv[@]}" dev.biflow.gpu.Devices 2>&1 | grep -v '^WARNING: Aparapi is running on an untested' | tee -a "$LOG"
+    case ${PIPESTATUS[0]} in 0) status_devices="ok";; 2) status_devices="no OpenCL device";; 124) status_devices="timed out";; *) status_devices="failed";; esac
+    say "== 2. conformance suite on $DEVICE (same checks as CPU, vs double references)"
+    timeout 240 "$java" "${jv[@]}" dev.biflow.gpu.ConformanceMain "$DEVICE" > "$OUTDIR/gpu-check-conformance.log" 2>&1
+    local rc=$?
+    grep -E '^\[conformance\]|tests (successful|failed|skipped|aborted|found)|CONFORMANCE|=> ' "$OUTDIR/gpu-check-conformance.log" | head -40 | tee -a "$LOG"
+    case $rc in 0) status_conf="PASS";; 124) status_conf="timed out (240 s)";; *) status_conf="FAIL (see gpu-check-conformance.log)";; esac
+    say "== 3. kernel benchmarks on $DEVICE"
+    timeout 200 "$java" "${jv[@]}" dev.biflow.gpu.GpuBench --device "$DEVICE" --sizes "$SIZES" --budget-s 150 --out "$OUTDIR/gpu-bench.md" > "$OUTDIR/gpu-bench.log" 2>&1
+    rc=$?
+    case $rc in 0) status_bench="ok";; 124) status_bench="timed out (200 s)";; *) status_bench="failed (see gpu-bench.log)"; tail -5 "$OUTDIR/gpu-bench.log" | tee -a "$LOG";; esac
+  fi
+  {
+    echo "# gpu-check $(date -u +%FT%TZ), commit $(cat "$BUNDLE/COMMIT" 2>/dev/null || echo '?')"
+    echo
+    for f in "${found[@]}"; do echo "- found: $f"; done
+    for m in "${missing[@]}"; do echo "- **missing**: $m"; done
+    echo "- devices: $status_devices; conformance on $DEVICE: $status_conf; benchmark: $status_bench"
+    echo "- not measured here: end-to-end sampling (exact inverse vs 1-NFE images/s) needs the flow model jars, not bundled yet"
+    echo
+    [ -f "$OUTDIR/gpu-bench.md" ] && cat "$OUTDIR/gpu-bench.md"
+  } > "$TABLE"
+  say "== table: $TABLE"
+  cat "$TABLE"
+  [ "$status_conf" = "PASS" ] && [ "$status_bench" = "ok" ]
+}
+
+case "${1:-run}" in
+  prepare) prepare ;;
+  run) run ;;
+  *) echo "usage: bench/gpu-check.sh [prepare|run]"; exit 2 ;;
+esac

@@ -1,0 +1,138 @@
+// Kernel benchmarks for bench/gpu-check.sh: GEMM GFLOP/s and attention time, CPU backend vs OpenCL, one sitting, one table.
+package dev.biflow.gpu;
+
+import dev.biflow.engine.Backend;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Locale;
+import java.util.Random;
+
+/**
+ * Usage: GpuBench [--device opencl[:N]] [--sizes 256,512,1024,2048] [--out table.md] [--budget-s 240]
+ *
+ * <p>Each case is warmed up (the OpenCL kernels were already compiled by the backend's
+ * constructor), then timed until 0.3 s or 15 runs; the table gives the median and the min-max
+ * spread. "OpenCL with copies" is what ops see through {@link Backend} (staging, upload,
+ * download); "kernel only" is the GEMM launch with operands resident on the device. Sizes are
+ * dropped, with a note, once the time budget is spent.
+ */
+public final class GpuBench {
+    private GpuBench() {}
+
+    public static void main(String[] args) throws IOException {
+        String spec = "opencl", out = null;
+        int[] sizes = {256, 512, 1024, 2048};
+        double budget = 240;
+        for (int i = 0; i < args.length; i++) {
+            switch (args[i]) {
+                case "--device" -> spec = args[++i];
+                case "--sizes" -> sizes = Arrays.stream(args[++i].split(",")).mapToInt(Integer::parseInt).toArray();
+                case "--out" -> out = args[++i];
+                case "--budget-s" -> budget = Double.parseDouble(args[++i]);
+                default -> throw new IllegalArgumentException("unknown argument " + args[i]);
+            }
+        }
+        long start = System.nanoTime();
+        outPath = out == null ? null : Path.of(out);
+        OpenClBackend cl = OpenClBackend.open(spec);
+        List<String> rows = new ArrayList<>() {
+            @Override public boolean add(String row) { // print and save as we go: a timeout still leaves the rows done
+                super.add(row);
+                System.out.println(row);
+                save(outPath, this);
+                return true;
+            }
+        };
+        rows.add("# BiFlow-J kernel benchmark");
+        rows.add("");
+        rows.add("OpenCL device: " + cl.name() + "; CPU backend: Vector API on " + Runtime.getRuntime().availableProcessors()
+                + " threads; JDK " + Runtime.version() + ". Median of up to 15 runs [min-max].");
+        rows.add("");
+        rows.add("| case | CPU backend | OpenCL with copies | OpenCL kernel only |");
+        rows.add("|---|---|---|---|");
+        Random r = new Random(1);
+        for (int n : sizes) {
+            if (elapsed(start) > budget) { rows.add("| gemm " + n + " | skipped: time budget spent | | |"); continue; }
+            float[] a = Ref.rand(r, n * n), b = Ref.rand(r, n * n), c = new float[n * n];
+            double flops = 2.0 * n * n * n;
+            double[] tc = time(() -> Backend.CPU.sgemm(false, false, n, n, n, 1f, a, 0, n, b, 0, n, 0f, c, 0, n));
+            double[] tg = time(() -> cl.sgemm(false, false, n, n, n, 1f, a, 0, n, b, 0, n, 0f, c, 0, n));
+            double tk = cl.gemmKernelSeconds(n, n, n, 3);
+            rows.add(String.format(Locale.ROOT, "| sgemm %dx%dx%d (GFLOP/s) | %s | %s | %.1f |", n, n, n,
+                    gflops(flops, tc), gflops(flops, tg), flops / tk / 1e9));
+        }
+        // TarFlow-shaped: the qkv projection of 256 images x 64 tokens, width 128.
+        if (elapsed(start) <= budget) {
+            int m = 256 * 64, k = 128, n = 384;
+            float[] a = Ref.rand(r, m * k), b = Ref.rand(r, k * n), c = new float[m * n];
+            double flops = 2.0 * m * n * k;
+            double[] tc = time(() -> Backend.CPU.sgemm(false, true, m, n, k, 1f, a, 0, k, b, 0, k, 0f, c, 0, n));
+            double[] tg = time(() -> cl.sgemm(false, true, m, n, k, 1f, a, 0, k, b, 0, k, 0f, c, 0, n));
+            rows.add(String.format(Locale.ROOT, "| sgemm qkv %dx%dx%d, B^T (GFLOP/s) | %s | %s | |", m, n, k, gflops(flops, tc), gflops(flops, tg)));
+        }
+        int[][] att = {{64, 2, 64, 64}, {16, 8, 256, 64}}; // B, H, T, Dh
+        for (int[] s : att) {
+            if (elapsed(start) > budget) { rows.add("| attention " + Arrays.toString(s) + " | skipped: time budget spent | | |"); continue; }
+            int nb = s[0], nh = s[1], t = s[2], dh = s[3];
+            float[] q = Ref.rand(r, nb * nh * t * dh), k = Ref.rand(r, nb * nh * t * dh), v = Ref.rand(r, nb * nh * t * dh);
+            float[] o = new float[q.length];
+            float sc = (float) (1 / Math.sqrt(dh));
+            double[] tc = time(() -> Backend.CPU.attention(q, k, v, o, nb, nh, t, t, dh, dh, true, null, null, sc));
+            double[] tg = time(() -> cl.attention(q, k, v, o, nb, nh, t, t, dh, dh, true, null, null, sc));
+            rows.add(String.format(Locale.ROOT, "| causal attention B%d H%d T%d Dh%d (ms) | %s | %s | |", nb, nh, t, dh, ms(tc), ms(tg)));
+        }
+        rows.add("");
+        rows.add(String.format(Locale.ROOT, "Copies made by the OpenCL backend during the benchmark: %s. Total %.0f s.",
+                cl.transfers(), elapsed(start)));
+        cl.close();
+    }
+
+    private static Path outPath;
+
+    private static void save(Path p, List<String> rows) {
+        if (p == null) return;
+        try {
+            Files.writeString(p, String.join("\n", rows) + "\n");
+        } catch (IOException e) {
+            throw new java.io.UncheckedIOException(e);
+        }
+    }
+
+    private static double elapsed(long start) { return (System.nanoTime() - start) / 1e9; }
+
+    /** Seconds per run: median, min, max. */
+    private static double[] time(Runnable f) {
+        f.run(); // warm-up (JIT for the CPU path, buffer allocation for OpenCL)
+        List<Double> t = new ArrayList<>();
+        long end = System.nanoTime() + 300_000_000L;
+        while (t.size() < 3 || (t.size() < 15 && System.nanoTime() < end)) {
+            long t0 = System.nanoTime();
+            f.run();
+            t.add((System.nanoTime() - t0) / 1e9);
+        }
+        double[] s = t.stream().mapToDouble(Double::doubleValue).sorted().toArray();
+        return new double[]{s[s.length / 2], s[0], s[s.length - 1]};
+    }
+
+    private static String gflops(double flops, double[] t) {
+        return String.format(Locale.ROOT, "%.1f [%.1f-%.1f]", flops / t[0] / 1e9, flops / t[2] / 1e9, flops / t[1] / 1e9);
+    }
+
+    private static String ms(double[] t) {
+        return String.format(Locale.ROOT, "%.2f [%.2f-%.2f]", t[0] * 1e3, t[1] * 1e3, t[2] * 1e3);
+    }
+
+    /** Uniform [-1, 1) test data. */
+    private static final class Ref {
+        static float[] rand(Random r, int n) {
+            float[] x = new float[n];
+            for (int i = 0; i < n; i++) x[i] = r.nextFloat() * 2 - 1;
+            return x;
+        }
+    }
+}

@@ -1,0 +1,402 @@
+// The accelerator backend: Backend's kernels as Aparapi kernels on one OpenCL device, with explicit, counted copies.
+package dev.biflow.gpu;
+
+import com.aparapi.Kernel;
+import com.aparapi.Range;
+import com.aparapi.device.OpenCLDevice;
+import com.aparapi.exception.CompileFailedException;
+import dev.biflow.engine.Backend;
+
+/**
+ * Runs {@link Backend}'s kernels on one OpenCL device: tiled GEMM (batched, transposes), LayerNorm,
+ * softmax, fused attention (causal / bidirectional / masked, any scale or temperature), affine
+ * coupling with its log-det, and a KV-cache decode loop ({@link #decoder}).
+ *
+ * <p>Copies: every kernel runs in Aparapi's explicit mode. Inputs are copied into per-kernel
+ * staging arrays (sized up in powers of two, so device buffers are reused across calls of similar
+ * size), uploaded with put, and results come back with get; each put/get is counted in
+ * {@link #transfers()}. Nothing else crosses the bus. Within one call the data stays on the device
+ * between passes (attention's scores never leave it; coupling uploads a once for both passes;
+ * a decoder keeps its KV cache on the device for the whole loop).
+ *
+ * <p>No silent fallback: the constructor compiles every kernel for the device (the first build,
+ * ~1 s each, is paid there, outside any timed region) and runs each once; every launch then checks
+ * that Aparapi really ran OpenCL on this device and throws {@link OpenClUnavailableException} if it
+ * fell back to its Java thread pool.
+ *
+ * <p>Thread safety: calls are serialised on this object (Fused.attention calls sgemm from several
+ * threads; Aparapi kernels hold their arguments in fields).
+ *
+ * <p>Degenerate shapes (an empty C, k = 0 or alpha = 0, which only scale C) are done on the host:
+ * they launch nothing.
+ */
+public final class OpenClBackend implements Backend, AutoCloseable {
+    /** Items per work-group of the one-dimensional kernels. */
+    private static final int WG = 64;
+
+    private final Devices.Info info;
+    private final OpenCLDevice device;
+    private final Transfers transfers = new Transfers();
+    private final GemmKernel gemm = new GemmKernel();
+    private final RowKernel row = new RowKernel();
+    private final AttentionKernel att = new AttentionKernel();
+    private final CouplingKernel coupling = new CouplingKernel();
+    private boolean closed;
+
+    /** A backend on the device a spec "opencl" or "opencl:N" names (see {@link Devices}). */
+    public static OpenClBackend open(String spec) { return new OpenClBackend(Devices.select(spec)); }
+
+    /** A backend on the given device; compiles and runs every kernel once (the warm-up). */
+    public OpenClBackend(Devices.Info info) {
+        this.info = info;
+        this.device = info.device();
+        for (Kernel k : new Kernel[]{gemm, row, att, coupling}) k.setExplicit(true);
+        warmUp();
+        transfers.reset();
+    }
+
+    @Override public String name() { return "opencl:" + info.index() + " (" + info.name().trim() + ")"; }
+
+    /** The device this backend runs on. */
+    public Devices.Info device() { return info; }
+
+    /** Copies and launches so far. */
+    public Transfers transfers() { return transfers; }
+
+    // ================================================================ GEMM
+
+    @Override
+    public synchronized void sgemm(boolean transA, boolean transB, int m, int n, int k, float alpha,
+                                   float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
+                                   float beta, float[] c, int cOff, int ldc) {
+        sgemmBatched(1, transA, transB, m, n, k, alpha, a, aOff, 0, lda, b, bOff, 0, ldb, beta, c, cOff, 0, ldc);
+    }
+
+    @Override
+    public synchronized void sgemmBatched(int batch, boolean transA, boolean transB, int m, int n, int k, float alpha,
+                                          float[] a, int aOff, int strideA, int lda, float[] b, int bOff, int strideB, int ldb,
+                                          float beta, float[] c, int cOff, int strideC, int ldc) {
+        open();
+        if (batch < 0 || m < 0 || n < 0 || k < 0)
+            throw new IllegalArgumentException("sgemm: negative size (batch " + batch + ", m " + m + ", n " + n + ", k " + k + ")");
+        if (batch == 0 || m == 0 || n == 0) return;
+        if (k == 0 || alpha == 0f) { // C = beta C: nothing to multiply
+            for (int i = 0; i < batch; i++)
+                Backend.CPU.sgemm(transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff + i * strideC, ldc);
+            return;
+        }
+        int aRows = transA ? k : m, aCols = transA ? m : k, bRows = transB ? n : k, bCols = transB ? k : n;
+        if (lda < aCols || ldb < bCols || ldc < n)
+            throw new IllegalArgumentException("sgemm: leading dimensions too small (lda " + lda + " < " + aCols + ", ldb "
+                    + ldb + " < " + bCols + " or ldc " + ldc + " < " + n + ")");
+        int extA = extent(batch, strideA, aRows, lda, aCols), extB = extent(batch, strideB, bRows, ldb, bCols);
+        int extC = extent(batch, strideC, m, ldc, n);
+        GemmKernel g = gemm;
+        g.a = stage(g.a, a, aOff, extA);
+        g.b = stage(g.b, b, bOff, extB);
+        boolean readC = beta != 0f;
+        g.c = readC ? stage(g.c, c, cOff, extC) : grow(g.c, extC);
+        g.m = m; g.n = n; g.k = k; g.lda = lda; g.ldb = ldb; g.ldc = ldc;
+        g.strideA = strideA; g.strideB = strideB; g.strideC = strideC;
+        g.transA = transA ? 1 : 0; g.transB = transB ? 1 : 0; g.readC = readC ? 1 : 0;
+        g.alpha = alpha; g.beta = beta;
+        put(g, g.a); put(g, g.b);
+        if (readC) put(g, g.c);
+        int ts = GemmKernel.TS;
+        launch(g, device.createRange3D(roundUp(n, ts), roundUp(m, ts), batch, ts, ts, 1));
+        get(g, g.c);
+        for (int i = 0; i < batch; i++)
+            for (int r = 0; r < m; r++) {
+                int o = i * strideC + r * ldc;
+                System.arraycopy(g.c, o, c, cOff + o, n);
+            }
+    }
+
+    private static int extent(int batch, int stride, int rows, int ld, int cols) {
+        long e = (long) (batch - 1) * stride + (long) (rows - 1) * ld + cols;
+        if (e > Integer.MAX_VALUE - 8) throw new IllegalArgumentException("sgemm: operand of " + e + " floats does not fit one array");
+        return (int) e;
+    }
+
+    // ================================================================ row kernels
+
+    @Override
+    public synchronized void layerNorm(float[] x, float[] w, float[] b, float[] y, float[] mean, float[] rstd,
+                                       int rows, int d, float eps) {
+        open();
+        if (rows == 0 || d == 0) return;
+        RowKernel r = row;
+        int n = rows * d;
+        r.x = stage(r.x, x, 0, n);
+        r.y = grow(r.y, n);
+        r.hasW = w == null ? 0 : 1;
+        r.hasB = b == null ? 0 : 1;
+        if (w != null) r.w = stage(r.w, w, 0, d);
+        if (b != null) r.bias = stage(r.bias, b, 0, d);
+        r.mean = grow(r.mean, rows);
+        r.rstd = grow(r.rstd, rows);
+        r.mode = RowKernel.LAYERNORM; r.rows = rows; r.d = d; r.eps = eps;
+        put(r, r.x);
+        if (w != null) put(r, r.w);
+        if (b != null) put(r, r.bias);
+        launch(r, device.createRange(roundUp(rows, WG), WG));
+        get(r, r.y); get(r, r.mean); get(r, r.rstd);
+        System.arraycopy(r.y, 0, y, 0, n);
+        if (mean != null) System.arraycopy(r.mean, 0, mean, 0, rows);
+        if (rstd != null) System.arraycopy(r.rstd, 0, rstd, 0, rows);
+    }
+
+    @Override
+    public synchronized void softmaxRows(float[] x, float[] y, int rows, int n) {
+        open();
+        if (rows == 0 || n == 0) return;
+        RowKernel r = row;
+        int len = rows * n;
+        r.x = stage(r.x, x, 0, len);
+        r.y = grow(r.y, len);
+        r.mode = RowKernel.SOFTMAX; r.rows = rows; r.d = n;
+        put(r, r.x);
+        launch(r, device.createRange(roundUp(rows, WG), WG));
+        get(r, r.y);
+        System.arraycopy(r.y, 0, y, 0, len);
+    }
+
+    // ================================================================ attention
+
+    @Override
+    public synchronized void attention(float[] q, float[] k, float[] v, float[] out, int batch, int heads, int tq, int tk,
+                                       int dh, int dv, boolean causal, float[] mask, int[] maskShape, float scale) {
+        open();
+        int slices = batch * heads;
+        if (slices == 0 || tq == 0 || dv == 0) return;
+        if (dh == 0) throw new IllegalArgumentException("attention: head dim Dh must be >= 1");
+        AttentionKernel t = att;
+        t.q = stage(t.q, q, 0, slices * tq * dh);
+        t.k = stage(t.k, k, 0, Math.max(1, slices * tk * dh));
+        t.v = stage(t.v, v, 0, Math.max(1, slices * tk * dv));
+        t.out = grow(t.out, slices * tq * dv);
+        t.hasMask = mask == null ? 0 : 1;
+        if (mask != null) {
+            int[] st = maskStrides(maskShape, new int[]{batch, heads, tq, tk});
+            t.ms0 = st[0]; t.ms1 = st[1]; t.ms2 = st[2]; t.ms3 = st[3];
+            t.mask = stage(t.mask, mask, 0, Math.max(1, mask.length));
+        }
+        t.mode = AttentionKernel.ATTEND; t.slices = slices; t.heads = heads; t.tq = tq; t.tk = tk; t.dh = dh; t.dv = dv;
+        t.causal = causal ? 1 : 0; t.scale = scale;
+        t.qStride = tq * dh; t.kStride = tk * dh; t.vStride = tk * dv; t.oStride = tq * dv;
+        put(t, t.q); put(t, t.k); put(t, t.v);
+        if (mask != null) put(t, t.mask);
+        launch(t, device.createRange(roundUp(slices * tq, WG), WG));
+        get(t, t.out);
+        System.arraycopy(t.out, 0, out, 0, slices * tq * dv);
+    }
+
+    /** Broadcast strides of a rank-4 mask shape against (B, H, Tq, Tk): 0 along size-1 axes. */
+    static int[] maskStrides(int[] shape, int[] full) {
+        if (shape == null || shape.length != 4)
+            throw new IllegalArgumentException("attention: maskShape must be rank 4 (B|1, H|1, Tq, Tk)");
+        int[] st = new int[4];
+        int s = 1;
+        for (int i = 3; i >= 0; i--) {
+            if (shape[i] != full[i] && shape[i] != 1)
+                throw new IllegalArgumentException("attention: mask axis " + i + " has size " + shape[i] + " but scores have "
+                        + full[i] + ": it must be " + full[i] + " or 1");
+            st[i] = shape[i] == 1 ? 0 : s;
+            s *= shape[i];
+        }
+        return st;
+    }
+
+    /**
+     * A KV-cache decode loop on the device: each {@link Decoder#step} appends one key and value row
+     * per (batch, head) to caches that stay on the device and attends one query row to every
+     * cached key. Per step it uploads q, k and v rows and downloads the output row, nothing else.
+     */
+    public synchronized Decoder decoder(int batch, int heads, int capacity, int dh, int dv) {
+        open();
+        return new Decoder(batch, heads, capacity, dh, dv);
+    }
+
+    /** See {@link #decoder}. Not thread-safe; one per sequence batch. */
+    public final class Decoder implements AutoCloseable {
+        private final AttentionKernel kk = new AttentionKernel();
+        private final int slices, capacity, dh, dv;
+        private int len;
+
+        private Decoder(int batch, int heads, int capacity, int dh, int dv) {
+            if (batch < 1 || heads < 1 || capacity < 1 || dh < 1 || dv < 1)
+                throw new IllegalArgumentException("decoder: batch, heads, capacity, dh and dv must be >= 1");
+            this.slices = batch * heads;
+            this.capacity = capacity;
+            this.dh = dh;
+            this.dv = dv;
+            kk.setExplicit(true);
+            kk.k = new float[slices * capacity * dh];
+            kk.v = new float[slices * capacity * dv];
+            kk.q = new float[slices * dh];
+            kk.kNew = new float[slices * dh];
+            kk.vNew = new float[slices * dv];
+            kk.out = new float[slices * dv];
+            kk.heads = heads; kk.slices = slices; kk.dh = dh; kk.dv = dv; kk.tq = 1; kk.causal = 0; kk.hasMask = 0;
+            kk.qStride = dh; kk.kStride = capacity * dh; kk.vStride = capacity * dv; kk.oStride = dv;
+            synchronized (OpenClBackend.this) {
+                compile(kk);
+                put(kk, kk.k); put(kk, kk.v); // the caches' only upload
+            }
+        }
+
+        /** Keys cached so far. */
+        public int length() { return len; }
+
+        /** Forgets the cached keys (the device buffers are kept). */
+        public void reset() { len = 0; }
+
+        /**
+         * Appends kRow (B*H*Dh) and vRow (B*H*Dv) and writes softmax(scale q k^T) v over all cached
+         * keys into out (B*H*Dv), for qRow (B*H*Dh).
+         */
+        public void step(float[] qRow, float[] kRow, float[] vRow, float scale, float[] out) {
+            if (len >= capacity)
+                throw new IllegalStateException("decoder: the KV cache is full (" + capacity + " keys); reset() or make a larger one");
+            synchronized (OpenClBackend.this) {
+                open();
+                System.arraycopy(kRow, 0, kk.kNew, 0, slices * dh);
+                System.arraycopy(vRow, 0, kk.vNew, 0, slices * dv);
+                System.arraycopy(qRow, 0, kk.q, 0, slices * dh);
+                put(kk, kk.kNew); put(kk, kk.vNew); put(kk, kk.q);
+                kk.mode = AttentionKernel.APPEND; kk.pos = len;
+                launch(kk, device.createRange(roundUp(slices * Math.max(dh, dv), WG), WG));
+                len++;
+                kk.mode = AttentionKernel.ATTEND; kk.tk = len; kk.scale = scale;
+                launch(kk, device.createRange(roundUp(slices, WG), WG));
+                get(kk, kk.out);
+                System.arraycopy(kk.out, 0, out, 0, slices * dv);
+            }
+        }
+
+        @Override public void close() { kk.dispose(); }
+    }
+
+    // ================================================================ affine coupling
+
+    @Override
+    public synchronized void affineCoupling(boolean inverse, float[] in, float[] a, float[] b, float[] out, float[] logdet,
+                                            int batch, int perSample) {
+        open();
+        int n = batch * perSample;
+        if (n == 0) {
+            if (logdet != null) java.util.Arrays.fill(logdet, 0, batch, 0f);
+            return;
+        }
+        CouplingKernel c = coupling;
+        c.in = stage(c.in, in, 0, n);
+        c.a = stage(c.a, a, 0, n);
+        c.b = stage(c.b, b, 0, n);
+        c.out = grow(c.out, n);
+        c.n = n; c.batch = batch; c.perSample = perSample;
+        c.mode = inverse ? CouplingKernel.INVERSE : CouplingKernel.FORWARD;
+        put(c, c.in); put(c, c.a); put(c, c.b);
+        launch(c, device.createRange(roundUp(n, WG), WG));
+        get(c, c.out);
+        System.arraycopy(c.out, 0, out, 0, n);
+        if (logdet != null) {
+            c.logdet = grow(c.logdet, batch);
+            c.mode = CouplingKernel.LOGDET;
+            c.sign = inverse ? 1f : -1f;
+            launch(c, device.createRange(roundUp(batch, WG), WG)); // a is still on the device
+            get(c, c.logdet);
+            System.arraycopy(c.logdet, 0, logdet, 0, batch);
+        }
+    }
+
+    /**
+     * Median seconds of one m x n x k GEMM launch with the operands already on the device (no
+     * copies): the kernel's own speed, for {@link GpuBench}.
+     */
+    synchronized double gemmKernelSeconds(int m, int n, int k, int reps) {
+        open();
+        GemmKernel g = gemm;
+        java.util.Random r = new java.util.Random(1);
+        g.a = grow(g.a, m * k); g.b = grow(g.b, k * n); g.c = grow(g.c, m * n);
+        for (int i = 0; i < m * k; i++) g.a[i] = r.nextFloat();
+        for (int i = 0; i < k * n; i++) g.b[i] = r.nextFloat();
+        g.m = m; g.n = n; g.k = k; g.lda = k; g.ldb = n; g.ldc = n; g.strideA = g.strideB = g.strideC = 0;
+        g.transA = g.transB = g.readC = 0; g.alpha = 1f; g.beta = 0f;
+        put(g, g.a); put(g, g.b);
+        int ts = GemmKernel.TS;
+        Range range = device.createRange3D(roundUp(n, ts), roundUp(m, ts), 1, ts, ts, 1);
+        launch(g, range); // a launch after put waits for the copies
+        double[] t = new double[reps];
+        for (int i = 0; i < reps; i++) {
+            long t0 = System.nanoTime();
+            launch(g, range); // Aparapi's execute returns when the kernel has finished
+            t[i] = (System.nanoTime() - t0) / 1e9;
+        }
+        java.util.Arrays.sort(t);
+        return t[reps / 2];
+    }
+
+    // ================================================================ plumbing
+
+    private void warmUp() {
+        for (Kernel k : new Kernel[]{gemm, row, att, coupling}) compile(k);
+        // One tiny run of every mode: proves the device executes them (not Aparapi's Java pool).
+        float[] x = {1f, 2f, 3f, 4f}, y = new float[4];
+        sgemm(false, false, 2, 2, 2, 1f, x, 0, 2, x, 0, 2, 0f, y, 0, 2);
+        layerNorm(x, null, null, y, new float[1], new float[1], 1, 4, 1e-5f);
+        softmaxRows(x, y, 1, 4);
+        attention(x, x, x, y, 1, 1, 2, 2, 2, 2, true, null, null, 1f);
+        affineCoupling(false, x, x, x, y, new float[1], 1, 4);
+    }
+
+    private void compile(Kernel k) {
+        try {
+            k.compile(device);
+        } catch (CompileFailedException | RuntimeException e) {
+            throw new OpenClUnavailableException(OpenClUnavailableException.Reason.KERNEL_FAILED, "Aparapi could not build kernel " + k.getClass().getSimpleName() + " for "
+                    + info.name().trim() + " (" + e.getMessage() + "); the backend will not fall back to Java", e);
+        }
+    }
+
+    private void launch(Kernel k, Range r) {
+        k.execute(r);
+        transfers.launch();
+        if (!k.isRunningCL() || !(k.getTargetDevice() instanceof OpenCLDevice))
+            throw new OpenClUnavailableException(OpenClUnavailableException.Reason.FELL_BACK, "Aparapi ran " + k.getClass().getSimpleName() + " on "
+                    + (k.getTargetDevice() == null ? "its Java thread pool" : k.getTargetDevice().getShortDescription())
+                    + " instead of OpenCL device " + info.name().trim() + " (translation or device failure: see Aparapi's "
+                    + "warning above; kernels need -g and no lambdas or objects in run())");
+    }
+
+    private void put(Kernel k, float[] a) { k.put(a); transfers.put(a.length); }
+
+    private void get(Kernel k, float[] a) { k.get(a); transfers.get(a.length); }
+
+    /** A staging array of at least n floats holding src[off, off+n). */
+    private static float[] stage(float[] cur, float[] src, int off, int n) {
+        float[] s = grow(cur, n);
+        System.arraycopy(src, off, s, 0, n);
+        return s;
+    }
+
+    /** cur if it holds n floats, else a new array of the next power of two (so device buffers are reused). */
+    private static float[] grow(float[] cur, int n) {
+        if (cur.length >= n) return cur;
+        int cap = Integer.highestOneBit(Math.max(1, n - 1)) << 1;
+        return new float[cap > 0 && cap >= n ? cap : n];
+    }
+
+    private static int roundUp(int x, int m) { return (x + m - 1) / m * m; }
+
+    private void open() {
+        if (closed) throw new IllegalStateException("this OpenClBackend is closed");
+    }
+
+    /** Frees the device buffers and kernels. If it is the active backend, make another active first. */
+    @Override
+    public synchronized void close() {
+        if (closed) return;
+        closed = true;
+        for (Kernel k : new Kernel[]{gemm, row, att, coupling}) k.dispose();
+    }
+}

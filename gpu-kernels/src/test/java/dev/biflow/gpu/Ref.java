@@ -1,0 +1,106 @@
+// Scalar double-precision references for the conformance suite (the "reference" of every kernel).
+package dev.biflow.gpu;
+
+import java.util.Random;
+
+/** Straightforward double loops: slow, obviously right, used to grade every backend. */
+final class Ref {
+    private Ref() {}
+
+    static float[] rand(Random r, int n, float scale) {
+        float[] x = new float[n];
+        for (int i = 0; i < n; i++) x[i] = (float) (r.nextGaussian() * scale);
+        return x;
+    }
+
+    /** C = alpha op(A) op(B) + beta C for one matrix; also returns per element sum |a||b| in absOut. */
+    static double[] gemm(boolean tA, boolean tB, int m, int n, int k, float alpha, float[] a, int aOff, int lda,
+                         float[] b, int bOff, int ldb, float beta, float[] c, int cOff, int ldc, double[] absOut) {
+        double[] out = new double[m * n];
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++) {
+                double s = 0, sa = 0;
+                for (int p = 0; p < k; p++) {
+                    double av = tA ? a[aOff + p * lda + i] : a[aOff + i * lda + p];
+                    double bv = tB ? b[bOff + j * ldb + p] : b[bOff + p * ldb + j];
+                    s += av * bv;
+                    sa += Math.abs(av * bv);
+                }
+                double cv = beta == 0f ? 0 : beta * (double) c[cOff + i * ldc + j];
+                out[i * n + j] = alpha * s + cv;
+                absOut[i * n + j] = Math.abs(alpha) * sa + Math.abs(cv);
+            }
+        return out;
+    }
+
+    static double[] layerNorm(float[] x, float[] w, float[] b, int rows, int d, float eps) {
+        double[] y = new double[rows * d];
+        for (int r = 0; r < rows; r++) {
+            double mu = 0, v = 0;
+            for (int i = 0; i < d; i++) mu += x[r * d + i];
+            mu /= d;
+            for (int i = 0; i < d; i++) v += (x[r * d + i] - mu) * (x[r * d + i] - mu);
+            double rs = 1 / Math.sqrt(v / d + eps);
+            for (int i = 0; i < d; i++) {
+                double t = (x[r * d + i] - mu) * rs;
+                if (w != null) t *= w[i];
+                if (b != null) t += b[i];
+                y[r * d + i] = t;
+            }
+        }
+        return y;
+    }
+
+    static double[] softmax(float[] x, int rows, int n) {
+        double[] y = new double[rows * n];
+        for (int r = 0; r < rows; r++) {
+            double m = Double.NEGATIVE_INFINITY, s = 0;
+            for (int i = 0; i < n; i++) m = Math.max(m, x[r * n + i]);
+            for (int i = 0; i < n; i++) s += Math.exp(x[r * n + i] - m);
+            for (int i = 0; i < n; i++) y[r * n + i] = Math.exp(x[r * n + i] - m) / s;
+        }
+        return y;
+    }
+
+    /** out (B,H,Tq,Dv); mask has rank-4 shape ms (or null). */
+    static double[] attention(float[] q, float[] k, float[] v, int nb, int nh, int tq, int tk, int dh, int dv,
+                              boolean causal, float[] mask, int[] ms, float scale) {
+        double[] out = new double[nb * nh * tq * dv];
+        int[] st = mask == null ? null : OpenClBackend.maskStrides(ms, new int[]{nb, nh, tq, tk});
+        for (int b = 0; b < nb; b++)
+            for (int h = 0; h < nh; h++) {
+                int s = b * nh + h;
+                for (int i = 0; i < tq; i++) {
+                    double[] sc = new double[tk];
+                    boolean[] ok = new boolean[tk];
+                    double m = Double.NEGATIVE_INFINITY;
+                    for (int j = 0; j < tk; j++) {
+                        ok[j] = (!causal || j <= i + tk - tq)
+                                && (mask == null || mask[b * st[0] + h * st[1] + i * st[2] + j * st[3]] != 0f);
+                        if (!ok[j]) continue;
+                        double d = 0;
+                        for (int e = 0; e < dh; e++) d += (double) q[(s * tq + i) * dh + e] * k[(s * tk + j) * dh + e];
+                        sc[j] = d * scale;
+                        m = Math.max(m, sc[j]);
+                    }
+                    if (m == Double.NEGATIVE_INFINITY) continue; // no key: zeros
+                    double z = 0;
+                    for (int j = 0; j < tk; j++) if (ok[j]) z += Math.exp(sc[j] - m);
+                    for (int j = 0; j < tk; j++) {
+                        if (!ok[j]) continue;
+                        double p = Math.exp(sc[j] - m) / z;
+                        for (int e = 0; e < dv; e++) out[(s * tq + i) * dv + e] += p * v[(s * tk + j) * dv + e];
+                    }
+                }
+            }
+        return out;
+    }
+
+    static void assertClose(String what, double[] want, float[] got, int n, double atol, double rtol) {
+        for (int i = 0; i < n; i++) {
+            double tol = atol + rtol * Math.abs(want[i]);
+            if (!(Math.abs(got[i] - want[i]) <= tol))
+                throw new AssertionError(what + ": element " + i + " is " + got[i] + ", expected " + want[i] + " (tolerance " + tol + ")");
+        }
+    }
+}
