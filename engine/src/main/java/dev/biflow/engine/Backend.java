@@ -4,6 +4,7 @@ package dev.biflow.engine;
 import dev.biflow.engine.kernels.Gemm;
 import dev.biflow.engine.kernels.LayerNorm;
 import dev.biflow.engine.kernels.Softmax;
+import dev.biflow.engine.kernels.Vec;
 
 /**
  * Where ops send their heavy kernels. Model code never names a kernel; it calls {@link Ops}
@@ -51,17 +52,39 @@ public interface Backend {
 
     /**
      * Attention forward, out = softmax(scale * q k^T, masked) v, as {@link Fused#attention} without
-     * autograd: q (B, H, Tq, Dh), k (B, H, Tk, Dh), v (B, H, Tk, Dv) -> out (B, H, Tq, Dv). An
+     * autograd (the default is a one-thread reference that does not go through Fused, so Fused may route here): q (B, H, Tq, Dh), k (B, H, Tk, Dh), v (B, H, Tk, Dv) -> out (B, H, Tq, Dv). An
      * attention temperature tau is scale / tau. mask (nullable) has the rank-4 shape maskShape that
      * broadcasts to (B, H, Tq, Tk); 0 blocks a key. causal: query i sees key j when j <= i + Tk - Tq,
      * so Tq = 1 against a KV cache of Tk keys is the decode step. A query that sees no key gets zeros.
      */
     default void attention(float[] q, float[] k, float[] v, float[] out, int batch, int heads, int tq, int tk,
                            int dh, int dv, boolean causal, float[] mask, int[] maskShape, float scale) {
-        try (var ng = Grad.noGrad()) {
-            Tensor o = Fused.attention(Tensor.of(q, batch, heads, tq, dh), Tensor.of(k, batch, heads, tk, dh),
-                    Tensor.of(v, batch, heads, tk, dv), causal, mask == null ? null : Tensor.of(mask, maskShape), scale);
-            System.arraycopy(o.data, 0, out, 0, o.data.length);
+        // A scalar-loop reference on purpose: Fused.attention may route here, so this must not call it.
+        int[] full = {batch, heads, tq, tk}, ms = new int[4];
+        if (mask != null) {
+            if (maskShape == null || maskShape.length != 4)
+                throw new IllegalArgumentException("attention: maskShape must be rank 4 (B|1, H|1, Tq, Tk)");
+            for (int i = 3, st = 1; i >= 0; st *= maskShape[i], i--) {
+                if (maskShape[i] != full[i] && maskShape[i] != 1)
+                    throw new IllegalArgumentException("attention: mask axis " + i + " has size " + maskShape[i]
+                            + " but the scores have " + full[i]);
+                ms[i] = maskShape[i] == 1 ? 0 : st;
+            }
+        }
+        float[] row = new float[Math.max(1, tk)];
+        for (int s = 0; s < batch * heads; s++) {
+            int b = s / heads, h = s % heads;
+            for (int i = 0; i < tq; i++) {
+                int lim = causal ? Math.max(0, Math.min(tk, i + tk - tq + 1)) : tk;
+                int qo = (s * tq + i) * dh, oo = (s * tq + i) * dv;
+                for (int j = 0; j < lim; j++) {
+                    boolean ok = mask == null || mask[b * ms[0] + h * ms[1] + i * ms[2] + j * ms[3]] != 0f;
+                    row[j] = ok ? scale * Softmax.dot(q, qo, k, (s * tk + j) * dh, dh) : Float.NEGATIVE_INFINITY;
+                }
+                Softmax.softmaxRowInPlace(row, 0, tk, lim); // no visible key: a zero row
+                java.util.Arrays.fill(out, oo, oo + dv, 0f);
+                for (int j = 0; j < lim; j++) if (row[j] != 0f) Vec.axpy(row[j], v, (s * tk + j) * dv, out, oo, dv);
+            }
         }
     }
 

@@ -2,6 +2,9 @@
 package dev.biflow.gpu;
 
 import dev.biflow.engine.Backend;
+import dev.biflow.engine.Fused;
+import dev.biflow.engine.Grad;
+import dev.biflow.engine.Tensor;
 
 import java.io.IOException;
 import java.nio.file.Files;
@@ -82,7 +85,11 @@ public final class GpuBench {
             float[] q = Ref.rand(r, nb * nh * t * dh), k = Ref.rand(r, nb * nh * t * dh), v = Ref.rand(r, nb * nh * t * dh);
             float[] o = new float[q.length];
             float sc = (float) (1 / Math.sqrt(dh));
-            double[] tc = time(() -> Backend.CPU.attention(q, k, v, o, nb, nh, t, t, dh, dh, true, null, null, sc));
+            // CPU column: Fused.attention, the engine's multithreaded path (Backend.CPU.attention is a one-thread reference).
+            Tensor tq = Tensor.of(q, nb, nh, t, dh), tk = Tensor.of(k, nb, nh, t, dh), tv = Tensor.of(v, nb, nh, t, dh);
+            double[] tc = time(() -> {
+                try (var ng = Grad.noGrad()) { Fused.attention(tq, tk, tv, true, null, sc); }
+            });
             double[] tg = time(() -> cl.attention(q, k, v, o, nb, nh, t, t, dh, dh, true, null, null, sc));
             rows.add(String.format(Locale.ROOT, "| causal attention B%d H%d T%d Dh%d (ms) | %s | %s | |", nb, nh, t, dh, ms(tc), ms(tg)));
         }
