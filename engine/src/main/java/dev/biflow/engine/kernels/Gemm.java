@@ -68,8 +68,13 @@ public final class Gemm {
      * 8 x 8 x 8 (it has ~1 us of fixed cost; the plain loop's cost grows much faster).
      */
     static final long SMALL = Long.getLong("biflow.gemm.small", 1024);
-    /** Minimum flops one thread should get before the work is split. */
-    private static final long MIN_FLOPS_PER_THREAD = 1L << 20;
+    /**
+     * Minimum flops one thread should get before the work is split (~40 us of kernel time): waking
+     * a pool thread costs ~10 us on an idle host and milliseconds on an oversubscribed one, where
+     * splitting a 2-MFLOP attention GEMM in two made it 100x slower. Per-head attention GEMMs are
+     * meant to be parallel across heads by the caller anyway (nested calls run serially).
+     */
+    private static final long MIN_FLOPS_PER_THREAD = 1L << 22;
 
     public static void sgemm(boolean transA, boolean transB, int m, int n, int k, float alpha,
                              float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
@@ -114,8 +119,8 @@ public final class Gemm {
     private static void checkMatrix(String name, String ldName, float[] x, int off, int ld, int rows, int cols) {
         if (x == null) throw new IllegalArgumentException(name + " is null");
         if (off < 0) throw new IllegalArgumentException(name + ": offset must be >= 0, got " + off);
-        if (ld < Math.max(1, cols))
-            throw new IllegalArgumentException(ldName + " must be >= max(1, " + cols + ") (the stored row length of "
+        if (ld < cols)
+            throw new IllegalArgumentException(ldName + " must be >= " + cols + " (the stored row length of "
                     + name + "), got " + ld);
         if (rows == 0 || cols == 0) return;
         long need = off + (long) (rows - 1) * ld + cols;

@@ -136,11 +136,14 @@ class GemmTest {
         }
     }
 
-    /** Few rows, many columns: the threads split N instead of M; NC (1024) is crossed. */
+    /**
+     * Few rows, many columns: with the 12-row tile the threads split N instead of M (two row
+     * slivers are too few to share); NC (1024) is crossed.
+     */
     @Test
     void wideShortSplitsColumns() {
         for (boolean tb : new boolean[] {false, true}) {
-            Problem one = Problem.of(new Dims(9, 1100, 300), new Mode(false, tb, Gemm.MR, true), new Scalars(1f, 1f),
+            Problem one = Problem.of(new Dims(20, 1100, 300), new Mode(false, tb, Gemm.MR, true), new Scalars(1f, 1f),
                     new Layout(0, 0, 0, 0, 0, 0, 7));
             Problem two = new Problem(one.d(), one.mo(), one.s(), one.l(), one.a(), one.lda(), one.b(), one.ldb(),
                     one.c0().clone(), one.ldc(), one.c0());
@@ -207,6 +210,9 @@ class GemmTest {
         assertArrayEquals(new float[] {1, 2, 3, 4}, c, "k == 0, beta == 1 leaves C alone");
         Gemm.sgemm(false, false, 2, 2, 0, 1f, new float[0], 0, 1, new float[0], 0, 2, 0.5f, c, 0, 2);
         assertArrayEquals(new float[] {0.5f, 1, 1.5f, 2}, c, "k == 0 scales C by beta");
+        // With k == 0, A's rows are empty: lda == 0 is a valid stride for them.
+        Gemm.sgemm(false, false, 2, 2, 0, 1f, new float[0], 0, 0, new float[0], 0, 2, 2f, c, 0, 2);
+        assertArrayEquals(new float[] {1, 2, 3, 4}, c);
     }
 
     @Test
