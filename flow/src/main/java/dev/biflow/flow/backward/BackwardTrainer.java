@@ -1,0 +1,501 @@
+// Stage 2 of BiFlow: trains the backward model G against a frozen forward flow F, with resumable checkpoints.
+package dev.biflow.flow.backward;
+
+import dev.biflow.engine.Fused;
+import dev.biflow.engine.Grad;
+import dev.biflow.engine.Ops;
+import dev.biflow.engine.Rng;
+import dev.biflow.engine.Tensor;
+import dev.biflow.engine.io.Safetensors;
+import dev.biflow.engine.optim.AdamW;
+import dev.biflow.engine.optim.Ema;
+import dev.biflow.engine.optim.GradClip;
+import dev.biflow.engine.optim.LrSchedule;
+import dev.biflow.flow.data.ImageDataset;
+import dev.biflow.flow.features.ImageDistance;
+import dev.biflow.flow.train.TrainConfig;
+import dev.biflow.flow.train.TrainingDivergedException;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * Trains G with F frozen. For a batch of clean x in [-1, 1] with labels c:
+ * <pre>
+ *   x~ = x + sigma eps;  x_0 .. x_B = F's trajectory of x~ (x_0 = tokens of x~, z = x_B), run without a graph
+ *   G(z | c, w) -> h_{B-1} .. h_0, x'       (training-time CFG: combined per output, see BiFlowModel)
+ *   L = recon_weight * a(D(x*, x'))                         x* = x (LEARNED denoising) or x~ (NONE, SCORE)
+ *     + sum_terms weight * a(D_term(image(x'), image(x*)))   perceptual ImageDistance terms, images only
+ *     + align_weight * sum_{i=0}^{B-1} a(D(norm(x_i), phi_i(norm(h_i))))          HIDDEN_ALIGNMENT
+ *     + align_weight * sum_{i=0}^{B-1} a(D(n_i(x_i), n_i(s_i)))                   HIDDEN_DISTILLATION
+ *   a(L) = L / sg((L + eps)^p)   (adaptive re-weighting; eps 0.01, p 1 by default; p = 0 is off)
+ * </pre>
+ * D is MSE. norm is {@link BackwardConfig.AlignNorm}; for hidden distillation n_i standardises
+ * both s_i and x_i with x_i's own statistics (per token or per example), i.e. a per-token-weighted
+ * MSE, so that the state handed to the next stage stays in F's raw input space. Alignment of
+ * h_B with x_B = z is trivially available from the input and is left out.
+ *
+ * <p>Labels: with CFG (two-pass or training-time) each label is dropped with probability
+ * {@code TrainConfig.labelDropout}; a dropped example uses G's null class AND F's unconditional
+ * path (label -1), so that G(.|null) learns to invert F(.|null). Training-time CFG draws w per
+ * example as {@link BackwardConfig} says. {@code TrainConfig.sigma} is the noise of x~ (use F's
+ * training sigma). The rest of TrainConfig works as for {@link dev.biflow.flow.train.ForwardTrainer}:
+ * AdamW with warm-up + cosine, optional clipping and EMA, non-finite steps skipped and counted,
+ * atomic checkpoints ({@link #MODEL_FILE} loadable by {@link BackwardCheckpoints}, plus
+ * {@link #STATE_FILE}) and an exact {@link #resume}.
+ *
+ * <p>F never changes: its trajectory is computed under {@link Grad#noGrad()}, and the optimizer
+ * holds only G's parameters.
+ */
+public final class BackwardTrainer {
+    /** Per-step report: the objective, the raw reconstruction MSE and the mean raw alignment term. */
+    public record StepStats(long step, double loss, double recon, double align, double lr, double gradNorm,
+                            boolean skipped, long badInARow, double seconds) {}
+
+    /** Hooks for progress bars, metric logs and sample grids. */
+    public interface Listener {
+        default void onStep(StepStats s) {}
+        default void onCheckpoint(long step, Path model) {}
+    }
+
+    /** A perceptual distance at the image end and its weight (applied after adaptive re-weighting). */
+    public record Term(ImageDistance distance, float weight) {
+        public Term {
+            if (distance == null) throw new IllegalArgumentException("perceptual term needs a distance");
+            if (!(weight >= 0) || Float.isInfinite(weight)) throw new IllegalArgumentException("perceptual weight must be finite and >= 0, got " + weight);
+        }
+    }
+
+    /** The objective of one batch: the differentiable total and the raw value of every term (by name). */
+    public record Losses(Tensor total, double recon, double align, Map<String, Double> terms) {}
+
+    public static final String MODEL_FILE = "backward.safetensors";
+    public static final String STATE_FILE = "backward-state.safetensors";
+
+    public final FrozenFlow flow;
+    public final BiFlowModel model;
+    public final TrainConfig cfg;
+    private final BackwardConfig bc;
+    private final Source data;
+    private final List<Term> perceptual;
+    private final Path dir;
+    private final List<Tensor> params;
+    private final AdamW opt;
+    private final Ema ema;
+    private final LrSchedule schedule;
+    private final Rng rng;
+    private long step;
+    private int[] order;
+    private int cursor;
+    private Path lastGood;
+
+    /** The examples to train on: clean data and labels by index. */
+    private interface Source {
+        int n();
+        Tensor clean(int[] idx);
+        int[] labels(int[] idx);
+        int numClasses();
+    }
+
+    /** Trains on images; perceptual terms may be empty. dir null: no checkpoints. */
+    public BackwardTrainer(FrozenFlow flow, BiFlowModel model, ImageDataset data, TrainConfig cfg, List<Term> perceptual, Path dir) {
+        this(flow, model, imageSource(flow, data), cfg, perceptual, dir);
+    }
+
+    /** Trains on vectors (N, T * C p^2) with labels (N) or null, e.g. a 2-D toy under a coupling flow. */
+    public BackwardTrainer(FrozenFlow flow, BiFlowModel model, Tensor vectors, int[] labels, TrainConfig cfg, Path dir) {
+        this(flow, model, vectorSource(flow, vectors, labels), cfg, List.of(), dir);
+    }
+
+    private BackwardTrainer(FrozenFlow flow, BiFlowModel model, Source data, TrainConfig cfg, List<Term> perceptual, Path dir) {
+        flow.checkMatches(model.config);
+        if (perceptual == null) perceptual = List.of();
+        if (!perceptual.isEmpty() && !model.config.isImage())
+            throw new IllegalArgumentException("perceptual terms compare images; this backward model works on vectors");
+        if (flow.numClasses() > 0 && data.numClasses() > flow.numClasses())
+            throw new IllegalArgumentException("the flow has " + flow.numClasses() + " classes, the data has " + data.numClasses());
+        if (data.n() < 1) throw new IllegalArgumentException("no training examples");
+        this.flow = flow;
+        this.model = model;
+        this.bc = model.config;
+        this.data = data;
+        this.cfg = cfg;
+        this.perceptual = List.copyOf(perceptual);
+        this.dir = dir;
+        // G samples from F's prior: keep a copy of its variance (F is frozen, so it cannot drift)
+        Tensor var = flow.priorVar();
+        System.arraycopy(var.data(), 0, model.priorVar.data(), 0, var.numel());
+        this.params = model.parameters();
+        this.opt = new AdamW(params, cfg.lr(), cfg.beta1(), cfg.beta2(), 1e-8, cfg.weightDecay());
+        this.ema = cfg.emaDecay() > 0 ? new Ema(params, cfg.emaDecay()) : null;
+        this.schedule = LrSchedule.warmupCosine(cfg.lr(), cfg.minLr(), cfg.warmupSteps(), cfg.steps());
+        this.rng = new Rng(cfg.seed());
+        this.order = rng.permutation(data.n());
+    }
+
+    private static Source imageSource(FrozenFlow flow, ImageDataset d) {
+        if (flow.imageGeometry() == null)
+            throw new IllegalArgumentException("this flow works on vectors, not images; pass the training vectors as a tensor (N, "
+                    + flow.tokens() * flow.tokenDim() + ")");
+        int[] e = flow.exampleShape();
+        if (e.length != 3 || e[0] != d.channels || e[1] != d.height || e[2] != d.width)
+            throw new IllegalArgumentException("the flow expects " + e[0] + "x" + e[1] + "x" + e[2] + " images, dataset " + d.name
+                    + " has " + d.channels + "x" + d.height + "x" + d.width);
+        return new Source() {
+            public int n() { return d.n; }
+            public Tensor clean(int[] idx) { return d.batch(idx, ImageDataset.Noise.NONE, 0, null); }
+            public int[] labels(int[] idx) { return d.labelsOf(idx); }
+            public int numClasses() { return d.numClasses; }
+        };
+    }
+
+    private static Source vectorSource(FrozenFlow flow, Tensor x, int[] labels) {
+        FrozenFlow.checkData(flow, x, "training vectors");
+        int n = x.size(0), dim = x.numel() / n;
+        if (labels != null && labels.length != n) throw new IllegalArgumentException(labels.length + " labels for " + n + " vectors");
+        int classes = 0;
+        if (labels != null) for (int l : labels) {
+            if (l < 0) throw new IllegalArgumentException("negative label " + l);
+            classes = Math.max(classes, l + 1);
+        }
+        int nc = classes;
+        float[] xd = x.data();
+        return new Source() {
+            public int n() { return n; }
+            public Tensor clean(int[] idx) {
+                float[] out = new float[idx.length * dim];
+                for (int i = 0; i < idx.length; i++) System.arraycopy(xd, idx[i] * dim, out, i * dim, dim);
+                int[] s = x.shape();
+                s[0] = idx.length;
+                return Tensor.of(out, s);
+            }
+            public int[] labels(int[] idx) {
+                if (labels == null) return null;
+                int[] y = new int[idx.length];
+                for (int i = 0; i < idx.length; i++) y[i] = labels[idx[i]];
+                return y;
+            }
+            public int numClasses() { return nc; }
+        };
+    }
+
+    public long step() { return step; }
+
+    public Ema ema() { return ema; }
+
+    private int[] nextBatch() {
+        int[] idx = new int[cfg.batchSize()];
+        for (int i = 0; i < idx.length; i++) {
+            if (cursor == order.length) {
+                order = rng.permutation(data.n());
+                cursor = 0;
+            }
+            idx[i] = order[cursor++];
+        }
+        return idx;
+    }
+
+    // ==================================================================== the objective
+
+    /**
+     * The objective for clean x with labels y (null for an unconditional flow); draws the training
+     * noise, label dropout and guidance scales from {@code r} in that order.
+     */
+    public Losses objective(Tensor x, int[] y, Rng r) {
+        FrozenFlow.checkData(flow, x, "x");
+        int b = x.size(0);
+        if (flow.numClasses() > 0 && y == null) throw new IllegalArgumentException("the flow is class-conditional: pass labels");
+        if (flow.numClasses() == 0 && y != null) throw new IllegalArgumentException("the flow is unconditional: pass null labels");
+        if (y != null) {
+            if (y.length != b) throw new IllegalArgumentException(y.length + " labels for a batch of " + b);
+            for (int v : y)
+                if (v < 0 || v >= flow.numClasses())
+                    throw new IllegalArgumentException("training label " + v + " is outside [0, " + flow.numClasses() + ")");
+        }
+        // x~ = x + sigma eps
+        float[] noisy = x.toArray();
+        for (int i = 0; i < noisy.length; i++) noisy[i] += cfg.sigma() * (float) r.nextGaussian();
+        Tensor xn = Tensor.of(noisy, x.shape());
+        // label dropout: G's null class and F's unconditional path together
+        int[] yG = y == null ? null : y.clone();
+        if (y != null && bc.cfg() != BackwardConfig.Cfg.NONE)
+            for (int i = 0; i < b; i++) if (r.nextDouble() < cfg.labelDropout()) yG[i] = -1;
+        float[] w = null;
+        if (bc.cfg() == BackwardConfig.Cfg.TRAINING_TIME) {
+            w = new float[b];
+            double logMax = Math.log1p(bc.wMax());
+            for (int i = 0; i < b; i++) w[i] = r.nextDouble() < bc.wZeroProb() ? 0f : (float) Math.expm1(r.nextDouble() * logMax);
+        }
+        List<Tensor> traj = flow.trajectory(xn, yG);
+        return objective(x, xn, traj, yG, w);
+    }
+
+    /** The objective given the trajectory of x~ (under labels yG, -1 = dropped) and guidance scales w (training-time CFG). */
+    Losses objective(Tensor x, Tensor xn, List<Tensor> traj, int[] yG, float[] w) {
+        int b = x.size(0), nStages = bc.stages();
+        Tensor z = traj.get(nStages);
+        BiFlowModel.Output out = w == null ? model.forward(z, yG, null) : cfgForward(z, yG, w);
+
+        Map<String, Double> terms = new LinkedHashMap<>();
+        Tensor total = null;
+        // reconstruction at the image end
+        boolean learned = bc.denoise() == BackwardConfig.Denoise.LEARNED;
+        Tensor target = learned ? flow.toTokens(x) : traj.get(0);
+        Tensor recon = Fused.mse(out.tokens(), target);
+        terms.put("recon", (double) recon.item());
+        total = add(total, adaptive(recon), bc.reconWeight());
+        if (!perceptual.isEmpty()) {
+            Tensor img = model.toData(out.tokens());
+            Tensor targetImg = learned ? x : xn;
+            for (Term t : perceptual) {
+                Tensor d = t.distance().distance(img, targetImg);
+                terms.put(t.distance().name(), (double) d.item());
+                total = add(total, adaptive(d), t.weight());
+            }
+        }
+        // trajectory supervision
+        double alignSum = 0;
+        int nAlign = 0;
+        if (bc.strategy() == BackwardConfig.Strategy.HIDDEN_ALIGNMENT) {
+            for (int i = 0; i < nStages; i++) {
+                Tensor d = Fused.mse(model.project(i, out.hidden().get(i)), alignTarget(traj.get(i)));
+                double v = d.item();
+                terms.put("align." + i, v);
+                alignSum += v;
+                nAlign++;
+                total = add(total, adaptive(d), bc.alignWeight());
+            }
+        } else if (bc.strategy() == BackwardConfig.Strategy.HIDDEN_DISTILLATION) {
+            for (int i = 0; i < nStages; i++) {
+                Tensor xi = traj.get(i);
+                Tensor[] ms = targetStats(xi); // mean and 1/sd of the target, constants
+                Tensor pred = Ops.mul(Ops.sub(out.states().get(i), ms[0]), ms[1]);
+                Tensor tgt = Ops.mul(Ops.sub(xi, ms[0]), ms[1]);
+                Tensor d = Fused.mse(pred, tgt);
+                double v = d.item();
+                terms.put("distill." + i, v);
+                alignSum += v;
+                nAlign++;
+                total = add(total, adaptive(d), bc.alignWeight());
+            }
+        }
+        return new Losses(total, terms.get("recon"), nAlign == 0 ? 0 : alignSum / nAlign, terms);
+    }
+
+    /**
+     * Training-time CFG: one evaluation of G on the batch plus, for every example that has a label
+     * and w > 0, a null-class copy; each output is combined as (o(c, w) + w o(null, w)) / (1 + w).
+     * Examples with w = 0 or a dropped label need no partner (the combination is o itself).
+     */
+    private BiFlowModel.Output cfgForward(Tensor z, int[] yG, float[] w) {
+        int b = z.size(0);
+        List<Integer> sel = new ArrayList<>();
+        for (int i = 0; i < b; i++) if (w[i] > 0 && yG != null && yG[i] >= 0) sel.add(i);
+        int m = sel.size();
+        if (m == 0) return model.forward(z, yG, w);
+        int[] selIdx = sel.stream().mapToInt(Integer::intValue).toArray();
+        int[] partner = new int[b];
+        for (int i = 0; i < b; i++) partner[i] = i;
+        int[] y2 = new int[b + m];
+        float[] w2 = new float[b + m];
+        for (int i = 0; i < b; i++) { y2[i] = yG == null ? -1 : yG[i]; w2[i] = w[i]; }
+        for (int j = 0; j < m; j++) {
+            y2[b + j] = -1;
+            w2[b + j] = w[selIdx[j]];
+            partner[selIdx[j]] = b + j;
+        }
+        Tensor z2 = Ops.concat(0, z, Ops.indexSelect(z, 0, selIdx));
+        BiFlowModel.Output all = model.forward(z2, y2, w2);
+        float[] wv = w.clone(), inv = new float[b];
+        for (int i = 0; i < b; i++) inv[i] = 1f / (1f + w[i]);
+        Tensor wt = Tensor.of(wv, b, 1, 1), invT = Tensor.of(inv, b, 1, 1);
+        List<Tensor> hidden = new ArrayList<>(), states = new ArrayList<>();
+        for (Tensor h : all.hidden()) hidden.add(combine(h, b, partner, wt, invT));
+        for (Tensor s : all.states()) states.add(combine(s, b, partner, wt, invT));
+        return new BiFlowModel.Output(hidden, states, combine(all.tokens(), b, partner, wt, invT));
+    }
+
+    /** (A + w B) / (1 + w) with A the first b rows and B each row's partner (itself when it has none). */
+    private static Tensor combine(Tensor o, int b, int[] partner, Tensor w, Tensor inv) {
+        Tensor a = Ops.narrow(o, 0, 0, b);
+        Tensor p = Ops.indexSelect(o, 0, partner);
+        return Ops.mul(Ops.add(a, Ops.mul(p, w)), inv);
+    }
+
+    /** norm(x_i) of hidden alignment, without a graph. */
+    Tensor alignTarget(Tensor xi) {
+        return switch (bc.alignNorm()) {
+            case NONE -> xi;
+            case TOKEN -> Fused.layerNorm(xi, null, null, BiFlowModel.NORM_EPS);
+            case SAMPLE -> Ops.reshape(Fused.layerNorm(Ops.reshape(xi, xi.size(0), -1), null, null, BiFlowModel.NORM_EPS), xi.shape());
+        };
+    }
+
+    /** Mean and 1/sqrt(var + 1e-6) of x_i per token or per example ({0, 1} for NONE), shaped to broadcast. */
+    private Tensor[] targetStats(Tensor xi) {
+        int b = xi.size(0), t = xi.size(1), d = xi.size(2);
+        if (bc.alignNorm() == BackwardConfig.AlignNorm.NONE) return new Tensor[]{Tensor.scalar(0f), Tensor.scalar(1f)};
+        boolean tok = bc.alignNorm() == BackwardConfig.AlignNorm.TOKEN;
+        int groups = tok ? b * t : b, size = tok ? d : t * d;
+        float[] x = xi.data(), mu = new float[groups], is = new float[groups];
+        for (int g = 0; g < groups; g++) {
+            double s = 0, s2 = 0;
+            for (int j = 0; j < size; j++) s += x[g * size + j];
+            double m = s / size;
+            for (int j = 0; j < size; j++) { double v = x[g * size + j] - m; s2 += v * v; }
+            mu[g] = (float) m;
+            is[g] = (float) (1 / Math.sqrt(s2 / size + BiFlowModel.NORM_EPS));
+        }
+        return tok ? new Tensor[]{Tensor.of(mu, b, t, 1), Tensor.of(is, b, t, 1)}
+                : new Tensor[]{Tensor.of(mu, b, 1, 1), Tensor.of(is, b, 1, 1)};
+    }
+
+    /** a(L) = L / sg((L + eps)^p). */
+    private Tensor adaptive(Tensor l) {
+        if (bc.adaptiveP() == 0) return l;
+        double v = l.item();
+        if (!Double.isFinite(v)) return l; // the step is skipped anyway
+        return Ops.mulScalar(l, (float) (1 / Math.pow(v + bc.adaptiveEps(), bc.adaptiveP())));
+    }
+
+    private static Tensor add(Tensor total, Tensor term, float weight) {
+        if (weight == 0) return total == null ? Ops.mulScalar(term, 0f) : total;
+        Tensor t = weight == 1f ? term : Ops.mulScalar(term, weight);
+        return total == null ? t : Ops.add(total, t);
+    }
+
+    // ==================================================================== the loop
+
+    /** Runs until cfg.steps (from the current step), reporting to listener; checkpoints at the end. */
+    public void run(Listener listener) throws IOException { runUntil(cfg.steps(), listener); }
+
+    /**
+     * Runs until step {@code stop} (at most cfg.steps) without changing the schedule, then writes
+     * a checkpoint: a run split into pieces equals one run of all the steps.
+     */
+    public void runUntil(long stop, Listener listener) throws IOException {
+        stop = Math.min(stop, cfg.steps());
+        int bad = 0;
+        model.train();
+        while (step < stop) {
+            long t0 = System.nanoTime();
+            int[] idx = nextBatch();
+            Tensor x = data.clean(idx);
+            int[] y = flow.numClasses() > 0 ? data.labels(idx) : null;
+            double lr = schedule.at(step);
+            opt.setLr(lr);
+            opt.zeroGrad();
+            Losses l = objective(x, y, rng);
+            double lv = l.total().item();
+            boolean ok = Double.isFinite(lv);
+            double norm = Double.NaN;
+            if (ok) {
+                l.total().backward();
+                norm = GradClip.globalNorm(params);
+                ok = Double.isFinite(norm);
+            }
+            if (ok) {
+                if (cfg.gradClip() > 0) GradClip.clipGlobalNorm(params, cfg.gradClip());
+                opt.step();
+                if (ema != null) ema.update();
+                bad = 0;
+            } else {
+                bad++;
+            }
+            opt.zeroGrad();
+            step++;
+            listener.onStep(new StepStats(step, lv, l.recon(), l.align(), lr, norm, !ok, bad, (System.nanoTime() - t0) / 1e9));
+            if (bad >= cfg.maxBadSteps()) throw new TrainingDivergedException(step, bad, lastGood);
+            if (ok && dir != null && cfg.checkpointEvery() > 0 && step % cfg.checkpointEvery() == 0) {
+                checkpoint();
+                listener.onCheckpoint(step, dir.resolve(MODEL_FILE));
+            }
+        }
+        if (dir != null) {
+            checkpoint();
+            listener.onCheckpoint(step, dir.resolve(MODEL_FILE));
+        }
+    }
+
+    /** Writes G (loadable by {@link BackwardCheckpoints}) and the training state, each atomically. */
+    public void checkpoint() throws IOException {
+        if (dir == null) throw new IllegalStateException("this trainer was built without a checkpoint folder");
+        Files.createDirectories(dir);
+        Map<String, Tensor> state = new LinkedHashMap<>();
+        for (var e : opt.state().entrySet()) state.put("opt." + e.getKey(), e.getValue());
+        if (ema != null) for (var e : ema.state().entrySet()) state.put("ema." + e.getKey(), e.getValue());
+        long[] rs = rng.state();
+        Map<String, String> meta = new LinkedHashMap<>();
+        meta.put("step", Long.toString(step));
+        meta.put("cursor", Integer.toString(cursor));
+        meta.put("rng", rs[0] + "," + rs[1] + "," + rs[2]);
+        float[] ord = new float[order.length];
+        for (int i = 0; i < ord.length; i++) ord[i] = order[i]; // exact below 2^24 examples
+        state.put("data_order", Tensor.of(ord, ord.length));
+        // state first, model last: a model file never points at a newer state than exists
+        Safetensors.write(dir.resolve(STATE_FILE), state, meta);
+        Map<String, String> extra = new LinkedHashMap<>();
+        extra.put("step", Long.toString(step));
+        extra.put(BackwardCheckpoints.SIGMA_KEY, Float.toString(cfg.sigma()));
+        extra.put(BackwardCheckpoints.FORWARD_CONFIG_KEY, flow.describe());
+        BackwardCheckpoints.save(model, dir.resolve(MODEL_FILE), extra);
+        lastGood = dir.resolve(MODEL_FILE);
+    }
+
+    /** Restores G, optimizer, EMA, RNG and data position from a folder written by {@link #checkpoint}. */
+    public void resume(Path from) throws IOException {
+        Path mf = from.resolve(MODEL_FILE), sf = from.resolve(STATE_FILE);
+        if (!Files.exists(mf) || !Files.exists(sf))
+            throw new IOException("cannot resume from " + from + ": it needs " + MODEL_FILE + " and " + STATE_FILE + " written by a backward training run");
+        BackwardCheckpoints.Loaded saved = BackwardCheckpoints.read(mf);
+        if (!saved.model().config.equals(model.config))
+            throw new IllegalArgumentException("cannot resume: checkpoint config " + saved.model().config.toJson() + " differs from " + model.config.toJson());
+        if (saved.forwardConfig() != null && !saved.forwardConfig().equals(flow.describe()))
+            throw new IllegalArgumentException("cannot resume: the checkpoint was trained against forward model " + saved.forwardConfig()
+                    + ", this trainer has " + flow.describe());
+        model.loadStateDict(saved.model().stateDict(), true);
+        Safetensors.Contents c = Safetensors.read(sf);
+        Map<String, Tensor> o = new LinkedHashMap<>(), e = new LinkedHashMap<>();
+        for (var en : c.tensors().entrySet()) {
+            if (en.getKey().startsWith("opt.")) o.put(en.getKey().substring(4), en.getValue());
+            else if (en.getKey().startsWith("ema.")) e.put(en.getKey().substring(4), en.getValue());
+        }
+        opt.loadState(o);
+        if (ema != null) ema.loadState(e);
+        String[] r = c.metadata().get("rng").split(",");
+        rng.setState(new long[]{Long.parseLong(r[0]), Long.parseLong(r[1]), Long.parseLong(r[2])});
+        step = Long.parseLong(c.metadata().get("step"));
+        cursor = Integer.parseInt(c.metadata().get("cursor"));
+        float[] ord = c.tensor("data_order").data();
+        if (ord.length != data.n())
+            throw new IllegalArgumentException("cannot resume: the checkpoint's data order covers " + ord.length + " examples, this dataset has " + data.n());
+        order = new int[ord.length];
+        for (int i = 0; i < ord.length; i++) order[i] = (int) ord[i];
+        lastGood = mf;
+    }
+
+    // ==================================================================== evaluation
+
+    /** Reconstruction errors of x from G(F(x + sigma eps)) at w = 0: against the clean x and against the noisy x~. */
+    public record Reconstruction(double mseClean, double mseNoisy) {}
+
+    /** Mean squared reconstruction error over a batch of clean data x (labels y or null), without a graph. */
+    public static Reconstruction reconstruction(FrozenFlow flow, BiFlowModel g, Tensor x, int[] y, float sigma, Rng r) {
+        FrozenFlow.checkData(flow, x, "x");
+        flow.checkMatches(g.config);
+        float[] noisy = x.toArray();
+        for (int i = 0; i < noisy.length; i++) noisy[i] += sigma * (float) r.nextGaussian();
+        Tensor xn = Tensor.of(noisy, x.shape());
+        try (var ng = Grad.noGrad()) {
+            List<Tensor> traj = flow.trajectory(xn, y);
+            Tensor xr = g.generate(traj.get(traj.size() - 1), y, 0f);
+            Tensor a = Ops.reshape(xr, x.numel()), c = Ops.reshape(x, x.numel()), nn = Ops.reshape(xn, x.numel());
+            return new Reconstruction(Fused.mse(a, c).item(), Fused.mse(a, nn).item());
+        }
+    }
+}
