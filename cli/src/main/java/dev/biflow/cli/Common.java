@@ -14,8 +14,13 @@ final class Common {
     @Option(names = "--threads", description = "CPU threads for kernels (default: all cores; 1 = deterministic).")
     Integer threads;
 
+    @Option(names = "--device", description = "Where heavy kernels run: cpu | opencl | opencl:N (see `biflow devices`). "
+            + "OpenCL never falls back silently: no device is an error.")
+    String device = "cpu";
+
     void apply() {
         if (threads != null) Parallel.setThreads(threads);
+        dev.biflow.engine.Backend.use(dev.biflow.gpu.Devices.backend(device));
     }
 
     /**

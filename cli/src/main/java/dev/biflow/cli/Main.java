@@ -8,7 +8,7 @@ import picocli.CommandLine.Command;
 @Command(name = "biflow", mixinStandardHelpOptions = true, version = "biflow 0.1.0",
         description = "Train, sample and benchmark normalizing-flow image generators (TARFlow / iTARFlow, BiFlow) in pure Java.",
         subcommands = {TrainForwardCommand.class, EvalCommand.class, SampleCommand.class, FlowIoCommand.class,
-                InfoCommand.class, ReportCommand.class, BenchCommand.class, DemoCommand.class, CommandLine.HelpCommand.class})
+                InfoCommand.class, DevicesCommand.class, ReportCommand.class, BenchCommand.class, DemoCommand.class, CommandLine.HelpCommand.class})
 public final class Main implements Runnable {
     @Override
     public void run() { new CommandLine(this).usage(System.out); }
