@@ -7,7 +7,7 @@ import picocli.CommandLine.Command;
 /** {@code biflow <command>}: every subcommand prints its defaults and examples with --help. */
 @Command(name = "biflow", mixinStandardHelpOptions = true, version = "biflow 0.1.0",
         description = "Train, sample and benchmark normalizing-flow image generators (TARFlow / iTARFlow, BiFlow) in pure Java.",
-        subcommands = {TrainForwardCommand.class, EvalCommand.class, SampleCommand.class, FlowIoCommand.class,
+        subcommands = {TrainForwardCommand.class, TrainBackwardCommand.class, EvalCommand.class, SampleCommand.class, FlowIoCommand.class,
                 InfoCommand.class, DevicesCommand.class, ReportCommand.class, BenchCommand.class, DemoCommand.class, CommandLine.HelpCommand.class})
 public final class Main implements Runnable {
     @Override

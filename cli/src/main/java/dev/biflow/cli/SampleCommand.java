@@ -33,10 +33,44 @@ final class SampleCommand implements Callable<Integer> {
     @Option(names = "--nrow", description = "Images per row in the grid.") int nrow = 10;
     @Option(names = "--out", description = "PNG grid to write.") Path out = Path.of("samples.png");
 
+    @Option(names = "--backward", description = "A BiFlow backward model: sample 1-NFE with it and put the exact inverse of the same z beside it.") Path backward;
+    @Option(names = "--w", description = "Guidance scale for BiFlow's one-pass (training-time) CFG.") float w = 1f;
+
+    /**
+     * A grid whose rows alternate BiFlow 1-NFE samples and exact-inverse samples (score-denoised,
+     * guided with the same scale) from the same noise and labels: one column per class.
+     */
+    static Path compareGrid(dev.biflow.flow.backward.FrozenFlow ff, dev.biflow.flow.backward.BiFlowModel g, float sigma,
+                            dev.biflow.flow.model.TarFlowConfig cfg, Path out, int perRow, float w, long seed) throws java.io.IOException {
+        int rows = 2;
+        int n = perRow * rows;
+        int[] y = Common.labels("all", n, cfg.numClasses());
+        Tensor eps = Tensor.randn(new Rng(seed), n, cfg.tokens(), cfg.tokenDim());
+        Tensor xb = dev.biflow.flow.backward.BiFlowSampler.of(ff, g, sigma).sample(eps, y, w);
+        Tensor xe = dev.biflow.flow.backward.BiFlowSampler.exactInverse(ff, dev.biflow.flow.backward.BackwardConfig.Denoise.SCORE, sigma).sample(eps, y, w);
+        // interleave rows: biflow row r, exact row r, ...
+        int d = cfg.dims();
+        float[] all = new float[2 * n * d];
+        for (int r = 0; r < rows; r++) {
+            System.arraycopy(xb.data(), r * perRow * d, all, (2 * r) * perRow * d, perRow * d);
+            System.arraycopy(xe.data(), r * perRow * d, all, (2 * r + 1) * perRow * d, perRow * d);
+        }
+        ImageGrid.write(out, Tensor.of(all, 2 * n, cfg.inChannels(), cfg.imgSize(), cfg.imgSize()), -1f, 1f, perRow, 2, 3);
+        return out;
+    }
+
     @Override
     public Integer call() throws Exception {
         common.apply();
         TarFlow m = Checkpoints.loadTarFlow(model);
+        if (backward != null) {
+            var loaded = dev.biflow.flow.backward.BackwardCheckpoints.read(backward);
+            long t0 = System.nanoTime();
+            compareGrid(dev.biflow.flow.backward.FrozenFlow.of(m), loaded.model(), loaded.sigma(), m.config, out, nrow, w, seed);
+            System.out.printf(Locale.ROOT, "sample: BiFlow 1-NFE and exact-inverse rows from the same noise in %s -> %s%n",
+                    Common.duration((System.nanoTime() - t0) / 1e9), out);
+            return 0;
+        }
         int[] y = Common.labels(labels, n, m.config.numClasses());
         Tensor z = Tensor.randn(new Rng(seed), n, m.config.tokens(), m.config.tokenDim()).mul(temperature);
         long t0 = System.nanoTime();
