@@ -2,6 +2,7 @@
 package dev.biflow.engine.kernels;
 
 import java.util.Arrays;
+import java.util.concurrent.atomic.AtomicInteger;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.VectorSpecies;
 
@@ -21,9 +22,9 @@ import jdk.incubator.vector.VectorSpecies;
  * <li>the micro-kernel keeps an MR x NR tile of C in 2*MR vector accumulators for KC steps:
  *     12 x 2L where vectors are 512 bits wide (32 registers), 4 x 2L otherwise (AVX2 has 16;
  *     larger tiles there make C2 spill an accumulator every step);</li>
- * <li>threads split the rows of C (the columns when C has too few rows), at sliver boundaries,
- *     so every element is summed in the same order whatever the thread count: same bits on 1 or
- *     N threads;</li>
+ * <li>threads take ranges of row slivers of C (column slivers when C has too few rows) from a
+ *     shared counter; every element is summed in the same order whichever thread computes it:
+ *     same bits on 1 or N threads;</li>
  * <li>tiles that overhang M or N are computed into a scratch tile and merged; pack buffers are
  *     per thread and reused, so repeated small calls (attention heads) allocate nothing;</li>
  * <li>tiny products skip packing altogether.</li>
@@ -197,25 +198,45 @@ public final class Gemm {
                 float[] bp = own.b(colSlivers * NR * kc);
                 int jc0 = jc, pc0 = pc;
                 int packGrain = Math.max(1, (int) ((1L << 16) / ((long) kc * NR)));
-                Parallel.forRange(colSlivers, packGrain, (lo, hi) -> {
+                shared(colSlivers, packGrain, threads, (lo, hi) -> {
                     for (int s = lo; s < hi; s++) packB(transB, b, bOff, ldb, pc0, kc, jc0 + s * NR, Math.min(NR, n - jc0 - s * NR), bp, s * NR * kc);
                 });
-                // Then compute: split rows of C across threads, or columns when there are few rows.
+                // Then compute: share rows of C among threads, or columns when there are few rows.
                 long flopsPerRowSliver = 2L * mr * kc * nc;
                 long flopsPerColSliver = 2L * m * kc * NR;
                 if (rowSlivers >= 2 * threads || colSlivers < 2 * threads) {
                     int grain = (int) Math.max(1, Math.min(Integer.MAX_VALUE, MIN_FLOPS_PER_THREAD / flopsPerRowSliver));
-                    Parallel.forRange(rowSlivers, grain, (lo, hi) ->
+                    shared(rowSlivers, grain, threads, (lo, hi) ->
                             macro(mr, transA, alpha, a, aOff, lda, pc0, kc, lo * mr, Math.min(m, hi * mr),
                                   bp, jc0, nc, 0, colSlivers, betaNow, c, cOff, ldc));
                 } else {
                     int grain = (int) Math.max(1, Math.min(Integer.MAX_VALUE, MIN_FLOPS_PER_THREAD / flopsPerColSliver));
-                    Parallel.forRange(colSlivers, grain, (lo, hi) ->
+                    shared(colSlivers, grain, threads, (lo, hi) ->
                             macro(mr, transA, alpha, a, aOff, lda, pc0, kc, 0, m,
                                   bp, jc0, nc, lo, hi, betaNow, c, cOff, ldc));
                 }
             }
         }
+    }
+
+    /**
+     * Runs body over [0, units) on up to {@code threads} pool threads (only as many as have
+     * {@code grain} units each), handing out small ranges from a shared counter instead of fixed
+     * halves: a thread the OS parks for a while (a busy host) no longer holds up the others,
+     * and the caller finishes the work if the pool is slow to wake. Which thread computes a range
+     * does not change its bits, so results stay the same for any thread count.
+     */
+    private static void shared(int units, int grain, int threads, Parallel.RangeBody body) {
+        int t = Math.min(threads, Math.max(1, units / grain));
+        if (t <= 1) {
+            body.run(0, units);
+            return;
+        }
+        int step = Math.max(1, units / (8 * t));
+        AtomicInteger next = new AtomicInteger();
+        Parallel.forRange(t, 1, (lo, hi) -> {
+            for (int u = next.getAndAdd(step); u < units; u = next.getAndAdd(step)) body.run(u, Math.min(units, u + step));
+        });
     }
 
     /**
