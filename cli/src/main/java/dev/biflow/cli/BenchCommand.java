@@ -30,7 +30,8 @@ final class BenchCommand implements Callable<Integer> {
     @Option(names = "--batch", description = "Training batch size.") int batch = 64;
     @Option(names = "--sample-batch", description = "Images sampled together.") int sampleBatch = 64;
     @Option(names = "--repeats", description = "Timed repetitions (median reported) after one warm-up.") int repeats = 3;
-    @Option(names = "--what", split = ",", description = "train, sample, bidir (an 8-layer bidirectional pass of the size of the BiFlow backward model)") String[] what = {"train", "sample", "bidir"};
+    @Option(names = "--what", split = ",", description = "train, sample, bidir (an 8-layer bidirectional pass of the size of the BiFlow backward model), "
+            + "exact-cfg (TARFlow sampling: exact inverse with guidance 1 and score denoising), biflow (BiFlow G, 1-NFE with training-time CFG)") String[] what = {"train", "sample", "bidir"};
 
     @Override
     public Integer call() {
@@ -47,11 +48,15 @@ final class BenchCommand implements Callable<Integer> {
                             case "train" -> timeTrain(cfg);
                             case "sample" -> timeSample(cfg);
                             case "bidir" -> timeBidir(cfg);
-                            default -> throw new IllegalArgumentException("--what: unknown '" + w + "' (train, sample, bidir)");
+                            case "exact-cfg" -> timeSampler(cfg, false);
+                            case "biflow" -> timeSampler(cfg, true);
+                            default -> throw new IllegalArgumentException("--what: unknown '" + w + "' (train, sample, bidir, exact-cfg, biflow)");
                         };
                         String label = switch (w) {
                             case "train" -> "train step (s)";
                             case "sample" -> "exact inverse (ms/img)";
+                            case "exact-cfg" -> "exact+CFG+denoise (ms/img)";
+                            case "biflow" -> "BiFlow 1-NFE (ms/img)";
                             default -> "bidir 8L pass (ms/img)";
                         };
                         double scale = w.equals("train") ? 1 : 1000.0 / sampleBatch;
@@ -134,6 +139,36 @@ final class BenchCommand implements Callable<Integer> {
                 }
                 out.forward(h);
             }
+            if (r >= 0) t[r] = (System.nanoTime() - t0) / 1e9;
+        }
+        return t;
+    }
+
+    /**
+     * The two samplers of the paper's speed comparison on the same batch: TARFlow's (exact inverse,
+     * CFG as a second pass per step, then one forward+backward of F for score denoising) and
+     * BiFlow's (one pass of G, width 128, 4 stages x 2 layers + 1 denoising layer, CFG trained in).
+     */
+    private double[] timeSampler(TarFlowConfig cfg, boolean biflow) {
+        TarFlow m = new TarFlow(cfg, new Rng(1));
+        randomiseOutput(m);
+        dev.biflow.flow.backward.FrozenFlow ff = dev.biflow.flow.backward.FrozenFlow.of(m);
+        dev.biflow.flow.backward.BiFlowSampler sampler;
+        if (biflow) {
+            var bc = dev.biflow.flow.backward.BackwardConfig.forFlow(cfg).withSize(128, 32, 2, 1)
+                    .withCfg(dev.biflow.flow.backward.BackwardConfig.Cfg.TRAINING_TIME);
+            sampler = dev.biflow.flow.backward.BiFlowSampler.of(ff, new dev.biflow.flow.backward.BiFlowModel(bc, new Rng(2)), 0.1f);
+        } else {
+            sampler = dev.biflow.flow.backward.BiFlowSampler.exactInverse(ff, dev.biflow.flow.backward.BackwardConfig.Denoise.SCORE, 0.1f);
+        }
+        Rng rng = new Rng(3);
+        int[] y = new int[sampleBatch];
+        for (int i = 0; i < sampleBatch; i++) y[i] = i % 10;
+        double[] t = new double[repeats];
+        for (int r = -1; r < repeats; r++) {
+            Tensor z = Tensor.randn(rng, sampleBatch, cfg.tokens(), cfg.tokenDim());
+            long t0 = System.nanoTime();
+            sampler.sample(z, y, 1f);
             if (r >= 0) t[r] = (System.nanoTime() - t0) / 1e9;
         }
         return t;
