@@ -46,7 +46,7 @@ public final class KernelTable {
 
     /** The benchmarks the table runs, in print order. Add new kernel benchmarks here. */
     static final List<Class<?>> BENCHMARKS = List.of(
-            GemmBench.class);
+            GemmBench.class, OpsBench.class);
 
     static final String USAGE = """
             usage: KernelTable [--threads 1,2] [--include REGEX] [--param name=v1,v2]... [--forks N]
