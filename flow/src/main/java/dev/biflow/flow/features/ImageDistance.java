@@ -9,6 +9,11 @@ import dev.biflow.engine.Tensor;
  * {@code b} is the target and gets no gradient). MSE, the LPIPS-style feature distance and the
  * second network's pooled-feature distance all implement it, so the backward model's loss is a
  * list of ImageDistance terms with adaptive weights.
+ *
+ * <p>Implementations: {@link MseDistance}; {@link LpipsDistance} on a {@link FashionConvNet} and
+ * {@link PooledFeatureDistance} on a {@link FashionConvNeXt}, both loaded from checkpoints trained
+ * by {@link FeatureNetTrainer} (see {@link FeatureNets} for the file names). Their networks are
+ * frozen; the evaluation network {@link FashionNetEval} is refused, since it grades the samples.
  */
 public interface ImageDistance {
     /** A short name for logs and configs, e.g. "mse", "lpips-fashion", "pooled-fashion". */
