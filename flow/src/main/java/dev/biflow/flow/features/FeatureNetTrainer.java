@@ -29,12 +29,14 @@ import java.util.function.Consumer;
  * bit-reproducible; with {@code maxSeconds = 0} (steps only) they are, for a fixed thread count
  * and seed.
  *
- * <p>Command line (also wrapped by {@code biflow train-features}):
+ * <p>Command line (for {@code biflow train-features} to wrap):
  * <pre>
  *   java ... dev.biflow.flow.features.FeatureNetTrainer --arch convnet|convnext|eval
- *        [--minutes 3] [--steps 100000] [--batch 128] [--lr 2e-3] [--seed 0] [--shift 2] [--no-flip]
- *        [--data /usr/share/datasets/fashion-mnist] [--out models/features-convnet.safetensors]
+ *        [--steps N (default: defaultSteps(arch))] [--minutes M (a time budget instead)] [--batch 128]
+ *        [--lr 2e-3] [--seed 0] [--shift 2] [--no-flip] [--log-every 100]
+ *        [--data /usr/share/datasets/fashion-mnist] [--out models/&lt;FeatureNets.fileName(arch)&gt;]
  * </pre>
+ * Without --steps or --minutes a run is the reproducible one of {@link #defaultSteps}.
  */
 public final class FeatureNetTrainer {
     private FeatureNetTrainer() {}
@@ -297,10 +299,19 @@ public final class FeatureNetTrainer {
         return r;
     }
 
+    /**
+     * Steps of 128 images that the shipped checkpoints were trained for (seed 0, default options):
+     * enough for about 89% test accuracy for the two conv nets and 86% for the ConvNeXt-style one,
+     * which learns more slowly through its global pooling.
+     */
+    public static long defaultSteps(FeatureNetConfig.Arch arch) {
+        return arch == FeatureNetConfig.Arch.CONVNEXT ? 1000 : 800;
+    }
+
     public static void main(String[] args) throws IOException {
         FeatureNetConfig.Arch arch = null;
-        double minutes = 3;
-        long steps = 100_000, seed = 0;
+        double minutes = 0;
+        long steps = 0, seed = 0;
         int batch = 128, shift = 2, logEvery = 100;
         double lr = 2e-3;
         boolean flip = true;
@@ -324,6 +335,7 @@ public final class FeatureNetTrainer {
         }
         if (arch == null) throw new IllegalArgumentException("--arch convnet|convnext|eval is required");
         if (out == null) out = Path.of("models", FeatureNets.fileName(arch));
+        if (steps == 0) steps = minutes > 0 ? 1_000_000 : defaultSteps(arch);
         Options o = Options.defaults(minutes * 60).withSteps(steps).withBatch(batch).withLogEvery(logEvery).withLr(lr).withAugment(shift, flip).withSeed(seed);
         trainAndSave(FeatureNetConfig.defaultFor(arch), seed, data, o, out, System.out::println);
     }

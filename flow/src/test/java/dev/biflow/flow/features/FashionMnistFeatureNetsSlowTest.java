@@ -16,20 +16,19 @@ import static org.junit.jupiter.api.Assertions.*;
 
 /**
  * Run with {@code mvn -Pslow test -pl flow -Dtest=FashionMnistFeatureNetsSlowTest}. Trains each
- * default network for {@value #STEPS} steps of 128 images (about 2 epochs; minutes per network on
- * 2 cores) into {@code flow/target/feature-nets/}, asserts at least 85% test accuracy, then checks
- * that the trained distances order images sensibly and that the metrics' real-vs-real floor is small.
+ * default network as the shipped ones were ({@link FeatureNetTrainer#defaultSteps}: 800 or 1000 steps
+ * of 128 images, 5 to 15 minutes per network on 2 busy cores) into {@code flow/target/feature-nets/},
+ * asserts at least 85% test accuracy, then checks that the trained distances order images sensibly
+ * and that the metrics' real-vs-real floor is small.
  */
 @Tag("slow")
 class FashionMnistFeatureNetsSlowTest {
-    static final long STEPS = 1000;
-
     @Test
     void defaultNetworksReachTheirAccuracyAndBehave() throws Exception {
         Assumptions.assumeTrue(Files.isDirectory(ImageDataset.FASHION_MNIST_DIR), "Fashion-MNIST is not installed");
         Path out = Path.of("target", "feature-nets");
-        FeatureNetTrainer.Options o = FeatureNetTrainer.Options.defaults(0).withSteps(STEPS);
         for (FeatureNetConfig.Arch arch : FeatureNetConfig.Arch.values()) {
+            FeatureNetTrainer.Options o = FeatureNetTrainer.Options.defaults(0).withSteps(FeatureNetTrainer.defaultSteps(arch));
             FeatureNetTrainer.Result r = FeatureNetTrainer.trainAndSave(FeatureNetConfig.defaultFor(arch), 0,
                     ImageDataset.FASHION_MNIST_DIR, o, out.resolve(FeatureNets.fileName(arch)), System.out::println);
             assertTrue(r.testAccuracy() >= 0.85, arch.id + " reached only " + r.testAccuracy());
