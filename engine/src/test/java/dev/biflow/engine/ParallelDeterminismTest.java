@@ -153,10 +153,18 @@ class ParallelDeterminismTest {
     void exceptionsInAnyChunkReachTheCallerAfterAllChunksFinish() {
         Parallel.setThreads(2);
         AtomicInteger finished = new AtomicInteger();
-        // the caller's own chunk fails fast; the other chunk is slow: the call must not return before it ends
+        java.util.concurrent.CountDownLatch thrown = new java.util.concurrent.CountDownLatch(1);
+        // the caller's own chunk fails; the other chunk only finishes after that failure: the call must wait for it
         RuntimeException e = assertThrows(RuntimeException.class, () -> Parallel.forRange(2, 1, (lo, hi) -> {
-            if (lo == 0) throw new IllegalStateException("boom in chunk 0");
-            try { Thread.sleep(200); } catch (InterruptedException ignored) { }
+            if (lo == 0) {
+                thrown.countDown();
+                throw new IllegalStateException("boom in chunk 0");
+            }
+            try {
+                thrown.await();
+            } catch (InterruptedException ie) {
+                Thread.currentThread().interrupt();
+            }
             finished.incrementAndGet();
         }));
         assertEquals("boom in chunk 0", e.getMessage());
