@@ -53,7 +53,11 @@ public final class Ops {
             });
         } else {
             int[] sa = Shape.broadcastStrides(a.shape, os), sb = Shape.broadcastStrides(b.shape, os);
+            int code = op.ordinal();
             forEachRow(os, sa, sb, (oOff, aOff, bOff, n, saL, sbL) -> {
+                // rows that are contiguous or a repeated value (bias, per-row scale: the common
+                // broadcasts) take the vector kernel; other strides the scalar loop, same roundings
+                if (Vec.binaryRow(code, ad, aOff, saL, bd, bOff, sbL, out, oOff, n)) return;
                 switch (op) {
                     case ADD -> { for (int i = 0; i < n; i++) out[oOff + i] = ad[aOff + i * saL] + bd[bOff + i * sbL]; }
                     case SUB -> { for (int i = 0; i < n; i++) out[oOff + i] = ad[aOff + i * saL] - bd[bOff + i * sbL]; }
@@ -607,6 +611,33 @@ public final class Ops {
         }, a, b);
     }
 
+    /**
+     * Fully connected layer y = x w^T + b for x (N, in), w (out, in), b (out) or null: one GEMM
+     * that starts from the bias rows (beta = 1), so the bias costs no extra pass over y. Same
+     * value as {@code add(matmul(x, w, false, true), b)} up to float rounding (b is added first).
+     */
+    public static Tensor linear(Tensor x, Tensor w, Tensor b) {
+        if (x.shape.length != 2 || w.shape.length != 2 || x.shape[1] != w.shape[1])
+            throw new IllegalArgumentException("linear: x " + Shape.str(x.shape) + " and weight " + Shape.str(w.shape)
+                    + " must be (N, in) and (out, in)");
+        int n = x.shape[0], in = x.shape[1], out = w.shape[0];
+        if (b != null && (b.shape.length != 1 || b.shape[0] != out))
+            throw new IllegalArgumentException("linear: bias " + Shape.str(b.shape) + " must be (" + out + ")");
+        float[] c = new float[n * out];
+        if (b != null) for (int i = 0; i < n; i++) System.arraycopy(b.data, 0, c, i * out, out);
+        Backend be = Backend.active();
+        float[] xd = x.data, wd = w.data;
+        int ldx = Math.max(1, in), ldc = Math.max(1, out);
+        be.sgemm(false, true, n, out, in, 1f, xd, 0, ldx, wd, 0, ldx, b != null ? 1f : 0f, c, 0, ldc);
+        Tensor y = new Tensor(c, new int[]{n, out});
+        return Grad.record(y, "linear", (g, buf) -> {
+            float[] gx = buf.of(x), gw = buf.of(w), gb = b == null ? null : buf.of(b);
+            if (gx != null) be.sgemm(false, false, n, in, out, 1f, g, 0, ldc, wd, 0, ldx, 1f, gx, 0, ldx);
+            if (gw != null) be.sgemm(true, false, out, in, n, 1f, g, 0, ldc, xd, 0, ldx, 1f, gw, 0, ldx);
+            if (gb != null) for (int i = 0; i < n; i++) Vec.axpy(1f, g, i * out, gb, 0, out); // rows in order: deterministic
+        }, b == null ? new Tensor[]{x, w} : new Tensor[]{x, w, b});
+    }
+
     private interface BatchBody { void run(int bi); }
 
     /** Runs independent per-batch GEMMs, in parallel over the batch when there are several. */
@@ -681,6 +712,11 @@ public final class Ops {
         }
         float[] out = new float[x.length];
         if (x.length == 0) return out;
+        if (r > 0 && p[r - 1] == r - 1) {
+            // the last axis stays last (attention's head split and merge): whole rows move
+            forEachRow(os, st, st, (o, xOff, unused, n, sL, unused2) -> System.arraycopy(x, xOff, out, o, n));
+            return out;
+        }
         // reuse the row machinery: "a" is the input read with permuted strides, "b" unused
         forEachRow(os, st, st, (o, xOff, unused, n, sL, unused2) -> {
             for (int i = 0; i < n; i++) out[o + i] = x[xOff + i * sL];

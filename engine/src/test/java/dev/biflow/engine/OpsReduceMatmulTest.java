@@ -157,6 +157,29 @@ class OpsReduceMatmulTest {
                         checkMatmul(new MCase(batch, 5, 7, 9, ta, tb, shared));
     }
 
+    /** The fused linear layer (bias as GEMM start value) against x w^T + b in double, with and without bias. */
+    @Test
+    void linearAgainstReferenceAndFiniteDifferences() {
+        for (int[] d : new int[][]{{1, 1, 1}, {5, 7, 9}, {33, 17, 19}, {3, 40, 130}}) {
+            int n = d[0], in = d[1], out = d[2];
+            Tensor x = TestData.randn(31, n, in), w = TestData.randn(32, out, in), b = TestData.randn(33, out);
+            GradCheck.of("linear " + Arrays.toString(d), t -> Ops.linear(t[0], t[1], t[2]))
+                    .ref(v -> {
+                        double[] y = Ref.matmul(new D(v[0], x.shape()), new D(v[1], w.shape()), false, true).v();
+                        for (int i = 0; i < n; i++) for (int j = 0; j < out; j++) y[i * out + j] += v[2][j];
+                        return y;
+                    }).fwdTol(1e-5, 1e-5).check(x, w, b);
+            GradCheck.of("linear no bias " + Arrays.toString(d), t -> Ops.linear(t[0], t[1], null))
+                    .ref(v -> Ref.matmul(new D(v[0], x.shape()), new D(v[1], w.shape()), false, true).v())
+                    .fwdTol(1e-5, 1e-5).check(x, w);
+        }
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> Ops.linear(Tensor.zeros(2, 3), Tensor.zeros(4, 5), null));
+        assertTrue(e.getMessage().contains("(N, in) and (out, in)"), e.getMessage());
+        e = assertThrows(IllegalArgumentException.class, () -> Ops.linear(Tensor.zeros(2, 3), Tensor.zeros(4, 3), Tensor.zeros(3)));
+        assertTrue(e.getMessage().contains("bias"), e.getMessage());
+    }
+
     @Test
     void matmulBatchedLargeEnoughToRunSerialOverBatch() {
         // m*n*k above 2^22 takes the serial-over-batch branch (GEMMs parallel inside)

@@ -495,6 +495,20 @@ public final class Safetensors {
 
         public Builder f32(String name, float[] data, int... shape) { return add(name, Dtype.F32, shape.clone(), data, data.length); }
 
+        /**
+         * Stores t as IEEE half precision (round to nearest even), half the bytes of F32: for
+         * shipping inference weights. Values beyond the F16 range (|x| > 65504) would become
+         * infinities, so they are refused; magnitudes below 2^-24 flush to zero.
+         */
+        public Builder f16(String name, Tensor t) {
+            float[] d = t.data();
+            for (int i = 0; i < d.length; i++)
+                if (Float.isFinite(d[i]) && Math.abs(d[i]) > 65504f)
+                    throw new IllegalArgumentException("tensor '" + name + "': value " + d[i] + " at index " + i
+                            + " is outside the F16 range (|x| <= 65504); store it as F32");
+            return add(name, Dtype.F16, t.shape(), d, t.numel());
+        }
+
         public Builder i64(String name, long[] data, int... shape) { return add(name, Dtype.I64, shape.clone(), data, data.length); }
 
         public Builder i32(String name, int[] data, int... shape) { return add(name, Dtype.I32, shape.clone(), data, data.length); }
@@ -615,6 +629,11 @@ public final class Safetensors {
                     bb.clear();
                     switch (e.dtype) {
                         case F32 -> bb.asFloatBuffer().put((float[]) e.data, i, cnt);
+                        case F16 -> {
+                            float[] src = (float[]) e.data;
+                            var sb = bb.asShortBuffer();
+                            for (int j = 0; j < cnt; j++) sb.put(Float.floatToFloat16(src[i + j]));
+                        }
                         case I64 -> bb.asLongBuffer().put((long[]) e.data, i, cnt);
                         case I32 -> bb.asIntBuffer().put((int[]) e.data, i, cnt);
                         default -> throw new AssertionError(e.dtype);

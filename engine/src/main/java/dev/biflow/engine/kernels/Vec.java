@@ -44,6 +44,49 @@ public final class Vec {
         for (; i < hi; i++) out[i] = a[i] / b[i];
     }
 
+    /**
+     * One row of a broadcast binary op: out[oOff+i] = a[aOff+i*sa] (op) b[bOff+i*sb] for i in
+     * [0, n), where each stride is 1 (contiguous) or 0 (one value repeated along the row). The
+     * op codes are 0 add, 1 sub, 2 mul, 3 div. Returns false when a stride is neither 0 nor 1
+     * (the caller then runs its scalar loop); rounding is that of the scalar expression.
+     */
+    public static boolean binaryRow(int op, float[] a, int aOff, int sa, float[] b, int bOff, int sb, float[] out, int oOff, int n) {
+        if ((sa != 0 && sa != 1) || (sb != 0 && sb != 1) || (sa == 0 && sb == 0)) return false;
+        int i = 0;
+        int end = S.loopBound(n);
+        if (sa == 1 && sb == 1) {
+            for (; i < end; i += L) {
+                FloatVector x = FloatVector.fromArray(S, a, aOff + i), y = FloatVector.fromArray(S, b, bOff + i);
+                binop(op, x, y).intoArray(out, oOff + i);
+            }
+        } else if (sa == 1) {
+            FloatVector y = FloatVector.broadcast(S, b[bOff]);
+            for (; i < end; i += L) binop(op, FloatVector.fromArray(S, a, aOff + i), y).intoArray(out, oOff + i);
+        } else {
+            FloatVector x = FloatVector.broadcast(S, a[aOff]);
+            for (; i < end; i += L) binop(op, x, FloatVector.fromArray(S, b, bOff + i)).intoArray(out, oOff + i);
+        }
+        for (; i < n; i++) {
+            float x = a[aOff + i * sa], y = b[bOff + i * sb];
+            out[oOff + i] = switch (op) {
+                case 0 -> x + y;
+                case 1 -> x - y;
+                case 2 -> x * y;
+                default -> x / y;
+            };
+        }
+        return true;
+    }
+
+    private static FloatVector binop(int op, FloatVector x, FloatVector y) {
+        return switch (op) {
+            case 0 -> x.add(y);
+            case 1 -> x.sub(y);
+            case 2 -> x.mul(y);
+            default -> x.div(y);
+        };
+    }
+
     /** out[i] = s * x[i] over [lo, hi). */
     public static void scale(float s, float[] x, float[] out, int lo, int hi) {
         int i = lo;

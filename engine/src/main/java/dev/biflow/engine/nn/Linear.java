@@ -39,8 +39,7 @@ public class Linear extends Module {
                     + " must end in " + in + " features");
         int[] s = x.shape();
         Tensor x2 = x.dim() == 2 ? x : Ops.reshape(x, -1, in);
-        Tensor y = Ops.matmul(x2, weight, false, true); // (N, out)
-        if (bias != null) y = Ops.add(y, bias);
+        Tensor y = Ops.linear(x2, weight, bias); // (N, out)
         if (x.dim() == 2) return y;
         s[s.length - 1] = out;
         return Ops.reshape(y, s);

@@ -63,6 +63,30 @@ class SafetensorsTest {
         }).describedAs(s -> "'" + s.name + "' " + Arrays.toString(s.shape));
     }
 
+    /** F16 storage: every value within half a unit in the last place of F16 (round to nearest), huge values refused. */
+    @Test
+    void halfPrecisionRoundTripAndRangeCheck(@org.junit.jupiter.api.io.TempDir Path tmp) throws Exception {
+        float[] v = new float[1000];
+        dev.biflow.engine.Rng r = new dev.biflow.engine.Rng(5);
+        for (int i = 0; i < v.length; i++) v[i] = (float) (r.nextGaussian() * Math.pow(10, (i % 7) - 4));
+        v[0] = 0f; v[1] = -0f; v[2] = 65504f; v[3] = 1e-9f; // zero, negative zero, F16 max, flushes to 0
+        Path p = tmp.resolve("half.safetensors");
+        Safetensors.builder().f16("w", Tensor.of(v, 10, 100)).metadata("k", "v").write(p);
+        Safetensors.Contents c = Safetensors.read(p);
+        assertEquals(Safetensors.Dtype.F16, c.header().tensor("w").dtype());
+        assertEquals(8 + c.header().headerLength() + 2L * v.length, java.nio.file.Files.size(p), "two bytes per value");
+        float[] back = c.tensor("w").data();
+        for (int i = 0; i < v.length; i++) {
+            float ulp = Math.max(Math.ulp(Float.float16ToFloat(Float.floatToFloat16(v[i]))), 0x1p-24f);
+            assertEquals(v[i], back[i], ulp, "value " + i);
+            assertEquals(Float.float16ToFloat(Float.floatToFloat16(v[i])), back[i], 0f, "nearest F16 " + i);
+        }
+        assertEquals("v", c.metadata().get("k"));
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> Safetensors.builder().f16("big", Tensor.of(new float[]{1f, 70000f}, 2)));
+        assertTrue(e.getMessage().contains("F16 range") && e.getMessage().contains("big"), e.getMessage());
+    }
+
     @Test
     void roundTripIsBitExactForAnyShapesNamesAndBitPatterns() {
         qt().withExamples(200).forAll(lists().of(specs()).ofSizeBetween(0, 6),
