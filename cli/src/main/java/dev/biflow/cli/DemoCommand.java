@@ -1,33 +1,111 @@
-// biflow demo: the main job. Trains a small iTARFlow on Fashion-MNIST for a few minutes, then samples and evaluates it.
+// biflow demo: the main job. Samples the shipped Fashion-MNIST models both ways, grades and times them, writes a report.
 package dev.biflow.cli;
 
+import dev.biflow.flow.backward.BackwardCheckpoints;
+import dev.biflow.flow.data.ImageDataset;
+import dev.biflow.flow.features.FeatureNets;
+import dev.biflow.flow.metrics.Metrics;
+import dev.biflow.flow.model.Checkpoints;
+import dev.biflow.flow.model.TarFlow;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
+import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.List;
+import java.util.Locale;
 import java.util.concurrent.Callable;
 
-@Command(name = "demo", mixinStandardHelpOptions = true, showDefaultValues = true,
-        description = "End-to-end demo: train a small iTARFlow on Fashion-MNIST (loss printed as it falls), "
-                + "report test bits/dim, and write a grid of guided, denoised exact-inverse samples.")
+@Command(name = "demo", mixinStandardHelpOptions = true, showDefaultValues = true, sortOptions = false,
+        description = {"The main job. Loads the small pretrained Fashion-MNIST models shipped in models/fmnist (forward",
+                "iTARFlow F, BiFlow backward model G, evaluation classifier), samples with the exact inverse of F",
+                "(CFG + score denoising) and with G in one pass from the same noise and labels, times both, grades",
+                "both (" + Metrics.FD_NAME + ", " + Metrics.CS_NAME + ", precision/recall, class consistency, with the",
+                "real-data floor), reports F's test bits/dim, and writes runs/demo-<time>/report.html.",
+                "With --from-scratch it first trains every model itself (feature networks, F, G) in that folder."},
+        footer = {"", "Examples:", "  biflow demo", "  biflow demo --samples 2000 --w 2",
+                "  biflow demo --from-scratch            # about 30 minutes on 2 cores"})
 final class DemoCommand implements Callable<Integer> {
-    @Option(names = "--minutes", description = "Training time budget.") double minutes = 3;
+    /** Where the pretrained models live (docs/MODELS.md says how each was made). */
+    static final Path SHIPPED = Path.of("models", "fmnist");
+    static final String FORWARD_FILE = "forward.safetensors";
+    static final String BACKWARD_FILE = "backward.safetensors";
+
+    @Mixin Common common;
+    @Option(names = "--models", description = "Folder with " + FORWARD_FILE + ", " + BACKWARD_FILE + " and " + FeatureNets.EVAL_FILE + ".")
+    Path models = SHIPPED;
+    @Option(names = "--from-scratch", description = "Train every model first (feature networks, F, G), then run the same report.") boolean fromScratch;
+    @Option(names = "--minutes", description = "With --from-scratch: total training budget, split features 10%, F 55%, G 35%.") double minutes = 24;
+    @Option(names = "--samples", description = "Images per sampler (also the size of the real reference sets).") int samples = 500;
+    @Option(names = "--bpd-images", description = "Test images for F's bits/dim.") int bpdImages = 2000;
+    @Option(names = "--w", description = "Guidance scale for both samplers.") float w = 1f;
+    @Option(names = "--seed", description = "Noise seed.") long seed = 1;
+    @Option(names = "--data", description = "Directory with MNIST-format IDX files.") Path data = ImageDataset.FASHION_MNIST_DIR;
     @Option(names = "--runs", description = "Parent folder of run folders.") Path runs = Path.of("runs");
 
     @Override
-    public Integer call() {
-        String name = "demo-" + System.currentTimeMillis() / 1000;
-        Path dir = runs.resolve(name);
-        int rc = new CommandLine(new Main()).execute("train-forward", "--name", name, "--runs", runs.toString(),
-                "--patch", "4", "--width", "64", "--blocks", "4", "--layers", "1", "--head-dim", "32",
-                "--steps", "100000", "--time-limit", Double.toString(minutes), "--lr", "2e-3", "--warmup", "100",
-                "--checkpoint-every", "100", "--eval-images", "1000");
-        if (rc != 0) return rc;
-        Path model = dir.resolve("model.safetensors");
-        rc = new CommandLine(new Main()).execute("sample", "--model", model.toString(), "--n", "40", "--guidance", "1.0",
-                "--denoise", "0.1", "--out", dir.resolve("samples.png").toString());
-        if (rc == 0) System.out.println("demo: run folder " + dir.toAbsolutePath() + " (samples.png, metrics.jsonl, model.safetensors)");
-        return rc;
+    public Integer call() throws Exception {
+        common.apply();
+        long t0 = System.nanoTime();
+        Path dir = runs.resolve("demo-" + System.currentTimeMillis() / 1000);
+        ImageDataset test = ImageDataset.loadIdx(data, "test"); // fail on a missing dataset before any work
+        Path f, g, evalNet;
+        if (fromScratch) {
+            Path[] trained = trainAll(dir);
+            f = trained[0];
+            g = trained[1];
+            evalNet = trained[2];
+        } else {
+            f = models.resolve(FORWARD_FILE);
+            g = models.resolve(BACKWARD_FILE);
+            evalNet = models.resolve(FeatureNets.EVAL_FILE);
+            for (Path p : List.of(f, g, evalNet))
+                if (!Files.exists(p))
+                    throw new IllegalArgumentException("pretrained model " + p + " is missing: run from the project root (the models ship in "
+                            + SHIPPED + "), pass --models DIR, or train everything with `biflow demo --from-scratch`");
+        }
+        TarFlow fm = Checkpoints.loadTarFlow(f);
+        var gm = BackwardCheckpoints.read(g);
+        Metrics metrics = Metrics.load(evalNet);
+        ImageDataset train = ImageDataset.loadIdx(data, "train");
+        System.out.printf(Locale.ROOT, "demo: F %s (%,d parameters), G %s (%,d parameters), grading with %s%n",
+                f, fm.parameterCount(), g, gm.model().parameterCount(), evalNet);
+        var r = SamplerEval.run(fm, gm, metrics, train, test,
+                new SamplerEval.Settings(samples, 100, w, 0.1f, seed, bpdImages, 10), dir);
+        EvalCommand.report(dir, r, "biflow demo" + (fromScratch ? " --from-scratch" : ""),
+                "biflow demo " + String.join(" ", commandArgs()));
+        System.out.printf(Locale.ROOT, "demo: done in %s%n", Common.duration((System.nanoTime() - t0) / 1e9));
+        return 0;
     }
+
+    @picocli.CommandLine.Spec picocli.CommandLine.Model.CommandSpec spec;
+
+    private List<String> commandArgs() { return spec.commandLine().getParseResult().originalArgs(); }
+
+    /** Trains the feature networks, F and G inside dir; returns {F, G, eval net}. */
+    private Path[] trainAll(Path dir) throws Exception {
+        Path features = dir.resolve("feature-nets");
+        String threads = Integer.toString(dev.biflow.engine.kernels.Parallel.threads());
+        run("train-features", "--arch", "all", "--out", features.toString(), "--data", data.toString(), "--threads", threads,
+                "--time-limit", fmt(minutes * 0.10));
+        run("train-forward", "--name", "forward", "--runs", dir.toString(), "--data", data.toString(), "--threads", threads,
+                "--patch", "4", "--width", "96", "--blocks", "4", "--layers", "1", "--head-dim", "32", "--sigma", "0.1",
+                "--steps", "3000", "--batch", "32", "--lr", "2e-3", "--warmup", "100", "--ema", "0.99", "--seed", Long.toString(seed),
+                "--checkpoint-every", "100", "--eval-images", "1000", "--time-limit", fmt(minutes * 0.55));
+        Path f = dir.resolve("forward").resolve("model-ema.safetensors");
+        run("train-backward", "--name", "backward", "--runs", dir.toString(), "--forward", f.toString(), "--data", data.toString(),
+                "--threads", threads, "--features", features.toString(), "--steps", "3000", "--seed", Long.toString(seed),
+                "--time-limit", fmt(minutes * 0.35));
+        return new Path[]{f, dir.resolve("backward").resolve("backward.safetensors"), features.resolve(FeatureNets.EVAL_FILE)};
+    }
+
+    private static void run(String... args) {
+        System.out.println("demo: biflow " + String.join(" ", args));
+        int rc = Main.execute(args);
+        if (rc != 0) throw new IllegalStateException("demo: `biflow " + String.join(" ", args) + "` failed (exit " + rc + "); see above");
+    }
+
+    private static String fmt(double m) { return String.format(Locale.ROOT, "%.2f", m); }
 }

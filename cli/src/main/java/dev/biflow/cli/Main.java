@@ -7,8 +7,8 @@ import picocli.CommandLine.Command;
 /** {@code biflow <command>}: every subcommand prints its defaults and examples with --help. */
 @Command(name = "biflow", mixinStandardHelpOptions = true, version = "biflow 0.1.0",
         description = "Train, sample and benchmark normalizing-flow image generators (TARFlow / iTARFlow, BiFlow) in pure Java.",
-        subcommands = {TrainForwardCommand.class, TrainBackwardCommand.class, EvalCommand.class, SampleCommand.class, FlowIoCommand.class,
-                InfoCommand.class, DevicesCommand.class, ReportCommand.class, BenchCommand.class, DemoCommand.class, CommandLine.HelpCommand.class})
+        subcommands = {TrainForwardCommand.class, TrainBackwardCommand.class, TrainFeaturesCommand.class, EvalCommand.class, SampleCommand.class, FlowIoCommand.class,
+                InfoCommand.class, DevicesCommand.class, ReportCommand.class, BenchCommand.class, DemoCommand.class, ExportCommand.class, CommandLine.HelpCommand.class})
 public final class Main implements Runnable {
     @Override
     public void run() { new CommandLine(this).usage(System.out); }
@@ -25,6 +25,8 @@ public final class Main implements Runnable {
             return ex instanceof IllegalArgumentException || ex instanceof java.io.IOException
                     || ex instanceof dev.biflow.flow.train.TrainingDivergedException ? 2 : 1;
         });
-        return cl.execute(args);
+        // --config FILE / --resume DIR: the settings file becomes the subcommand's default values, before parsing
+        int rc = ConfigFile.install(cl, args);
+        return rc != 0 ? rc : cl.execute(args);
     }
 }

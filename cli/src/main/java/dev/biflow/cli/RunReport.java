@@ -72,6 +72,11 @@ final class RunReport {
 
     /** Writes report.html in dir with the config, the final metrics, every PNG and the command. */
     static Path write(Path dir, String title, String command, Map<String, String> summary) throws IOException {
+        return write(dir, title, command, summary, List.of());
+    }
+
+    /** As above, plus a results table (first row: the header) shown before the summary. */
+    static Path write(Path dir, String title, String command, Map<String, String> summary, List<String[]> table) throws IOException {
         lossCurve(dir);
         StringBuilder h = new StringBuilder();
         h.append("<!doctype html><html><head><meta charset='utf-8'><title>").append(esc(title)).append("</title>")
@@ -79,7 +84,17 @@ final class RunReport {
                         + "img{max-width:100%;image-rendering:pixelated;border:1px solid #ccc}pre{background:#f4f4f4;padding:8px;overflow:auto}</style>")
                 .append("</head><body><h1>").append(esc(title)).append("</h1>");
         h.append("<h2>Command</h2><pre>").append(esc(command)).append("</pre>");
-        h.append("<h2>Results</h2><table>");
+        h.append("<h2>Results</h2>");
+        if (!table.isEmpty()) {
+            h.append("<table border='1' style='border-collapse:collapse'>");
+            for (int r = 0; r < table.size(); r++) {
+                h.append("<tr>");
+                for (String c : table.get(r)) h.append(r == 0 ? "<th>" : "<td>").append(esc(c)).append(r == 0 ? "</th>" : "</td>");
+                h.append("</tr>");
+            }
+            h.append("</table><p></p>");
+        }
+        h.append("<table>");
         summary.forEach((k, v) -> h.append("<tr><th>").append(esc(k)).append("</th><td>").append(esc(v)).append("</td></tr>"));
         h.append("</table>");
         try (var files = Files.list(dir)) {

@@ -1,6 +1,7 @@
 // biflow train-forward: stage 1, maximum-likelihood training of the forward flow (TARFlow / iTARFlow).
 package dev.biflow.cli;
 
+import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.biflow.engine.Rng;
@@ -23,34 +24,83 @@ import java.io.BufferedWriter;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
+import java.util.LinkedHashMap;
+import java.util.LinkedHashSet;
+import java.util.List;
 import java.util.Locale;
+import java.util.Set;
 import java.util.concurrent.Callable;
 
 @Command(name = "train-forward", mixinStandardHelpOptions = true, showDefaultValues = true, sortOptions = false,
-        description = "Train the forward flow F (iTARFlow) by maximum likelihood on an MNIST-format dataset.",
+        description = {"Train the forward flow F (iTARFlow) by maximum likelihood on an MNIST-format dataset.",
+                "Settings: flags > --config FILE > the defaults below; the run folder gets them all as config.json."},
         footer = {"", "Examples:",
                 "  biflow train-forward --steps 2000 --name fmnist-p4",
-                "  biflow train-forward --patch 2 --width 128 --blocks 4 --layers 2 --head-dim 32 --time-limit 60",
-                "  biflow train-forward --resume runs/fmnist-p4        # continue a killed run exactly"})
-final class TrainForwardCommand implements Callable<Integer> {
+                "  biflow train-forward --patch 2 --width 128 --blocks 4 --layers 2 \\",
+                "      --head-dim 32 --time-limit 60",
+                "  # continue a killed run exactly, with its saved settings:",
+                "  biflow train-forward --resume runs/fmnist-p4",
+                "  # extend it (the cosine learning-rate schedule is stretched):",
+                "  biflow train-forward --resume runs/fmnist-p4 --steps 4000",
+                "  # repeat it with another seed:",
+                "  biflow train-forward --config runs/fmnist-p4/config.json \\",
+                "      --name fmnist-seed2 --seed 2",
+                "",
+                "Config file: the format of runs/<name>/config.json; every key is optional,",
+                "an unknown key is an error. model.in_channels and img_size must match the data;",
+                "model.num_classes 0 means --unconditional.",
+                "  {\"model\": {\"patch_size\": 4, \"channels\": 128, \"num_blocks\": 4,",
+                "             \"layers_per_block\": 2, \"head_dim\": 32, \"num_classes\": 10,",
+                "             \"norm_control\": \"soft\", \"clip\": 4.0},",
+                "   \"train\": {\"steps\": 2500, \"batchSize\": 64, \"lr\": 0.002,",
+                "             \"warmupSteps\": 100, \"emaDecay\": 0.999, \"seed\": 1, ...},",
+                "   \"data\": \"/usr/share/datasets/fashion-mnist\"}"})
+final class TrainForwardCommand implements Callable<Integer>, ConfigFile.Configurable {
+    /** Options a resumed run may change: they do not alter what the run computes, or (--steps) extend it. */
+    static final Set<String> RUN_TIME = new LinkedHashSet<>(List.of("--steps", "--checkpoint-every", "--time-limit", "--eval-images", "--threads", "--device"));
+
+    static final ConfigFile.Schema SCHEMA = new ConfigFile.Schema()
+            .derived("model.in_channels").derived("model.img_size")
+            .option("model.patch_size", "--patch").option("model.channels", "--width").option("model.num_blocks", "--blocks")
+            .option("model.layers_per_block", "--layers")
+            .mapped("model.num_classes", "--unconditional", v -> Boolean.toString(v.asInt() == 0))
+            .option("model.head_dim", "--head-dim").option("model.norm_control", "--norm-control", s -> NormControl.parse(s).name())
+            .option("model.clip", "--clip")
+            .option("train.steps", "--steps").option("train.batchSize", "--batch").option("train.lr", "--lr")
+            .option("train.warmupSteps", "--warmup").option("train.minLr", "--min-lr").option("train.weightDecay", "--weight-decay")
+            .option("train.beta1", "--beta1").option("train.beta2", "--beta2").option("train.gradClip", "--grad-clip")
+            .option("train.emaDecay", "--ema").option("train.sigma", "--sigma").option("train.labelDropout", "--label-dropout")
+            .option("train.seed", "--seed").option("train.checkpointEvery", "--checkpoint-every").option("train.maxBadSteps", "--max-bad-steps")
+            .option("data", "--data");
+
+    @Override public ConfigFile.Schema configSchema() { return SCHEMA; }
+
     @Mixin Common common;
     @picocli.CommandLine.Spec picocli.CommandLine.Model.CommandSpec spec;
+    @Option(names = "--config", paramLabel = "FILE", description = {"Settings from a JSON file in the format of a run's config.json (see below); "
+            + "flags override it.", "E.g. --config runs/fmnist-p4/config.json --name fmnist-seed2 --seed 2"}) Path config;
     @Option(names = "--data", description = "Directory with MNIST-format IDX files.") Path data = ImageDataset.FASHION_MNIST_DIR;
     @Option(names = "--name", description = "Run name; the run folder is runs/<name>.") String name = "forward";
     @Option(names = "--runs", description = "Parent folder of run folders.") Path runs = Path.of("runs");
-    @Option(names = "--resume", description = "Continue the run in this folder (same config).") Path resume;
+    @Option(names = "--resume", paramLabel = "DIR", description = {"Continue the run in this folder with its saved settings (DIR/config.json, "
+            + "model from the checkpoint).", "Only --steps (extends the run), --checkpoint-every, --time-limit, --eval-images, --threads, --device may be given."}) Path resume;
     @Option(names = "--patch", description = "Patch size p.") int patch = 4;
     @Option(names = "--width", description = "Transformer width D.") int width = 128;
     @Option(names = "--blocks", description = "Flow blocks.") int blocks = 4;
     @Option(names = "--layers", description = "Attention layers per block.") int layers = 2;
     @Option(names = "--head-dim", description = "Attention head width.") int headDim = 32;
-    @Option(names = "--unconditional", description = "Ignore labels.") boolean unconditional;
+    @Option(names = "--unconditional", negatable = true, arity = "0..1", fallbackValue = "true",
+            description = "Ignore labels (default: ${DEFAULT-VALUE}).") boolean unconditional;
     @Option(names = "--norm-control", description = "none | hard | soft clipping of the affine params (iTARFlow).") String normControl = "soft";
     @Option(names = "--clip", description = "Norm-control bound c.") float clip = 4f;
     @Option(names = "--steps", description = "Optimizer steps.") long steps = 2000;
     @Option(names = "--batch", description = "Batch size.") int batch = 64;
     @Option(names = "--lr", description = "Peak learning rate.") double lr = 2e-3;
-    @Option(names = "--warmup", description = "Warm-up steps (default: 5% of steps).") Long warmup;
+    @Option(names = "--warmup", description = "Warm-up steps (default: 5%% of steps).") Long warmup;
+    @Option(names = "--min-lr", description = "Learning rate at the end of the cosine decay.") double minLr = 1e-6;
+    @Option(names = "--weight-decay", description = "AdamW decoupled weight decay.") double weightDecay = 1e-4;
+    @Option(names = "--beta1", description = "AdamW beta1.") double beta1 = 0.9;
+    @Option(names = "--beta2", description = "AdamW beta2.") double beta2 = 0.95;
     @Option(names = "--sigma", description = "Training noise std (images in [-1, 1]).") float sigma = 0.1f;
     @Option(names = "--grad-clip", description = "Global gradient-norm clip (0 = off).") double gradClip = 1.0;
     @Option(names = "--ema", description = "EMA decay of parameters (0 = off).") double ema = 0;
@@ -64,8 +114,19 @@ final class TrainForwardCommand implements Callable<Integer> {
     @Override
     public Integer call() throws Exception {
         common.apply();
+        ConfigFile file = ConfigFile.of(spec);
+        if (resume != null) {
+            if (file == null || !file.resumed) throw new IllegalStateException("--resume needs the run's settings; run through Main.execute");
+            file.checkResume(spec, RUN_TIME, "train-forward");
+        }
         Path dir = resume != null ? resume : runs.resolve(name);
         ImageDataset train = ImageDataset.loadIdx(data, "train");
+        if (file != null) {
+            String src = "the data in " + data;
+            file.expect("model.in_channels", train.channels, src);
+            file.expect("model.img_size", train.height, src);
+            if (file.has("model.num_classes") && file.value("model.num_classes").asInt() != 0) file.expect("model.num_classes", train.numClasses, src);
+        }
         TarFlowConfig cfg;
         if (resume != null) {
             cfg = Checkpoints.loadTarFlow(resume.resolve(ForwardTrainer.MODEL_FILE)).config;
@@ -77,10 +138,23 @@ final class TrainForwardCommand implements Callable<Integer> {
             cfg = new TarFlowConfig(train.channels, train.height, patch, width, blocks, layers,
                     unconditional ? 0 : train.numClasses, hd, NormControl.parse(normControl), clip);
         }
-        TrainConfig tc = new TrainConfig(steps, batch, lr, warmup != null ? warmup : Math.max(1, steps / 20), 1e-6, 1e-4,
-                0.9, 0.95, gradClip, ema, sigma, labelDropout, seed, checkpointEvery, maxBadSteps);
+        TrainConfig tc = new TrainConfig(steps, batch, lr, warmup != null ? warmup : Math.max(1, steps / 20), minLr, weightDecay,
+                beta1, beta2, gradClip, ema, sigma, labelDropout, seed, checkpointEvery, maxBadSteps);
         Files.createDirectories(dir);
-        writeConfig(dir, cfg, tc);
+        if (resume == null) {
+            writeConfig(dir, cfg, tc);
+            if (config != null) System.out.println("train-forward: settings from " + config + " (flags override it)");
+        } else {
+            JsonNode savedSteps = file.value("train.steps");
+            var changes = new LinkedHashMap<String, Object>();
+            changes.put("train.steps", tc.steps());
+            changes.put("train.checkpointEvery", tc.checkpointEvery());
+            List<String> changed = file.update(changes);
+            if (!changed.isEmpty()) System.out.println("train-forward: " + file.file + " updated: " + String.join(", ", changed));
+            if (savedSteps != null && savedSteps.asLong() != tc.steps())
+                System.out.printf(Locale.ROOT, "train-forward: --steps %d changes the run's length from %d steps: the cosine learning-rate schedule is "
+                        + "stretched to %d steps, so from here on the rate differs from the original run's%n", tc.steps(), savedSteps.asLong(), tc.steps());
+        }
         TarFlow model = new TarFlow(cfg, new Rng(seed));
         ForwardTrainer trainer = new ForwardTrainer(model, train, tc, dir);
         if (resume != null) trainer.resume(resume);
@@ -103,7 +177,7 @@ final class TrainForwardCommand implements Callable<Integer> {
                     else ema = Double.isNaN(ema) ? s.loss() : 0.98 * ema + 0.02 * s.loss();
                     lastLoss[0] = ema;
                     pb.stepTo(s.step());
-                    pb.setExtraMessage(String.format(Locale.ROOT, "loss %.4f lr %.2e", ema, s.lr()));
+                    pb.setExtraMessage(String.format(Locale.ROOT, " loss %.4f lr %.2e", ema, s.lr()));
                     try {
                         mw.write(String.format(Locale.ROOT, "{\"step\":%d,\"loss\":%s,\"lr\":%.6g,\"grad_norm\":%s,\"skipped\":%b,\"sec\":%.4f}%n",
                                 s.step(), num(s.loss()), s.lr(), num(s.gradNorm()), s.skipped(), s.seconds()));
@@ -148,11 +222,11 @@ final class TrainForwardCommand implements Callable<Integer> {
     private static String num(double v) { return Double.isFinite(v) ? String.format(Locale.ROOT, "%.6g", v) : "null"; }
 
     private void writeConfig(Path dir, TarFlowConfig cfg, TrainConfig tc) throws java.io.IOException {
-        ObjectMapper om = new ObjectMapper();
+        ObjectMapper om = ConfigFile.json();
         ObjectNode o = om.createObjectNode();
         o.set("model", om.readTree(cfg.toJson()));
         o.set("train", om.valueToTree(tc));
         o.put("data", data.toString());
-        Files.writeString(dir.resolve("config.json"), om.writerWithDefaultPrettyPrinter().writeValueAsString(o));
+        ConfigFile.write(dir.resolve(ConfigFile.FILE_NAME), o);
     }
 }

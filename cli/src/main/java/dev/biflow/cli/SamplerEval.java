@@ -1,0 +1,228 @@
+// The evaluation shared by `biflow eval` and `biflow demo`: sample with each sampler from the same noise, time it, grade it.
+package dev.biflow.cli;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import dev.biflow.engine.Rng;
+import dev.biflow.engine.Tensor;
+import dev.biflow.flow.backward.BackwardCheckpoints;
+import dev.biflow.flow.backward.BackwardConfig;
+import dev.biflow.flow.backward.BiFlowSampler;
+import dev.biflow.flow.backward.FrozenFlow;
+import dev.biflow.flow.data.ImageDataset;
+import dev.biflow.flow.metrics.Metrics;
+import dev.biflow.flow.model.TarFlow;
+import dev.biflow.flow.model.TarFlowConfig;
+import dev.biflow.flow.train.Evaluation;
+import me.tongfei.progressbar.ProgressBar;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+
+/**
+ * Grades a forward flow F and, when given, its BiFlow backward model G the same way:
+ * <ol>
+ *   <li>bits/dim of F on the test set (optional);</li>
+ *   <li>the real-vs-real floor: test images against a training subset, graded by FashionNet-eval;</li>
+ *   <li>for each sampler, n samples from the same noise eps and the same labels (classes cycling),
+ *       timed batch by batch after an untimed warm-up batch, then graded against that training subset.</li>
+ * </ol>
+ * The samplers are TARFlow's (exact inverse of F, token by token with its KV cache, CFG as a second
+ * pass per step, then one score-denoising step: forward + backward of F) and BiFlow's (one pass of G,
+ * CFG trained in, denoising learned). NFE counts sequential network passes: the exact inverse needs
+ * one per token per block (times two with CFG) plus the denoising pass; G needs one.
+ */
+final class SamplerEval {
+    private static final ObjectMapper JSON = new ObjectMapper();
+
+    /** One row of the results table. */
+    record Row(String sampler, int nfe, double msPerImage, Metrics.Report report) {
+        double imagesPerSecond() { return 1000.0 / msPerImage; }
+
+        Map<String, Object> toMap() {
+            Map<String, Object> m = new LinkedHashMap<>();
+            m.put("sampler", sampler);
+            m.put("nfe", nfe);
+            m.put("ms_per_image", Double.isNaN(msPerImage) ? null : msPerImage);
+            m.put("images_per_s", Double.isNaN(msPerImage) ? null : imagesPerSecond());
+            m.putAll(report.toMap());
+            return m;
+        }
+
+        String[] cells() {
+            Metrics.Report r = report;
+            return new String[]{sampler, nfe < 0 ? "-" : Integer.toString(nfe),
+                    Double.isNaN(msPerImage) ? "-" : String.format(Locale.ROOT, "%.2f", msPerImage),
+                    Double.isNaN(msPerImage) ? "-" : String.format(Locale.ROOT, "%.1f", imagesPerSecond()),
+                    String.format(Locale.ROOT, "%.3f", r.fd()), String.format(Locale.ROOT, "%.3f", r.classifierScore()),
+                    String.format(Locale.ROOT, "%.3f", r.precision()), String.format(Locale.ROOT, "%.3f", r.recall()),
+                    Double.isNaN(r.classConsistency()) ? "-" : String.format(Locale.ROOT, "%.3f", r.classConsistency())};
+        }
+    }
+
+    static final String[] HEADER = {"sampler", "NFE", "ms/image", "images/s", Metrics.FD_NAME, Metrics.CS_NAME, "precision", "recall",
+            "class consistency"};
+
+    /** What was measured; rows[0] is the real-data floor. */
+    record Result(double bitsPerDim, int bpdImages, List<Row> rows, Path grid) {
+        Map<String, String> summary() {
+            Map<String, String> s = new LinkedHashMap<>();
+            if (!Double.isNaN(bitsPerDim)) s.put("test bits/dim (F)", String.format(Locale.ROOT, "%.4f over %d images", bitsPerDim, bpdImages));
+            Row exact = find("exact"), biflow = find("biflow");
+            if (exact != null && biflow != null)
+                s.put("speed-up of BiFlow 1-NFE over the exact inverse", String.format(Locale.ROOT, "%.1fx (%.2f vs %.2f ms/image)",
+                        exact.msPerImage / biflow.msPerImage, biflow.msPerImage, exact.msPerImage));
+            return s;
+        }
+
+        Row find(String prefix) {
+            for (Row r : rows) if (r.sampler.startsWith(prefix)) return r;
+            return null;
+        }
+
+        List<String[]> table() {
+            List<String[]> t = new ArrayList<>();
+            t.add(HEADER);
+            for (Row r : rows) t.add(r.cells());
+            return t;
+        }
+
+        String tableText() {
+            StringBuilder b = new StringBuilder();
+            for (String[] r : table())
+                b.append(String.format(Locale.ROOT, "%-28s %6s %9s %9s %14s %14s %9s %7s %17s%n", (Object[]) r));
+            return b.toString();
+        }
+    }
+
+    /** What to evaluate and how much. */
+    record Settings(int samples, int batch, float w, float sigma, long seed, int bpdImages, int nrow) {}
+
+    private SamplerEval() {}
+
+    static Result run(TarFlow f, BackwardCheckpoints.Loaded g, Metrics metrics, ImageDataset train, ImageDataset test,
+                      Settings s, Path outDir) throws IOException {
+        TarFlowConfig cfg = f.config;
+        double bpd = Double.NaN;
+        int bpdN = Math.min(s.bpdImages(), test.n);
+        if (bpdN > 0) {
+            try (ProgressBar pb = Common.bar("bits/dim", bpdN, "img")) {
+                bpd = Evaluation.bitsPerDim(f, test, bpdN, 100, s.seed(), pb::stepTo);
+            }
+        }
+        List<Row> rows = new ArrayList<>();
+        Metrics.Reference ref = metrics.reference(test, train, s.samples(), s.seed());
+        rows.add(new Row("real test vs train (floor)", -1, Double.NaN, ref.report()));
+
+        FrozenFlow ff = FrozenFlow.of(f);
+        float sigma = g != null ? g.sigma() : s.sigma();
+        int n = s.samples();
+        int[] y = Common.labels("all", n, cfg.numClasses());
+        // one noise tensor for every sampler: the rows differ only by the sampler
+        Tensor eps = Tensor.randn(new Rng(s.seed()), n, cfg.tokens(), cfg.tokenDim());
+        List<Tensor> firstRows = new ArrayList<>();
+        List<String> names = new ArrayList<>();
+
+        BiFlowSampler exact = BiFlowSampler.exactInverse(ff, BackwardConfig.Denoise.SCORE, sigma);
+        int exactNfe = cfg.numBlocks() * cfg.tokens() * (s.w() > 0 ? 2 : 1) + 1;
+        String exactName = String.format(Locale.ROOT, "exact inverse, CFG w=%s", fmt(s.w()));
+        rows.add(timeAndGrade(exactName, exactNfe, exact, eps, y, s, metrics, ref, firstRows));
+        names.add(exactName);
+        if (g != null) {
+            BiFlowSampler one = BiFlowSampler.of(ff, g.model(), sigma);
+            String name = String.format(Locale.ROOT, "biflow 1-NFE, w=%s", fmt(s.w()));
+            rows.add(timeAndGrade(name, one.evaluationsPerSample(s.w()), one, eps, y, s, metrics, ref, firstRows));
+            names.add(name);
+        }
+        Path grid = null;
+        if (outDir != null) {
+            Files.createDirectories(outDir);
+            // numbers first: a failure drawing the pictures must not lose them
+            try (var w = Files.newBufferedWriter(outDir.resolve("eval.jsonl"))) {
+                if (!Double.isNaN(bpd)) w.write("{\"test_bpd\":" + bpd + ",\"bpd_images\":" + bpdN + "}\n");
+                for (Row r : rows) w.write(JSON.writeValueAsString(r.toMap()) + "\n");
+            }
+            grid = outDir.resolve(g != null ? "samples-biflow-vs-exact.png" : "samples-exact.png");
+            writeGrid(grid, firstRows, cfg, s.nrow());
+            charts(outDir, rows);
+        }
+        return new Result(bpd, bpdN, rows, grid);
+    }
+
+    private static Row timeAndGrade(String name, int nfe, BiFlowSampler sampler, Tensor eps, int[] y, Settings s, Metrics metrics,
+                                    Metrics.Reference ref, List<Tensor> firstRows) {
+        int n = eps.size(0), per = eps.size(1) * eps.size(2);
+        // warm-up (JIT, pools, caches) outside the timed region, on a small batch of other noise
+        int wb = Math.min(8, n);
+        sampler.sample(Tensor.randn(new Rng(s.seed() + 1), wb, eps.size(1), eps.size(2)), java.util.Arrays.copyOf(y, wb), s.w());
+        Tensor[] parts = new Tensor[(n + s.batch() - 1) / s.batch()];
+        long nanos = 0;
+        try (ProgressBar pb = Common.bar(name.split(",")[0], n, "img")) {
+            for (int i = 0, b = 0; i < n; i += s.batch(), b++) {
+                int m = Math.min(s.batch(), n - i);
+                Tensor e = Tensor.of(java.util.Arrays.copyOfRange(eps.data(), i * per, (i + m) * per), m, eps.size(1), eps.size(2));
+                long t0 = System.nanoTime();
+                parts[b] = sampler.sample(e, java.util.Arrays.copyOfRange(y, i, i + m), s.w());
+                nanos += System.nanoTime() - t0;
+                pb.stepTo(i + m);
+            }
+        }
+        Tensor x = dev.biflow.engine.Ops.concat(0, parts);
+        firstRows.add(x);
+        Metrics.Report rep = metrics.evaluate(x, y, ref.real());
+        return new Row(name, nfe, nanos / 1e6 / n, rep);
+    }
+
+    /** Rows of nrow images: for each sampler in turn, the first images, so a column shares noise and label. */
+    private static void writeGrid(Path out, List<Tensor> samples, TarFlowConfig cfg, int nrow) throws IOException {
+        int d = cfg.dims(), rowsPer = 2;
+        int per = Math.min(nrow * rowsPer, samples.getFirst().size(0));
+        int rows = (per + nrow - 1) / nrow;
+        float[] all = new float[samples.size() * rows * nrow * d];
+        int img = 0;
+        for (int r = 0; r < rows; r++)
+            for (Tensor x : samples) {
+                for (int c = 0; c < nrow; c++) {
+                    int src = r * nrow + c;
+                    if (src < x.size(0)) System.arraycopy(x.data(), src * d, all, (img + c) * d, d);
+                }
+                img += nrow;
+            }
+        dev.biflow.engine.io.ImageGrid.write(out, Tensor.of(all, img, cfg.inChannels(), cfg.imgSize(), cfg.imgSize()), -1f, 1f, nrow, 2, 3);
+    }
+
+    /** sampling-cost.png (ms/image per sampler, log scale) and sample-quality.png (FD per row, with the floor). */
+    private static void charts(Path dir, List<Row> rows) throws IOException {
+        List<String> names = new ArrayList<>();
+        List<Number> ms = new ArrayList<>();
+        for (Row r : rows.subList(1, rows.size())) {
+            names.add(r.sampler() + " (NFE " + r.nfe() + ")");
+            ms.add(r.msPerImage());
+        }
+        var cost = new org.knowm.xchart.CategoryChartBuilder().width(720).height(320).title("sampling cost (lower is better)")
+                .yAxisTitle("ms / image").build();
+        cost.getStyler().setLegendVisible(false);
+        cost.addSeries("ms/image", names, ms);
+        org.knowm.xchart.BitmapEncoder.saveBitmap(cost, dir.resolve("sampling-cost.png").toString(), org.knowm.xchart.BitmapEncoder.BitmapFormat.PNG);
+        List<String> all = new ArrayList<>();
+        List<Number> fd = new ArrayList<>();
+        for (Row r : rows) {
+            all.add(r.sampler());
+            fd.add(r.report().fd());
+        }
+        var q = new org.knowm.xchart.CategoryChartBuilder().width(720).height(320).title(Metrics.FD_NAME + " (lower is better; first bar: real data)")
+                .yAxisTitle(Metrics.FD_NAME).build();
+        q.getStyler().setLegendVisible(false);
+        q.addSeries(Metrics.FD_NAME, all, fd);
+        org.knowm.xchart.BitmapEncoder.saveBitmap(q, dir.resolve("sample-quality.png").toString(), org.knowm.xchart.BitmapEncoder.BitmapFormat.PNG);
+    }
+
+    private static String fmt(float w) {
+        return w == (int) w ? Integer.toString((int) w) : Float.toString(w);
+    }
+}
