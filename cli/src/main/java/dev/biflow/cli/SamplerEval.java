@@ -116,6 +116,7 @@ final class SamplerEval {
             }
         }
         List<Row> rows = new ArrayList<>();
+        if (s.samples() == 0 || metrics == null) return new Result(bpd, bpdN, rows, null); // bits/dim only
         Metrics.Reference ref = metrics.reference(test, train, s.samples(), s.seed());
         rows.add(new Row("real test vs train (floor)", -1, Double.NaN, ref.report()));
 

@@ -1,0 +1,132 @@
+// The main job end to end on tiny models: demo from a models folder, eval's table and files, export to F16 and back.
+package dev.biflow.cli;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import dev.biflow.cli.CliErrorsTest.Run;
+import dev.biflow.engine.Rng;
+import dev.biflow.engine.Tensor;
+import dev.biflow.engine.io.Safetensors;
+import dev.biflow.flow.features.FeatureNets;
+import dev.biflow.flow.model.Checkpoints;
+import dev.biflow.flow.model.TarFlow;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+
+import static dev.biflow.cli.CliErrorsTest.run;
+import static dev.biflow.cli.TrainSettingsTest.ok;
+import static org.junit.jupiter.api.Assertions.*;
+
+class DemoEvalExportTest {
+    private static final ObjectMapper JSON = new ObjectMapper();
+
+    @TempDir static Path shared;
+    static Path data, models;
+
+    /** A models folder as the demo expects it, filled with tiny freshly trained models (2 steps each). */
+    @BeforeAll
+    static void tinyModels() throws IOException {
+        data = shared.resolve("tiny-idx");
+        Files.createDirectories(data);
+        TrainSettingsTest.writeSplit(data, "train", 16, 1);
+        TrainSettingsTest.writeSplit(data, "t10k", 8, 2);
+        Path runs = shared.resolve("runs");
+        ok(List.of("train-forward", "--data", data.toString(), "--runs", runs.toString(), "--name", "f", "--width", "16", "--blocks", "2",
+                "--layers", "1", "--head-dim", "8", "--steps", "2", "--batch", "4", "--eval-images", "4", "--threads", "1"));
+        Path f = runs.resolve("f").resolve("model.safetensors");
+        ok(List.of("train-backward", "--forward", f.toString(), "--data", data.toString(), "--runs", runs.toString(), "--name", "g",
+                "--perceptual", "none", "--width", "16", "--head-dim", "8", "--layers-per-stage", "1", "--steps", "2", "--batch", "4",
+                "--threads", "1"));
+        Path nets = shared.resolve("nets");
+        ok(List.of("train-features", "--arch", "eval", "--steps", "2", "--batch", "8", "--data", data.toString(), "--out", nets.toString(),
+                "--threads", "1"));
+        models = shared.resolve("models");
+        Files.createDirectories(models);
+        // the shipped layout, written by export as the shipped files are
+        ok(List.of("export", f.toString(), models.resolve(DemoCommand.FORWARD_FILE).toString()));
+        ok(List.of("export", runs.resolve("g").resolve("backward.safetensors").toString(), models.resolve(DemoCommand.BACKWARD_FILE).toString()));
+        ok(List.of("export", nets.resolve(FeatureNets.EVAL_FILE).toString(), models.resolve(FeatureNets.EVAL_FILE).toString()));
+    }
+
+    @Test
+    void demoSamplesBothWaysGradesTimesAndWritesAReport(@TempDir Path tmp) throws Exception {
+        Run r = ok(List.of("demo", "--models", models.toString(), "--data", data.toString(), "--runs", tmp.toString(), "--samples", "12",
+                "--bpd-images", "4", "--threads", "1"));
+        Path dir;
+        try (var s = Files.list(tmp)) {
+            dir = s.filter(p -> p.getFileName().toString().startsWith("demo-")).findFirst().orElseThrow();
+        }
+        Path html = dir.resolve("report.html");
+        assertTrue(r.out().contains("report: " + html.toAbsolutePath()), r.out());
+        List<String> lines = Files.readAllLines(dir.resolve("eval.jsonl"));
+        assertEquals(4, lines.size(), "bits/dim line, the real floor, exact inverse, BiFlow: " + lines);
+        JsonNode bpd = JSON.readTree(lines.get(0)), floor = JSON.readTree(lines.get(1)), exact = JSON.readTree(lines.get(2)),
+                one = JSON.readTree(lines.get(3));
+        assertTrue(bpd.get("test_bpd").asDouble() > 0, lines.get(0));
+        assertTrue(floor.get("ms_per_image").isNull(), "the real data has no sampling cost");
+        assertEquals(1, one.get("nfe").asInt(), "G is one network evaluation");
+        assertEquals(2 * 2 * 49 + 1, exact.get("nfe").asInt(), "blocks x tokens x 2 (CFG) + the denoising pass");
+        for (JsonNode row : List.of(exact, one)) {
+            assertEquals(12, row.get("n").asInt());
+            assertTrue(row.get("ms_per_image").asDouble() > 0 && Double.isFinite(row.get("fd_fashionnet").asDouble()), row.toString());
+            double cc = row.get("class_consistency").asDouble();
+            assertTrue(cc >= 0 && cc <= 1, row.toString());
+        }
+        String page = Files.readString(html);
+        assertTrue(page.contains("biflow 1-NFE") && page.contains("exact inverse") && page.contains("FD-FashionNet"), "the table is in the report");
+        assertTrue(page.contains("data:image/png;base64,"), "pictures are embedded");
+        for (String png : List.of("samples-biflow-vs-exact.png", "sampling-cost.png", "sample-quality.png"))
+            assertTrue(Files.size(dir.resolve(png)) > 100, png);
+        assertTrue(r.out().contains("speed-up of BiFlow 1-NFE over the exact inverse"), r.out());
+    }
+
+    @Test
+    void demoWithoutModelsSaysWhereTheyShouldBeAndHowToTrainThem(@TempDir Path tmp) {
+        Run r = run("demo", "--models", tmp.resolve("none").toString(), "--data", data.toString(), "--runs", tmp.toString());
+        assertEquals(2, r.code());
+        assertTrue(r.err().contains(tmp.resolve("none").resolve(DemoCommand.FORWARD_FILE).toString()) && r.err().contains("--from-scratch"), r.err());
+    }
+
+    @Test
+    void evalWithoutSamplesReportsBitsPerDimOnly(@TempDir Path tmp) {
+        Run r = ok(List.of("eval", "--model", models.resolve(DemoCommand.FORWARD_FILE).toString(), "--data", data.toString(), "--samples", "0",
+                "--n", "8", "--threads", "1"));
+        assertTrue(r.out().matches("(?s).*test bits/dim \\d+\\.\\d+ over 8 images.*"), r.out());
+        Run missing = run("eval", "--model", models.resolve(DemoCommand.FORWARD_FILE).toString(), "--data", data.toString(), "--samples", "4",
+                "--eval-net", tmp.resolve("no-net.safetensors").toString());
+        assertEquals(2, missing.code());
+        assertTrue(missing.err().contains("train-features --arch eval"), missing.err());
+    }
+
+    /** F16 export: half the bytes, metadata kept, the loaded model within F16 rounding of the original. */
+    @Test
+    void exportToHalfPrecisionKeepsTheModel(@TempDir Path tmp) throws Exception {
+        Path src = shared.resolve("runs").resolve("f").resolve("model.safetensors"), dst = tmp.resolve("half.safetensors");
+        ok(List.of("export", src.toString(), dst.toString(), "--dtype", "f16"));
+        assertEquals(Safetensors.read(src).metadata(), Safetensors.read(dst).metadata());
+        assertTrue(Files.size(dst) < 0.55 * Files.size(src), Files.size(dst) + " vs " + Files.size(src));
+        TarFlow a = Checkpoints.loadTarFlow(src), b = Checkpoints.loadTarFlow(dst);
+        Tensor x = Tensor.randn(new Rng(3), 2, 1, 28, 28);
+        int[] y = {1, 2};
+        float[] za = a.forward(x, y).z().data(), zb = b.forward(x, y).z().data();
+        double maxDiff = 0, scale = 0;
+        for (int i = 0; i < za.length; i++) {
+            maxDiff = Math.max(maxDiff, Math.abs(za[i] - zb[i]));
+            scale = Math.max(scale, Math.abs(za[i]));
+        }
+        assertTrue(maxDiff > 0, "the weights were rounded");
+        assertTrue(maxDiff < 1e-2 * Math.max(1, scale), "F16 weights change z by " + maxDiff + " (|z| up to " + scale + ")");
+        Run same = run("export", src.toString(), src.toString());
+        assertEquals(2, same.code());
+        assertTrue(same.err().contains("is the input"), same.err());
+        Run bad = run("export", src.toString(), tmp.resolve("x.safetensors").toString(), "--dtype", "int8");
+        assertEquals(2, bad.code());
+        assertTrue(bad.err().contains("f16 or f32"), bad.err());
+    }
+}
