@@ -96,8 +96,9 @@ final class DemoCommand implements Callable<Integer> {
                 "--checkpoint-every", "100", "--eval-images", "1000", "--time-limit", fmt(minutes * 0.55));
         Path f = dir.resolve("forward").resolve("model-ema.safetensors");
         run("train-backward", "--name", "backward", "--runs", dir.toString(), "--forward", f.toString(), "--data", data.toString(),
-                "--threads", threads, "--features", features.toString(), "--steps", "3000", "--seed", Long.toString(seed),
-                "--time-limit", fmt(minutes * 0.35));
+                "--threads", threads, "--features", features.toString(), "--perceptual", "lpips+convnext", "--width", "96",
+                "--layers-per-stage", "1", "--steps", "3000", "--batch", "32", "--lr", "1e-3", "--warmup", "50", "--ema", "0.99",
+                "--checkpoint-every", "50", "--seed", Long.toString(seed), "--time-limit", fmt(minutes * 0.35));
         return new Path[]{f, dir.resolve("backward").resolve("backward.safetensors"), features.resolve(FeatureNets.EVAL_FILE)};
     }
 
