@@ -20,8 +20,8 @@ public interface Backend {
                float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
                float beta, float[] c, int cOff, int ldc);
 
-    // The methods below are forward-only kernels an accelerator may override; the defaults run the
-    // CPU kernels, so a backend that implements only sgemm is complete. Arrays are contiguous and
+    // The methods below are kernels an accelerator may override; the defaults run the CPU kernels,
+    // so a backend that implements only sgemm is complete. Arrays are contiguous and
     // start at offset 0 unless an offset is given.
 
     /**
@@ -86,6 +86,39 @@ public interface Backend {
                 for (int j = 0; j < lim; j++) if (row[j] != 0f) Vec.axpy(row[j], v, (s * tk + j) * dv, out, oo, dv);
             }
         }
+    }
+
+    // Attention with autograd. Fused.attention runs its forward and backward through these two, so
+    // a backend that overrides both runs training attention on its device; the defaults are the
+    // engine's CPU code (blocked GEMMs through this backend's sgemm, row softmax on the host).
+
+    /**
+     * The forward of {@link Fused#attention}: out = softmax(scale * q k^T, masked) v with the
+     * layouts, causal rule, mask broadcast (mask nullable, maskShape rank 4) and empty-row rule of
+     * {@link #attention}; out (B, H, Tq, Dv) is zero on entry and must be fully written (rows that
+     * see no key stay zero). save: a backward will follow. Then returns the state
+     * {@link #attentionBackward} needs beyond its own arguments (opaque to the caller, which hands
+     * it back unchanged to the same backend; it must not alias q, k, v or out); else returns null
+     * and keeps nothing. The default saves the probabilities P (B*H*Tq*Tk floats); the OpenCL
+     * backend saves one log-sum-exp per query row (B*H*Tq floats) and recomputes P from it.
+     */
+    default Object attentionForward(float[] q, float[] k, float[] v, float[] out, int batch, int heads, int tq, int tk,
+                                    int dh, int dv, boolean causal, float[] mask, int[] maskShape, float scale,
+                                    boolean save) {
+        return Fused.attentionForwardCpu(this, q, k, v, out, batch, heads, tq, tk, dh, dv, causal, mask, maskShape, scale, save);
+    }
+
+    /**
+     * The backward of {@link #attentionForward}: saved is what this backend's forward returned
+     * with save = true for the same q, k, v, mask, sizes and scale (unchanged since); dout is
+     * dL/dout (B, H, Tq, Dv). ADDS dL/dq (B, H, Tq, Dh), dL/dk (B, H, Tk, Dh) and dL/dv
+     * (B, H, Tk, Dv) into gq, gk and gv; each may be null (not wanted). Blocked keys pass no
+     * gradient, a query that sees no key passes none, the mask gets none.
+     */
+    default void attentionBackward(Object saved, float[] dout, float[] q, float[] k, float[] v,
+                                   float[] gq, float[] gk, float[] gv, int batch, int heads, int tq, int tk,
+                                   int dh, int dv, boolean causal, float[] mask, int[] maskShape, float scale) {
+        Fused.attentionBackwardCpu(this, saved, dout, q, k, v, gq, gk, gv, batch, heads, tq, tk, dh, dv, causal, mask, maskShape, scale);
     }
 
     /**

@@ -167,7 +167,7 @@ public final class Fused {
         if (dh == 0)
             throw new IllegalArgumentException("attention: q is " + Shape.str(q.shape) + ": head dim Dh must be >= 1");
         int[] full = {nb, nh, tq, tk};
-        int[] ms = null;
+        int[] mshape = null;
         float[] md = null;
         if (mask != null) {
             boolean ok = mask.shape.length >= 1 && mask.shape.length <= 4;
@@ -179,21 +179,37 @@ public final class Fused {
                 throw new IllegalArgumentException("attention: mask is " + Shape.str(mask.shape) + " but scores are "
                         + Shape.str(full) + " (B, H, Tq, Tk): the mask must broadcast to them, e.g. (" + tq + ", " + tk
                         + ") or (B|1, H|1, " + tq + ", " + tk + ")");
-            ms = Shape.broadcastStrides(mask.shape, full);
+            mshape = new int[]{1, 1, 1, 1}; // right-aligned to rank 4, as the Backend methods take it
+            System.arraycopy(mask.shape, 0, mshape, 4 - mask.shape.length, mask.shape.length);
             md = mask.data;
         }
-        final int[] mst = ms;
+        final int[] msh = mshape;
         final float[] mdat = md;
+        float[] out = new float[nb * nh * tq * dv];
+        float[] qd = q.data, kd = k.data, vd = v.data;
+        Backend be = Backend.active(); // the backward runs on the backend that saved the forward's state
+        Object saved = be.attentionForward(qd, kd, vd, out, nb, nh, tq, tk, dh, dv, causal, mdat, msh, scale,
+                Grad.anyNeedsGrad(q, k, v));
+        return Grad.record(new Tensor(out, new int[]{nb, nh, tq, dv}), "attention", (g, buf) ->
+                be.attentionBackward(saved, g, qd, kd, vd, buf.of(q), buf.of(k), buf.of(v), nb, nh, tq, tk, dh, dv,
+                        causal, mdat, msh, scale), q, k, v);
+    }
+
+    /**
+     * {@link Backend#attentionForward}'s default, the engine's CPU attention: per (slice, block of
+     * query rows) scores by a GEMM through be.sgemm, masked row softmax, then a GEMM with v. Keeps
+     * and returns the probabilities P (B*H*Tq*Tk) when keepP, else works in per-thread scratch.
+     */
+    static Object attentionForwardCpu(Backend be, float[] qd, float[] kd, float[] vd, float[] out, int nb, int nh,
+                                      int tq, int tk, int dh, int dv, boolean causal, float[] mdat, int[] maskShape,
+                                      float scale, boolean keepP) {
+        final int[] mst = mdat == null ? null : maskStrides(maskShape, new int[]{nb, nh, tq, tk});
         int bh = nb * nh;
         long tt = (long) tq * tk;
-        boolean keepP = Grad.anyNeedsGrad(q, k, v);
         if (keepP && bh * tt > Integer.MAX_VALUE - 8)
             throw new IllegalArgumentException("attention: the probability matrix (B*H*Tq*Tk = " + (bh * tt)
                     + ") does not fit one array; use smaller batches");
         float[] p = keepP ? new float[(int) (bh * tt)] : null;
-        float[] out = new float[bh * tq * dv];
-        float[] qd = q.data, kd = k.data, vd = v.data;
-        Backend be = Backend.active();
         int shift = tk - tq;
         int rowsPerBlock = causal ? ATT_ROWS : Math.max(1, tq);
         // Few large slices: run them one after another and let GEMM and the row loops use the threads.
@@ -230,36 +246,56 @@ public final class Fused {
         };
         if (outerParallel) Parallel.forRange(bh, 1, fwd);
         else fwd.run(0, bh);
+        return p;
+    }
 
-        return Grad.record(new Tensor(out, new int[]{nb, nh, tq, dv}), "attention", (g, buf) -> {
-            float[] gq = buf.of(q), gk = buf.of(k), gv = buf.of(v);
-            boolean needS = gq != null || gk != null;
-            Parallel.RangeBody bwd = (lo, hi) -> {
-                float[] dp = needS ? new float[Math.min(rowsPerBlock, tq) * tk] : null;
-                for (int s = lo; s < hi; s++) {
-                    int qOff = s * tq * dh, kOff = s * tk * dh, vOff = s * tk * dv, oOff = s * tq * dv;
-                    for (int r0 = 0; r0 < tq; r0 += rowsPerBlock) {
-                        int r1 = Math.min(tq, r0 + rowsPerBlock), m = r1 - r0;
-                        int lm = causal ? clamp(r1 - 1 + shift + 1, 0, tk) : tk;
-                        if (lm == 0) continue;
-                        int pOff = (int) (s * tt) + r0 * tk;
-                        // dV += P^T dO
-                        if (gv != null) be.sgemm(true, false, lm, dv, m, 1f, p, pOff, tk, g, oOff + r0 * dv, dv, 1f, gv, vOff, dv);
-                        if (!needS) continue;
-                        // dP = dO V^T, then dS = P (dP - rowdot(dP, P)) in place
-                        be.sgemm(false, true, m, lm, dv, 1f, g, oOff + r0 * dv, dv, vd, vOff, dv, 0f, dp, 0, lm);
-                        Parallel.forRange(m, grain(lm), (a, z) -> {
-                            for (int i = a; i < z; i++) Softmax.softmaxBackwardRowInPlace(p, pOff + i * tk, dp, i * lm, lm);
-                        });
-                        // S = scale q k^T: dQ += scale dS K, dK += scale dS^T Q
-                        if (gq != null) be.sgemm(false, false, m, dh, lm, scale, dp, 0, lm, kd, kOff, dh, 1f, gq, qOff + r0 * dh, dh);
-                        if (gk != null) be.sgemm(true, false, lm, dh, m, scale, dp, 0, lm, qd, qOff + r0 * dh, dh, 1f, gk, kOff, dh);
-                    }
+    /** {@link Backend#attentionBackward}'s default: the backward of {@link #attentionForwardCpu} from its saved P. */
+    static void attentionBackwardCpu(Backend be, Object saved, float[] g, float[] qd, float[] kd, float[] vd,
+                                     float[] gq, float[] gk, float[] gv, int nb, int nh, int tq, int tk, int dh, int dv,
+                                     boolean causal, float[] mdat, int[] maskShape, float scale) {
+        if (!(saved instanceof float[] p) || p.length != nb * nh * tq * tk)
+            throw new IllegalArgumentException("attentionBackward: saved is not the P of a CPU attentionForward of these sizes");
+        int bh = nb * nh;
+        long tt = (long) tq * tk;
+        int shift = tk - tq;
+        int rowsPerBlock = causal ? ATT_ROWS : Math.max(1, tq);
+        boolean outerParallel = bh >= Parallel.threads() || tt * Math.max(dh, dv) < (1L << 16);
+        boolean needS = gq != null || gk != null;
+        Parallel.RangeBody bwd = (lo, hi) -> {
+            float[] dp = needS ? new float[Math.min(rowsPerBlock, tq) * tk] : null;
+            for (int s = lo; s < hi; s++) {
+                int qOff = s * tq * dh, kOff = s * tk * dh, vOff = s * tk * dv, oOff = s * tq * dv;
+                for (int r0 = 0; r0 < tq; r0 += rowsPerBlock) {
+                    int r1 = Math.min(tq, r0 + rowsPerBlock), m = r1 - r0;
+                    int lm = causal ? clamp(r1 - 1 + shift + 1, 0, tk) : tk;
+                    if (lm == 0) continue;
+                    int pOff = (int) (s * tt) + r0 * tk;
+                    // dV += P^T dO
+                    if (gv != null) be.sgemm(true, false, lm, dv, m, 1f, p, pOff, tk, g, oOff + r0 * dv, dv, 1f, gv, vOff, dv);
+                    if (!needS) continue;
+                    // dP = dO V^T, then dS = P (dP - rowdot(dP, P)) in place
+                    be.sgemm(false, true, m, lm, dv, 1f, g, oOff + r0 * dv, dv, vd, vOff, dv, 0f, dp, 0, lm);
+                    Parallel.forRange(m, grain(lm), (a, z) -> {
+                        for (int i = a; i < z; i++) Softmax.softmaxBackwardRowInPlace(p, pOff + i * tk, dp, i * lm, lm);
+                    });
+                    // S = scale q k^T: dQ += scale dS K, dK += scale dS^T Q
+                    if (gq != null) be.sgemm(false, false, m, dh, lm, scale, dp, 0, lm, kd, kOff, dh, 1f, gq, qOff + r0 * dh, dh);
+                    if (gk != null) be.sgemm(true, false, lm, dh, m, scale, dp, 0, lm, qd, qOff + r0 * dh, dh, 1f, gk, kOff, dh);
                 }
-            };
-            if (outerParallel) Parallel.forRange(bh, 1, bwd);
-            else bwd.run(0, bh);
-        }, q, k, v);
+            }
+        };
+        if (outerParallel) Parallel.forRange(bh, 1, bwd);
+        else bwd.run(0, bh);
+    }
+
+    /** Broadcast strides of a rank-4 mask shape against full (B, H, Tq, Tk); checks that it broadcasts. */
+    static int[] maskStrides(int[] maskShape, int[] full) {
+        boolean ok = maskShape != null && maskShape.length == 4;
+        for (int i = 0; ok && i < 4; i++) ok = maskShape[i] == full[i] || maskShape[i] == 1;
+        if (!ok)
+            throw new IllegalArgumentException("attention: maskShape " + (maskShape == null ? "null" : Shape.str(maskShape))
+                    + " must be rank 4 and broadcast to the scores " + Shape.str(full) + " (B|1, H|1, Tq|1, Tk|1)");
+        return Shape.broadcastStrides(maskShape, full);
     }
 
     private static int clamp(int v, int lo, int hi) { return Math.max(lo, Math.min(hi, v)); }

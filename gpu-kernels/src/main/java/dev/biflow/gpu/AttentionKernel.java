@@ -9,7 +9,9 @@ import com.aparapi.Kernel;
  * (max, then exp-weighted sum of v rows), so the Tq x Tk score matrix never exists in memory.
  * Key j is allowed when j < lim (lim = i + Tk - Tq + 1 if causal, else Tk) and, with a mask,
  * mask[b*ms0 + h*ms1 + i*ms2 + j*ms3] != 0 (stride 0 broadcasts). A row with no allowed key is
- * zero, as on the CPU.
+ * zero, as on the CPU. With saveLse = 1 it also writes lse[s*Tq + i] = mx + log(sum), the
+ * log-sum-exp of the row's allowed scaled scores (0 for a row with no allowed key), which is all
+ * {@link AttentionBackwardKernel} needs to recompute the probabilities.
  *
  * <p>Slice strides (qStride, kStride, ...) let k and v be KV caches with room for more keys than
  * the Tk in use: the decode step is Tq = 1 against the first Tk cached rows.
@@ -24,8 +26,8 @@ final class AttentionKernel extends Kernel {
     static final float NEG_BIG = -3.0e38f;
 
     float[] q = new float[1], k = new float[1], v = new float[1], out = new float[1], mask = new float[1];
-    float[] kNew = new float[1], vNew = new float[1];
-    int mode, slices, heads, tq, tk, dh, dv, causal, hasMask, ms0, ms1, ms2, ms3;
+    float[] kNew = new float[1], vNew = new float[1], lse = new float[1];
+    int mode, slices, heads, tq, tk, dh, dv, causal, hasMask, ms0, ms1, ms2, ms3, saveLse;
     int qStride, kStride, vStride, oStride, pos;
     float scale;
 
@@ -55,6 +57,7 @@ final class AttentionKernel extends Kernel {
                 }
             }
             for (int d = 0; d < dv; d++) out[oo + d] = 0f;
+            if (saveLse == 1) lse[gid] = 0f;
             if (any == 1) {
                 float sum = 0f;
                 for (int j = 0; j < lim; j++) {
@@ -68,6 +71,7 @@ final class AttentionKernel extends Kernel {
                 }
                 float inv = 1f / sum;
                 for (int d = 0; d < dv; d++) out[oo + d] = out[oo + d] * inv;
+                if (saveLse == 1) lse[gid] = mx + log(sum);
             }
         }
     }

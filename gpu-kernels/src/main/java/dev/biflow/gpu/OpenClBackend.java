@@ -9,8 +9,9 @@ import dev.biflow.engine.Backend;
 
 /**
  * Runs {@link Backend}'s kernels on one OpenCL device: tiled GEMM (batched, transposes), LayerNorm,
- * softmax, fused attention (causal / bidirectional / masked, any scale or temperature), affine
- * coupling with its log-det, and a KV-cache decode loop ({@link #decoder}).
+ * softmax, fused attention (causal / bidirectional / masked, any scale or temperature) and its
+ * backward (dq, dk, dv from the saved per-row log-sum-exp; Fused.attention routes both here),
+ * affine coupling with its log-det, and a KV-cache decode loop ({@link #decoder}).
  *
  * <p>Copies: every kernel runs in Aparapi's explicit mode. Inputs are copied into per-kernel
  * staging arrays (sized up in powers of two, so device buffers are reused across calls of similar
@@ -24,7 +25,7 @@ import dev.biflow.engine.Backend;
  * that Aparapi really ran OpenCL on this device and throws {@link OpenClUnavailableException} if it
  * fell back to its Java thread pool.
  *
- * <p>Thread safety: calls are serialised on this object (Fused.attention calls sgemm from several
+ * <p>Thread safety: calls are serialised on this object (engine code may call sgemm from several
  * threads; Aparapi kernels hold their arguments in fields).
  *
  * <p>Degenerate shapes (an empty C, k = 0 or alpha = 0, which only scale C) are done on the host:
@@ -40,6 +41,7 @@ public final class OpenClBackend implements Backend, AutoCloseable {
     private final GemmKernel gemm = new GemmKernel();
     private final RowKernel row = new RowKernel();
     private final AttentionKernel att = new AttentionKernel();
+    private final AttentionBackwardKernel attBwd = new AttentionBackwardKernel();
     private final CouplingKernel coupling = new CouplingKernel();
     private boolean closed;
 
@@ -50,7 +52,7 @@ public final class OpenClBackend implements Backend, AutoCloseable {
     public OpenClBackend(Devices.Info info) {
         this.info = info;
         this.device = info.device();
-        for (Kernel k : new Kernel[]{gemm, row, att, coupling}) k.setExplicit(true);
+        for (Kernel k : kernels()) k.setExplicit(true);
         warmUp();
         transfers.reset();
     }
@@ -166,15 +168,39 @@ public final class OpenClBackend implements Backend, AutoCloseable {
     @Override
     public synchronized void attention(float[] q, float[] k, float[] v, float[] out, int batch, int heads, int tq, int tk,
                                        int dh, int dv, boolean causal, float[] mask, int[] maskShape, float scale) {
+        runAttention(q, k, v, out, batch, heads, tq, tk, dh, dv, causal, mask, maskShape, scale, false);
+    }
+
+    /**
+     * {@link AttentionKernel}'s ATTEND on the device. With save it also downloads the per-row
+     * log-sum-exp (B*H*Tq floats) and returns it in a {@link SavedAttention}, which is all the
+     * backward needs besides its arguments (no Tq x Tk matrix is kept).
+     */
+    @Override
+    public synchronized Object attentionForward(float[] q, float[] k, float[] v, float[] out, int batch, int heads, int tq,
+                                                int tk, int dh, int dv, boolean causal, float[] mask, int[] maskShape,
+                                                float scale, boolean save) {
+        return runAttention(q, k, v, out, batch, heads, tq, tk, dh, dv, causal, mask, maskShape, scale, save);
+    }
+
+    /** What {@link #attentionForward} saves for {@link #attentionBackward}: the log-sum-exp of each query row. */
+    record SavedAttention(OpenClBackend owner, float[] lse) {}
+
+    private SavedAttention runAttention(float[] q, float[] k, float[] v, float[] out, int batch, int heads, int tq, int tk,
+                                        int dh, int dv, boolean causal, float[] mask, int[] maskShape, float scale,
+                                        boolean save) {
         open();
         int slices = batch * heads;
-        if (slices == 0 || tq == 0 || dv == 0) return;
+        SavedAttention saved = save ? new SavedAttention(this, new float[slices * tq]) : null;
+        if (slices == 0 || tq == 0 || dv == 0) return saved;
         if (dh == 0) throw new IllegalArgumentException("attention: head dim Dh must be >= 1");
         AttentionKernel t = att;
         t.q = stage(t.q, q, 0, slices * tq * dh);
         t.k = stage(t.k, k, 0, Math.max(1, slices * tk * dh));
         t.v = stage(t.v, v, 0, Math.max(1, slices * tk * dv));
         t.out = grow(t.out, slices * tq * dv);
+        if (save) t.lse = grow(t.lse, slices * tq);
+        t.saveLse = save ? 1 : 0;
         t.hasMask = mask == null ? 0 : 1;
         if (mask != null) {
             int[] st = maskStrides(maskShape, new int[]{batch, heads, tq, tk});
@@ -189,6 +215,65 @@ public final class OpenClBackend implements Backend, AutoCloseable {
         launch(t, device.createRange(roundUp(slices * tq, WG), WG));
         get(t, t.out);
         System.arraycopy(t.out, 0, out, 0, slices * tq * dv);
+        if (save) {
+            get(t, t.lse);
+            System.arraycopy(t.lse, 0, saved.lse(), 0, slices * tq);
+        }
+        return saved;
+    }
+
+    /**
+     * {@link AttentionBackwardKernel} on the device: uploads q, k, v, dout, the saved log-sum-exp
+     * (and the mask), launches ROWS (delta, dq) then KEYS (dk, dv; only if wanted) on the same
+     * buffers, downloads the wanted gradients and adds them into gq, gk, gv on the host.
+     */
+    @Override
+    public synchronized void attentionBackward(Object saved, float[] dout, float[] q, float[] k, float[] v,
+                                               float[] gq, float[] gk, float[] gv, int batch, int heads, int tq, int tk,
+                                               int dh, int dv, boolean causal, float[] mask, int[] maskShape, float scale) {
+        open();
+        int slices = batch * heads;
+        if (!(saved instanceof SavedAttention sa) || sa.owner() != this || sa.lse().length != slices * tq)
+            throw new IllegalArgumentException("attentionBackward: saved is not from this backend's attentionForward of these sizes"
+                    + " (the backward must run on the backend that ran the forward)");
+        if (slices == 0 || tq == 0 || tk == 0 || dv == 0 || (gq == null && gk == null && gv == null)) return; // no gradient
+        if (dh == 0) throw new IllegalArgumentException("attention: head dim Dh must be >= 1");
+        AttentionBackwardKernel t = attBwd;
+        int nq = slices * tq * dh, nk = slices * tk * dh, nv = slices * tk * dv;
+        t.q = stage(t.q, q, 0, nq);
+        t.k = stage(t.k, k, 0, nk);
+        t.v = stage(t.v, v, 0, nv);
+        t.dout = stage(t.dout, dout, 0, slices * tq * dv);
+        t.lse = stage(t.lse, sa.lse(), 0, slices * tq);
+        t.delta = grow(t.delta, slices * tq);
+        t.dq = grow(t.dq, nq);
+        t.dk = grow(t.dk, nk);
+        t.dv = grow(t.dv, nv);
+        t.hasMask = mask == null ? 0 : 1;
+        if (mask != null) {
+            int[] st = maskStrides(maskShape, new int[]{batch, heads, tq, tk});
+            t.ms0 = st[0]; t.ms1 = st[1]; t.ms2 = st[2]; t.ms3 = st[3];
+            t.mask = stage(t.mask, mask, 0, Math.max(1, mask.length));
+        }
+        t.slices = slices; t.heads = heads; t.tq = tq; t.tk = tk; t.dh = dh; t.dvd = dv;
+        t.causal = causal ? 1 : 0; t.scale = scale;
+        put(t, t.q); put(t, t.k); put(t, t.v); put(t, t.dout); put(t, t.lse);
+        if (mask != null) put(t, t.mask);
+        if (gq != null || gk != null) { // delta (for dk) and dq
+            t.mode = AttentionBackwardKernel.ROWS;
+            launch(t, device.createRange(roundUp(slices * tq, WG), WG));
+        }
+        if (gk != null || gv != null) {
+            t.mode = AttentionBackwardKernel.KEYS;
+            launch(t, device.createRange(roundUp(slices * tk, WG), WG));
+        }
+        if (gq != null) { get(t, t.dq); addInto(gq, t.dq, nq); }
+        if (gk != null) { get(t, t.dk); addInto(gk, t.dk, nk); }
+        if (gv != null) { get(t, t.dv); addInto(gv, t.dv, nv); }
+    }
+
+    private static void addInto(float[] acc, float[] d, int n) {
+        for (int i = 0; i < n; i++) acc[i] += d[i];
     }
 
     /** Broadcast strides of a rank-4 mask shape against (B, H, Tq, Tk): 0 along size-1 axes. */
@@ -339,15 +424,18 @@ public final class OpenClBackend implements Backend, AutoCloseable {
     // ================================================================ plumbing
 
     private void warmUp() {
-        for (Kernel k : new Kernel[]{gemm, row, att, coupling}) compile(k);
+        for (Kernel k : kernels()) compile(k);
         // One tiny run of every mode: proves the device executes them (not Aparapi's Java pool).
         float[] x = {1f, 2f, 3f, 4f}, y = new float[4];
         sgemm(false, false, 2, 2, 2, 1f, x, 0, 2, x, 0, 2, 0f, y, 0, 2);
         layerNorm(x, null, null, y, new float[1], new float[1], 1, 4, 1e-5f);
         softmaxRows(x, y, 1, 4);
-        attention(x, x, x, y, 1, 1, 2, 2, 2, 2, true, null, null, 1f);
+        Object saved = attentionForward(x, x, x, y, 1, 1, 2, 2, 2, 2, true, null, null, 1f, true);
+        attentionBackward(saved, x, x, x, x, new float[4], new float[4], new float[4], 1, 1, 2, 2, 2, 2, true, null, null, 1f);
         affineCoupling(false, x, x, x, y, new float[1], 1, 4);
     }
+
+    private Kernel[] kernels() { return new Kernel[]{gemm, row, att, attBwd, coupling}; }
 
     private void compile(Kernel k) {
         try {
@@ -397,6 +485,6 @@ public final class OpenClBackend implements Backend, AutoCloseable {
     public synchronized void close() {
         if (closed) return;
         closed = true;
-        for (Kernel k : new Kernel[]{gemm, row, att, coupling}) k.dispose();
+        for (Kernel k : kernels()) k.dispose();
     }
 }

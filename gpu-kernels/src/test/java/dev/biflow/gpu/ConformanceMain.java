@@ -15,7 +15,8 @@ public final class ConformanceMain {
     public static void main(String[] args) {
         if (args.length > 0) System.setProperty("biflow.test.device", args[0]);
         var request = LauncherDiscoveryRequestBuilder.request()
-                .selectors(selectClass(BackendConformanceTest.class), selectClass(OpenClBackendTest.class)).build();
+                .selectors(selectClass(BackendConformanceTest.class), selectClass(AttentionBackwardConformanceTest.class),
+                        selectClass(OpenClBackendTest.class)).build();
         Launcher launcher = LauncherFactory.create();
         SummaryGeneratingListener summary = new SummaryGeneratingListener();
         launcher.execute(request, summary);

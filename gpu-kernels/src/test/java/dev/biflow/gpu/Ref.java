@@ -96,6 +96,62 @@ final class Ref {
         return out;
     }
 
+    /**
+     * Gradients of sum(dout * attention(q, k, v)) in double: {dq, dk, dv, |dq|, |dk|, |dv|}, where
+     * the last three are the sums of the absolute values of the terms each gradient element adds
+     * up (the scale a float32 sum's rounding error is proportional to, as for GEMM).
+     */
+    static double[][] attentionBackward(float[] q, float[] k, float[] v, float[] dout, int nb, int nh, int tq, int tk,
+                                        int dh, int dv, boolean causal, float[] mask, int[] ms, float scale) {
+        double[] gq = new double[nb * nh * tq * dh], gk = new double[nb * nh * tk * dh], gv = new double[nb * nh * tk * dv];
+        double[] aq = new double[gq.length], ak = new double[gk.length], av = new double[gv.length];
+        int[] st = mask == null ? null : OpenClBackend.maskStrides(ms, new int[]{nb, nh, tq, tk});
+        for (int b = 0; b < nb; b++)
+            for (int h = 0; h < nh; h++) {
+                int s = b * nh + h;
+                for (int i = 0; i < tq; i++) {
+                    double[] p = new double[tk], dp = new double[tk];
+                    boolean[] ok = new boolean[tk];
+                    double m = Double.NEGATIVE_INFINITY;
+                    for (int j = 0; j < tk; j++) {
+                        ok[j] = (!causal || j <= i + tk - tq)
+                                && (mask == null || mask[b * st[0] + h * st[1] + i * st[2] + j * st[3]] != 0f);
+                        if (!ok[j]) continue;
+                        double d = 0;
+                        for (int e = 0; e < dh; e++) d += (double) q[(s * tq + i) * dh + e] * k[(s * tk + j) * dh + e];
+                        p[j] = d * scale;
+                        m = Math.max(m, p[j]);
+                    }
+                    if (m == Double.NEGATIVE_INFINITY) continue; // no key: no gradient
+                    double z = 0, delta = 0;
+                    for (int j = 0; j < tk; j++) if (ok[j]) z += Math.exp(p[j] - m);
+                    for (int j = 0; j < tk; j++) {
+                        if (!ok[j]) continue;
+                        p[j] = Math.exp(p[j] - m) / z;
+                        for (int e = 0; e < dv; e++) dp[j] += (double) dout[(s * tq + i) * dv + e] * v[(s * tk + j) * dv + e];
+                        delta += p[j] * dp[j];
+                    }
+                    for (int j = 0; j < tk; j++) {
+                        if (!ok[j]) continue;
+                        double ds = p[j] * (dp[j] - delta) * scale, as = p[j] * (Math.abs(dp[j]) + Math.abs(delta)) * Math.abs(scale);
+                        for (int e = 0; e < dh; e++) {
+                            int qi = (s * tq + i) * dh + e, ki = (s * tk + j) * dh + e;
+                            gq[qi] += ds * k[ki];
+                            aq[qi] += as * Math.abs(k[ki]);
+                            gk[ki] += ds * q[qi];
+                            ak[ki] += as * Math.abs(q[qi]);
+                        }
+                        for (int e = 0; e < dv; e++) {
+                            int vi = (s * tk + j) * dv + e, oi = (s * tq + i) * dv + e;
+                            gv[vi] += p[j] * dout[oi];
+                            av[vi] += p[j] * Math.abs(dout[oi]);
+                        }
+                    }
+                }
+            }
+        return new double[][]{gq, gk, gv, aq, ak, av};
+    }
+
     static void assertClose(String what, double[] want, float[] got, int n, double atol, double rtol) {
         for (int i = 0; i < n; i++) {
             double tol = atol + rtol * Math.abs(want[i]);
