@@ -184,4 +184,34 @@ class ParallelDeterminismTest {
         Parallel.forRange(2, 1, (lo, hi) -> { for (int i = lo; i < hi; i++) hits[i]++; });
         assertArrayEquals(new int[]{1, 1}, hits);
     }
+
+    /** Several threads calling forRange at once (their chunks queue on the same workers): every range runs once, nothing hangs. */
+    @Test
+    void concurrentCallersEachGetTheirWholeRange() {
+        Parallel.setThreads(3);
+        assertTimeoutPreemptively(java.time.Duration.ofSeconds(60), () -> {
+            int callers = 4, calls = 3000;
+            java.util.concurrent.atomic.AtomicReference<Throwable> err = new java.util.concurrent.atomic.AtomicReference<>();
+            Thread[] ts = new Thread[callers];
+            for (int c = 0; c < callers; c++) {
+                int id = c;
+                ts[c] = new Thread(() -> {
+                    try {
+                        for (int k = 0; k < calls; k++) {
+                            int n = 1 + (k * 7 + id) % 97;
+                            int[] hits = new int[n];
+                            Parallel.forRange(n, 1, (lo, hi) -> { for (int i = lo; i < hi; i++) hits[i]++; });
+                            for (int i = 0; i < n; i++)
+                                if (hits[i] != 1) throw new AssertionError("caller " + id + " call " + k + ": index " + i + " ran " + hits[i] + " times");
+                        }
+                    } catch (Throwable e) {
+                        err.compareAndSet(null, e);
+                    }
+                });
+                ts[c].start();
+            }
+            for (Thread t : ts) t.join();
+            if (err.get() != null) throw err.get();
+        });
+    }
 }

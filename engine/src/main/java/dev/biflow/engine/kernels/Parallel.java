@@ -1,13 +1,9 @@
 // The engine's one fixed thread pool: every CPU kernel splits its outer loop here.
 package dev.biflow.engine.kernels;
 
-import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
-import java.util.concurrent.Future;
-import java.util.concurrent.ThreadFactory;
-import java.util.concurrent.ThreadPoolExecutor;
-import java.util.concurrent.TimeUnit;
+import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.locks.LockSupport;
 
 /**
  * A fixed pool sized to the cores (or to {@code -Dbiflow.threads=N} / {@link #setThreads}).
@@ -21,10 +17,18 @@ public final class Parallel {
     public interface RangeBody { void run(int lo, int hi); }
 
     private static volatile int threads = defaultThreads();
-    private static ExecutorService pool;
-    private static int poolSize;
+    /** Workers (threads() - 1 of them are used; the caller runs the first chunk). Grows, never shrinks. */
+    private static volatile Worker[] workers = new Worker[0];
     /** Nested calls (a kernel called from inside a parallel body) run serially on the caller. */
     private static final ThreadLocal<Boolean> INSIDE = ThreadLocal.withInitial(() -> false);
+    /**
+     * How long an idle worker, and a caller waiting for its workers, spin before parking. Parking
+     * and waking a thread costs tens of microseconds, as long as a whole layernorm of a BiFlow
+     * batch: with a plain executor the second core joined each small op late and 2 threads were
+     * only ~1.4x faster than one. Spinning this briefly keeps a worker ready between the ops of
+     * a model pass and costs an idle host at most this much CPU per op.
+     */
+    private static final long SPIN_NS = Long.getLong("biflow.spin.us", 100) * 1000;
 
     private Parallel() {}
 
@@ -52,24 +56,21 @@ public final class Parallel {
         threads = n;
     }
 
-    private static synchronized ExecutorService pool(int n) {
-        if (pool == null || poolSize < n) {
-            // not shutdown(): a kernel on another thread may still be about to submit to the old
-            // pool and would be rejected; its threads instead retire once idle
-            if (pool instanceof ThreadPoolExecutor old) {
-                old.setKeepAliveTime(1, TimeUnit.SECONDS);
-                old.allowCoreThreadTimeOut(true);
+    /** At least n started workers. */
+    private static Worker[] workers(int n) {
+        Worker[] w = workers;
+        if (w.length >= n) return w;
+        synchronized (Parallel.class) {
+            w = workers;
+            if (w.length >= n) return w;
+            Worker[] grown = java.util.Arrays.copyOf(w, n);
+            for (int i = w.length; i < n; i++) {
+                grown[i] = new Worker("biflow-worker-" + (i + 1));
+                grown[i].start();
             }
-            AtomicInteger id = new AtomicInteger();
-            ThreadFactory tf = r -> {
-                Thread t = new Thread(() -> { INSIDE.set(true); r.run(); }, "biflow-worker-" + id.incrementAndGet());
-                t.setDaemon(true);
-                return t;
-            };
-            pool = Executors.newFixedThreadPool(n, tf);
-            poolSize = n;
+            workers = grown;
+            return grown;
         }
-        return pool;
     }
 
     /**
@@ -84,43 +85,124 @@ public final class Parallel {
             body.run(0, n);
             return;
         }
-        ExecutorService ex = pool(t - 1 >= 1 ? t - 1 : 1);
-        @SuppressWarnings("unchecked")
-        Future<?>[] fs = new Future<?>[chunks - 1];
-        for (int c = 1; c < chunks; c++) {
-            int lo = (int) ((long) n * c / chunks), hi = (int) ((long) n * (c + 1) / chunks);
-            fs[c - 1] = ex.submit(() -> body.run(lo, hi));
-        }
-        Throwable first = null;
+        Worker[] w = workers(t - 1);
+        Job job = new Job(body, n, chunks, Thread.currentThread());
+        for (int c = 1; c < chunks; c++) w[c - 1].submit(job, c);
         INSIDE.set(true);
         try {
-            body.run(0, (int) ((long) n / chunks));
+            job.run(0);
         } catch (Throwable e) {
-            first = e;
+            job.fail(e);
         } finally {
             INSIDE.set(false);
         }
         // wait for every chunk even when one failed: returning early would leave workers writing
         // into the caller's arrays after the op has already thrown
-        boolean interrupted = false;
-        for (Future<?> f : fs) {
-            while (true) {
-                try {
-                    f.get();
-                } catch (java.util.concurrent.ExecutionException e) {
-                    if (first == null) first = e.getCause();
-                    else if (first != e.getCause()) first.addSuppressed(e.getCause());
-                } catch (InterruptedException e) {
-                    interrupted = true;
-                    continue;
-                }
-                break;
-            }
-        }
-        if (interrupted) Thread.currentThread().interrupt();
+        job.awaitWorkers();
+        Throwable first = job.first;
         if (first instanceof RuntimeException re) throw re;
         if (first instanceof Error err) throw err; // an AssertionError or OutOfMemoryError stays what it is
         if (first != null) throw new RuntimeException(first);
+    }
+
+    /** One forRange call: its chunks, how many workers are still running one, the first failure. */
+    private static final class Job {
+        final RangeBody body;
+        final int n, chunks;
+        final Thread caller;
+        final AtomicInteger pending;
+        volatile boolean callerParked;
+        volatile Throwable first;
+
+        Job(RangeBody body, int n, int chunks, Thread caller) {
+            this.body = body;
+            this.n = n;
+            this.chunks = chunks;
+            this.caller = caller;
+            this.pending = new AtomicInteger(chunks - 1);
+        }
+
+        void run(int c) {
+            body.run((int) ((long) n * c / chunks), (int) ((long) n * (c + 1) / chunks));
+        }
+
+        synchronized void fail(Throwable e) {
+            if (first == null) first = e;
+            else if (first != e) first.addSuppressed(e);
+        }
+
+        /** A worker finished its chunk. */
+        void done() {
+            if (pending.decrementAndGet() == 0 && callerParked) LockSupport.unpark(caller);
+        }
+
+        void awaitWorkers() {
+            long deadline = System.nanoTime() + SPIN_NS;
+            while (pending.get() != 0) {
+                if (System.nanoTime() < deadline) {
+                    Thread.onSpinWait();
+                } else {
+                    callerParked = true;
+                    // re-check after publishing callerParked: a worker that finished in between saw it or we see its count
+                    if (pending.get() != 0) LockSupport.park(this);
+                }
+            }
+        }
+    }
+
+    /** A pool thread: takes (job, chunk) pairs from its queue, spinning briefly when idle, then parking. */
+    private static final class Worker extends Thread {
+        private record Task(Job job, int chunk) {}
+
+        private final ConcurrentLinkedQueue<Task> queue = new ConcurrentLinkedQueue<>();
+        private volatile boolean parked;
+
+        Worker(String name) {
+            super(name);
+            setDaemon(true);
+        }
+
+        void submit(Job job, int chunk) {
+            queue.add(new Task(job, chunk));
+            if (parked) LockSupport.unpark(this);
+        }
+
+        @Override
+        public void run() {
+            INSIDE.set(true);
+            while (true) {
+                Task t = next();
+                try {
+                    t.job().run(t.chunk());
+                } catch (Throwable e) {
+                    t.job().fail(e);
+                } finally {
+                    t.job().done();
+                }
+            }
+        }
+
+        private Task next() {
+            long deadline = System.nanoTime() + SPIN_NS;
+            while (true) {
+                Task t = queue.poll();
+                if (t != null) return t;
+                if (System.nanoTime() < deadline) {
+                    Thread.onSpinWait();
+                    continue;
+                }
+                parked = true;
+                // re-poll after publishing parked: a task added in between is seen here or unparks us
+                t = queue.poll();
+                if (t != null) {
+                    parked = false;
+                    return t;
+                }
+                LockSupport.park(this);
+                parked = false;
+                deadline = System.nanoTime() + SPIN_NS;
+            }
+        }
     }
 
     /** forRange with grain 1. */
