@@ -38,6 +38,7 @@ final class BenchCommand implements Callable<Integer> {
         List<String> rows = new ArrayList<>();
         rows.add(String.format(Locale.ROOT, "%-8s %-8s %-22s %12s %12s %12s", "patch", "threads", "what", "median", "min", "max"));
         int saved = Parallel.threads();
+        java.util.Map<String, Double> medians = new java.util.HashMap<>();
         try {
             for (int p : patches) {
                 TarFlowConfig cfg = new TarFlowConfig(1, 28, p, 128, 4, 2, 10, 32, NormControl.SOFT, 4f);
@@ -61,6 +62,7 @@ final class BenchCommand implements Callable<Integer> {
                         };
                         double scale = w.equals("train") ? 1 : 1000.0 / sampleBatch;
                         Arrays.sort(t);
+                        medians.put(p + "/" + th + "/" + w, t[t.length / 2] * scale);
                         String row = String.format(Locale.ROOT, "%-8s %-8d %-22s %12.3f %12.3f %12.3f", p + " (T=" + cfg.tokens() + ")", th, label,
                                 t[t.length / 2] * scale, t[0] * scale, t[t.length - 1] * scale);
                         rows.add(row);
@@ -71,6 +73,14 @@ final class BenchCommand implements Callable<Integer> {
         } finally {
             Parallel.setThreads(saved);
         }
+        // the paper's comparison: the same batch through both samplers, as a ratio
+        for (int p : patches)
+            for (int th : threadsList) {
+                Double exact = medians.get(p + "/" + th + "/exact-cfg"), one = medians.get(p + "/" + th + "/biflow");
+                if (exact != null && one != null)
+                    rows.add(String.format(Locale.ROOT, "patch %d, %d thread(s): BiFlow 1-NFE %.2f ms/img vs exact inverse + CFG + denoising %.2f ms/img: %.1fx faster",
+                            p, th, one, exact, exact / one));
+            }
         System.out.println();
         rows.forEach(System.out::println);
         return 0;

@@ -92,12 +92,12 @@ final class DemoCommand implements Callable<Integer> {
                 "--time-limit", fmt(minutes * 0.10));
         run("train-forward", "--name", "forward", "--runs", dir.toString(), "--data", data.toString(), "--threads", threads,
                 "--patch", "4", "--width", "96", "--blocks", "4", "--layers", "1", "--head-dim", "32", "--sigma", "0.1",
-                "--steps", "3000", "--batch", "32", "--lr", "2e-3", "--warmup", "100", "--ema", "0.99", "--seed", Long.toString(seed),
+                "--steps", "5000", "--batch", "32", "--lr", "2e-3", "--warmup", "100", "--ema", "0.995", "--seed", Long.toString(seed),
                 "--checkpoint-every", "100", "--eval-images", "1000", "--time-limit", fmt(minutes * 0.55));
         Path f = dir.resolve("forward").resolve("model-ema.safetensors");
         run("train-backward", "--name", "backward", "--runs", dir.toString(), "--forward", f.toString(), "--data", data.toString(),
                 "--threads", threads, "--features", features.toString(), "--perceptual", "lpips+convnext", "--width", "96",
-                "--layers-per-stage", "1", "--steps", "3000", "--batch", "32", "--lr", "1e-3", "--warmup", "50", "--ema", "0.99",
+                "--layers-per-stage", "1", "--steps", "1200", "--batch", "32", "--lr", "1e-3", "--warmup", "50", "--ema", "0.99",
                 "--checkpoint-every", "50", "--seed", Long.toString(seed), "--time-limit", fmt(minutes * 0.35));
         return new Path[]{f, dir.resolve("backward").resolve("backward.safetensors"), features.resolve(FeatureNets.EVAL_FILE)};
     }
