@@ -38,7 +38,7 @@ final class DemoCommand implements Callable<Integer> {
     Path models = SHIPPED;
     @Option(names = "--from-scratch", description = "Train every model first (feature networks, F, G), then run the same report.") boolean fromScratch;
     @Option(names = "--minutes", description = "With --from-scratch: total training budget, split features 10%, F 55%, G 35%.") double minutes = 24;
-    @Option(names = "--samples", description = "Images per sampler (also the size of the real reference sets).") int samples = 500;
+    @Option(names = "--samples", description = "Images per sampler (also the size of the real reference sets).") int samples = 1000;
     @Option(names = "--bpd-images", description = "Test images for F's bits/dim.") int bpdImages = 2000;
     @Option(names = "--w", description = "Guidance scale for both samplers.") float w = 1f;
     @Option(names = "--seed", description = "Noise seed.") long seed = 1;
