@@ -5,7 +5,6 @@ import dev.biflow.engine.kernels.Im2col;
 import dev.biflow.engine.kernels.LayerNorm;
 import dev.biflow.engine.kernels.Parallel;
 import dev.biflow.engine.kernels.Softmax;
-import dev.biflow.engine.kernels.SmallAttention;
 import dev.biflow.engine.kernels.Vec;
 
 import java.util.Arrays;
@@ -215,19 +214,11 @@ public final class Fused {
         int rowsPerBlock = causal ? ATT_ROWS : Math.max(1, tq);
         // Few large slices: run them one after another and let GEMM and the row loops use the threads.
         boolean outerParallel = bh >= Parallel.threads() || tt * Math.max(dh, dv) < (1L << 16);
-        // Without a graph (sampling) short sequences take the unpacked kernel: see SmallAttention
-        boolean small = !keepP && SmallAttention.fits(tk, dh);
         Parallel.RangeBody fwd = (lo, hi) -> {
-            float[] scratch = keepP ? null : new float[small ? SmallAttention.scratchSize(tk, dh) : Math.min(rowsPerBlock, tq) * tk];
+            float[] scratch = keepP ? null : new float[Math.min(rowsPerBlock, tq) * tk];
             for (int s = lo; s < hi; s++) {
                 int b = s / nh, h = s % nh;
                 int qOff = s * tq * dh, kOff = s * tk * dh, vOff = s * tk * dv, oOff = s * tq * dv;
-                if (small) {
-                    SmallAttention.Mask mask = mdat == null ? null
-                            : (row, j) -> mdat[b * mst[0] + h * mst[1] + row * mst[2] + j * mst[3]] != 0f;
-                    SmallAttention.slice(qd, qOff, kd, kOff, vd, vOff, out, oOff, tq, tk, dh, dv, scale, causal, mask, scratch);
-                    continue;
-                }
                 for (int r0 = 0; r0 < tq; r0 += rowsPerBlock) {
                     int r1 = Math.min(tq, r0 + rowsPerBlock), m = r1 - r0;
                     int lm = causal ? clamp(r1 - 1 + shift + 1, 0, tk) : tk; // keys any row of the block sees
