@@ -94,6 +94,43 @@ class FusedAttentionTest {
         return Tensor.of(m, shape);
     }
 
+    /**
+     * The no-grad path (sampling) against the double reference for causal, bidirectional and
+     * masked slices, Tq < Tk, head widths around the vector width, the flows' T = 49 and 196, and
+     * the same bits on 1 and 2 threads.
+     */
+    @Test
+    void inferencePathMatchesTheReference() {
+        Rng rng = new Rng(11);
+        int saved = dev.biflow.engine.kernels.Parallel.threads();
+        try {
+            for (int[] c : new int[][]{{2, 3, 49, 49, 32, 32}, {1, 2, 5, 5, 8, 8}, {2, 1, 1, 7, 17, 17}, {1, 2, 13, 29, 40, 20},
+                    {3, 4, 66, 66, 16, 35}, {1, 1, 196, 196, 32, 32}})
+                for (int mode = 0; mode < 3; mode++) {
+                    int nb = c[0], nh = c[1], tq = c[2], tk = c[3], dh = c[4], dv = c[5];
+                    boolean causal = mode == 1;
+                    Tensor q = Tensor.randn(rng, nb, nh, tq, dh), k = Tensor.randn(rng, nb, nh, tk, dh), v = Tensor.randn(rng, nb, nh, tk, dv);
+                    Tensor mask = mode == 2 ? randomMask(rng, 1 + (tq % 4), nb, nh, tq, tk) : null;
+                    float scale = (float) (1 / Math.sqrt(dh));
+                    double[] ref = attentionRef(Ref.D.of(q).v(), Ref.D.of(k).v(), Ref.D.of(v).v(), nb, nh, tq, tk, dh, dv,
+                            allowed(nb, nh, tq, tk, causal, mask), scale);
+                    float[][] got = new float[2][];
+                    for (int t = 1; t <= 2; t++) {
+                        dev.biflow.engine.kernels.Parallel.setThreads(t);
+                        try (var ng = Grad.noGrad()) {
+                            got[t - 1] = Fused.attention(q, k, v, causal, mask, scale).data();
+                        }
+                    }
+                    String what = java.util.Arrays.toString(c) + " mode " + mode;
+                    assertArrayEquals(got[0], got[1], what + ": 1 and 2 threads differ");
+                    for (int i = 0; i < ref.length; i++)
+                        assertEquals(ref[i], got[0][i], 2e-5 * (1 + Math.abs(ref[i])) * Math.sqrt(tk), what + " element " + i);
+                }
+        } finally {
+            dev.biflow.engine.kernels.Parallel.setThreads(saved);
+        }
+    }
+
     @Test
     void matchesComposedOpsForwardAndGradient() {
         qt().withExamples(25).forAll(integers().between(1, 9), integers().between(0, 8), integers().between(1, 19), longs().all())
