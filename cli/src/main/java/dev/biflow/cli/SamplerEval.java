@@ -68,11 +68,14 @@ final class SamplerEval {
     static final String[] HEADER = {"sampler", "NFE", "ms/image", "images/s", Metrics.FD_NAME, Metrics.CS_NAME, "precision", "recall",
             "class consistency"};
 
-    /** What was measured; rows[0] is the real-data floor. */
-    record Result(double bitsPerDim, int bpdImages, List<Row> rows, Path grid) {
+    /** What was measured; rows[0] is the real-data floor; reconMse NaN without G. */
+    record Result(double bitsPerDim, int bpdImages, List<Row> rows, Path grid, double reconMse, int reconImages) {
         Map<String, String> summary() {
             Map<String, String> s = new LinkedHashMap<>();
             if (!Double.isNaN(bitsPerDim)) s.put("test bits/dim (F)", String.format(Locale.ROOT, "%.4f over %d images", bitsPerDim, bpdImages));
+            if (!Double.isNaN(reconMse))
+                s.put("G inverting F on test images: MSE of G(F(x + sigma eps)) vs x (images in [-1, 1])",
+                        String.format(Locale.ROOT, "%.4f over %d images (reconstruction-biflow.png)", reconMse, reconImages));
             Row exact = find("exact"), biflow = find("biflow");
             if (exact != null && biflow != null)
                 s.put("speed-up of BiFlow 1-NFE over the exact inverse", String.format(Locale.ROOT, "%.1fx (%.2f vs %.2f ms/image)",
@@ -116,7 +119,7 @@ final class SamplerEval {
             }
         }
         List<Row> rows = new ArrayList<>();
-        if (s.samples() == 0 || metrics == null) return new Result(bpd, bpdN, rows, null); // bits/dim only
+        if (s.samples() == 0 || metrics == null) return new Result(bpd, bpdN, rows, null, Double.NaN, 0); // bits/dim only
         Metrics.Reference ref = metrics.reference(test, train, s.samples(), s.seed());
         rows.add(new Row("real test vs train (floor)", -1, Double.NaN, ref.report()));
 
@@ -140,6 +143,12 @@ final class SamplerEval {
             rows.add(timeAndGrade(name, one.evaluationsPerSample(s.w()), one, eps, y, s, metrics, ref, firstRows));
             names.add(name);
         }
+        double recon = Double.NaN;
+        int reconN = 0;
+        if (g != null) {
+            reconN = Math.min(n, test.n);
+            recon = reconstruction(f, g, test, reconN, s, outDir);
+        }
         Path grid = null;
         if (outDir != null) {
             Files.createDirectories(outDir);
@@ -147,12 +156,13 @@ final class SamplerEval {
             try (var w = Files.newBufferedWriter(outDir.resolve("eval.jsonl"))) {
                 if (!Double.isNaN(bpd)) w.write("{\"test_bpd\":" + bpd + ",\"bpd_images\":" + bpdN + "}\n");
                 for (Row r : rows) w.write(JSON.writeValueAsString(r.toMap()) + "\n");
+                if (!Double.isNaN(recon)) w.write("{\"recon_mse\":" + recon + ",\"recon_images\":" + reconN + "}\n");
             }
             grid = outDir.resolve(g != null ? "samples-biflow-vs-exact.png" : "samples-exact.png");
             writeGrid(grid, firstRows, cfg, s.nrow());
             charts(outDir, rows);
         }
-        return new Result(bpd, bpdN, rows, grid);
+        return new Result(bpd, bpdN, rows, grid, recon, reconN);
     }
 
     private static Row timeAndGrade(String name, int nfe, BiFlowSampler sampler, Tensor eps, int[] y, Settings s, Metrics metrics,
@@ -177,6 +187,43 @@ final class SamplerEval {
         firstRows.add(x);
         Metrics.Report rep = metrics.evaluate(x, y, ref.real());
         return new Row(name, nfe, nanos / 1e6 / n, rep);
+    }
+
+    /**
+     * How well G inverts F where F's data lives: x~ = x + sigma eps for the first n test images,
+     * z = F(x~), x' = G(z) with its conditional prediction (w = 0); the MSE of x' against the
+     * clean x, and a grid of x over x' rows. Set beside the samples from the prior, it separates
+     * "G has not learned F^-1" from "G has learned it on F's data manifold only".
+     */
+    private static double reconstruction(TarFlow f, BackwardCheckpoints.Loaded g, ImageDataset test, int n, Settings s, Path outDir)
+            throws IOException {
+        Rng rng = new Rng(s.seed() + 2);
+        double sum = 0;
+        Tensor firstX = null, firstR = null;
+        for (int i = 0; i < n; i += s.batch()) {
+            int m = Math.min(s.batch(), n - i);
+            int[] idx = new int[m];
+            for (int j = 0; j < m; j++) idx[j] = i + j;
+            int[] y = f.config.numClasses() > 0 ? test.labelsOf(idx) : null;
+            Tensor x = test.batch(idx, ImageDataset.Noise.NONE, 0f, null);
+            Tensor xt = test.batch(idx, ImageDataset.Noise.GAUSSIAN, g.sigma(), rng);
+            Tensor z;
+            try (var ng = dev.biflow.engine.Grad.noGrad()) {
+                z = f.forward(xt, y).z();
+            }
+            Tensor r = g.model().generate(z, y, 0f);
+            float[] a = x.data(), b = r.data();
+            for (int j = 0; j < a.length; j++) sum += (double) (a[j] - b[j]) * (a[j] - b[j]);
+            if (firstX == null) {
+                firstX = x;
+                firstR = r;
+            }
+        }
+        if (outDir != null && firstX != null) {
+            Files.createDirectories(outDir);
+            writeGrid(outDir.resolve("reconstruction-biflow.png"), List.of(firstX, firstR), f.config, s.nrow());
+        }
+        return sum / ((double) n * f.config.dims());
     }
 
     /** Rows of nrow images: for each sampler in turn, the first images, so a column shares noise and label. */

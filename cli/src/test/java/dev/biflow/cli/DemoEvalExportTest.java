@@ -65,7 +65,9 @@ class DemoEvalExportTest {
         Path html = dir.resolve("report.html");
         assertTrue(r.out().contains("report: " + html.toAbsolutePath()), r.out());
         List<String> lines = Files.readAllLines(dir.resolve("eval.jsonl"));
-        assertEquals(4, lines.size(), "bits/dim line, the real floor, exact inverse, BiFlow: " + lines);
+        assertEquals(5, lines.size(), "bits/dim line, the real floor, exact inverse, BiFlow, G's reconstruction of test images: " + lines);
+        JsonNode recon = JSON.readTree(lines.get(4));
+        assertTrue(recon.get("recon_mse").asDouble() > 0 && recon.get("recon_images").asInt() == 8, lines.get(4));
         JsonNode bpd = JSON.readTree(lines.get(0)), floor = JSON.readTree(lines.get(1)), exact = JSON.readTree(lines.get(2)),
                 one = JSON.readTree(lines.get(3));
         assertTrue(bpd.get("test_bpd").asDouble() > 0, lines.get(0));
@@ -81,7 +83,7 @@ class DemoEvalExportTest {
         String page = Files.readString(html);
         assertTrue(page.contains("biflow 1-NFE") && page.contains("exact inverse") && page.contains("FD-FashionNet"), "the table is in the report");
         assertTrue(page.contains("data:image/png;base64,"), "pictures are embedded");
-        for (String png : List.of("samples-biflow-vs-exact.png", "sampling-cost.png", "sample-quality.png"))
+        for (String png : List.of("samples-biflow-vs-exact.png", "sampling-cost.png", "sample-quality.png", "reconstruction-biflow.png"))
             assertTrue(Files.size(dir.resolve(png)) > 100, png);
         assertTrue(r.out().contains("speed-up of BiFlow 1-NFE over the exact inverse"), r.out());
     }
