@@ -75,6 +75,8 @@ public final class BackwardTrainer {
     public record Losses(Tensor total, double recon, double align, Map<String, Double> terms) {}
 
     public static final String MODEL_FILE = "backward.safetensors";
+    /** G with the EMA of its parameters (written when EMA is on): the weights to sample with. */
+    public static final String EMA_FILE = "backward-ema.safetensors";
     public static final String STATE_FILE = "backward-state.safetensors";
 
     public final FrozenFlow flow;
@@ -444,6 +446,16 @@ public final class BackwardTrainer {
         extra.put(BackwardCheckpoints.SIGMA_KEY, Float.toString(cfg.sigma()));
         extra.put(BackwardCheckpoints.FORWARD_CONFIG_KEY, flow.describe());
         BackwardCheckpoints.save(model, dir.resolve(MODEL_FILE), extra);
+        if (ema != null) {
+            ema.swap(); // the EMA weights into G, saved, then swapped back
+            try {
+                Map<String, String> e = new LinkedHashMap<>(extra);
+                e.put("ema_decay", Double.toString(cfg.emaDecay()));
+                BackwardCheckpoints.save(model, dir.resolve(EMA_FILE), e);
+            } finally {
+                ema.swap();
+            }
+        }
         lastGood = dir.resolve(MODEL_FILE);
     }
 

@@ -209,6 +209,20 @@ class BackwardTrainerTest {
         assertEquals(Fixtures.SIGMA, l.sigma());
         assertEquals(ff.describe(), l.forwardConfig());
         assertArrayEquals(Fixtures.trainedFlow().var.data(), l.model().priorVar.data(), "G keeps F's prior variance");
+        // with EMA on, G's EMA weights are written beside it (step 3: the killed run's last checkpoint)
+        BackwardCheckpoints.Loaded ema = BackwardCheckpoints.read(tmp.resolve(BackwardTrainer.EMA_FILE));
+        assertEquals("0.9", ema.metadata().get("ema_decay"));
+        assertEquals(Fixtures.SIGMA, ema.sigma());
+        BiFlowModel c3 = new BiFlowModel(c, new Rng(1));
+        BackwardTrainer t3 = new BackwardTrainer(ff, c3, data, tc, List.of(), null);
+        t3.runUntil(3, QUIET);
+        t3.ema().swap(); // the EMA an uninterrupted run holds at step 3
+        boolean anyDiffers = false;
+        for (var e : c3.stateDict().entrySet()) {
+            assertArrayEquals(e.getValue().data(), ema.model().stateDict().get(e.getKey()).data(), "EMA parameter " + e.getKey());
+            anyDiffers |= !java.util.Arrays.equals(e.getValue().data(), l.model().stateDict().get(e.getKey()).data());
+        }
+        assertTrue(anyDiffers, "the EMA file holds the averaged weights, not a copy of the raw ones");
         // resuming into another configuration is refused
         BackwardTrainer wrong = new BackwardTrainer(ff, new BiFlowModel(c.withStrategy(BackwardConfig.Strategy.NAIVE), new Rng(1)), data, tc, List.of(), null);
         assertMsg(() -> wrong.resume(tmp), "differs from");
