@@ -4,7 +4,9 @@
 cd "$(dirname "$0")/.."
 OUT=${1:-bench/results-$(date +%F)-sitting.txt}
 PEERS="$(cd .. && pwd)/shared/peers"
-J=/usr/lib/jvm/temurin-25-jdk-amd64/bin/java
+source scripts/find-jdk.sh
+J="$JAVA_HOME/bin/java"
+[ -f bench/target/benchmarks.jar ] || mvn -q -o -pl bench -am package -DskipTests
 {
 echo "# sitting $(date -u '+%F %H:%M UTC'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "## ours: biflow bench (median of 5; bidir = 8-layer bidirectional pass of G's size, batch 64)"
