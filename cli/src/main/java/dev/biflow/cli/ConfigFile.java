@@ -308,4 +308,21 @@ final class ConfigFile implements CommandLine.IDefaultValueProvider {
     static ConfigFile of(CommandSpec spec) {
         return spec.defaultValueProvider() instanceof ConfigFile f ? f : null;
     }
+
+    /**
+     * On --resume: writes into the run's config.json the two saved training settings a resume may
+     * change (steps, checkpoint interval), says so, and warns when a new step count stretches the
+     * cosine schedule. Every other setting was checked equal by {@link #checkResume}.
+     */
+    void recordRunTimeChanges(dev.biflow.flow.train.TrainConfig tc, String command) throws IOException {
+        JsonNode savedSteps = value("train.steps");
+        var changes = new LinkedHashMap<String, Object>();
+        changes.put("train.steps", tc.steps());
+        changes.put("train.checkpointEvery", tc.checkpointEvery());
+        List<String> changed = update(changes);
+        if (!changed.isEmpty()) System.out.println(command + ": " + file + " updated: " + String.join(", ", changed));
+        if (savedSteps != null && savedSteps.asLong() != tc.steps())
+            System.out.printf(java.util.Locale.ROOT, "%s: --steps %d changes the run's length from %d steps: the cosine learning-rate schedule is "
+                    + "stretched to %d steps, so from here on the rate differs from the original run's%n", command, tc.steps(), savedSteps.asLong(), tc.steps());
+    }
 }

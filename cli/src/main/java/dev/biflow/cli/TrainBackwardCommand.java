@@ -1,7 +1,6 @@
 // biflow train-backward: stage 2, the learned 1-NFE inverse G of a frozen forward flow F (BiFlow).
 package dev.biflow.cli;
 
-import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.biflow.engine.Rng;
@@ -25,7 +24,6 @@ import java.io.BufferedWriter;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
-import java.util.LinkedHashMap;
 import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Locale;
@@ -207,15 +205,7 @@ final class TrainBackwardCommand implements Callable<Integer>, ConfigFile.Config
             ConfigFile.write(dir.resolve(ConfigFile.FILE_NAME), o);
             if (config != null) System.out.println("train-backward: settings from " + config + " (flags override it)");
         } else {
-            JsonNode savedSteps = file.value("train.steps");
-            var changes = new LinkedHashMap<String, Object>();
-            changes.put("train.steps", tc.steps());
-            changes.put("train.checkpointEvery", tc.checkpointEvery());
-            List<String> changed = file.update(changes);
-            if (!changed.isEmpty()) System.out.println("train-backward: " + file.file + " updated: " + String.join(", ", changed));
-            if (savedSteps != null && savedSteps.asLong() != tc.steps())
-                System.out.printf(Locale.ROOT, "train-backward: --steps %d changes the run's length from %d steps: the cosine learning-rate schedule is "
-                        + "stretched to %d steps, so from here on the rate differs from the original run's%n", tc.steps(), savedSteps.asLong(), tc.steps());
+            file.recordRunTimeChanges(tc, "train-backward");
         }
         BackwardTrainer t = new BackwardTrainer(ff, g, train, tc, terms, dir);
         if (resume != null) t.resume(resume);

@@ -1,7 +1,6 @@
 // biflow train-forward: stage 1, maximum-likelihood training of the forward flow (TARFlow / iTARFlow).
 package dev.biflow.cli;
 
-import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.biflow.engine.Rng;
@@ -24,7 +23,6 @@ import java.io.BufferedWriter;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
-import java.util.LinkedHashMap;
 import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Locale;
@@ -145,15 +143,7 @@ final class TrainForwardCommand implements Callable<Integer>, ConfigFile.Configu
             writeConfig(dir, cfg, tc);
             if (config != null) System.out.println("train-forward: settings from " + config + " (flags override it)");
         } else {
-            JsonNode savedSteps = file.value("train.steps");
-            var changes = new LinkedHashMap<String, Object>();
-            changes.put("train.steps", tc.steps());
-            changes.put("train.checkpointEvery", tc.checkpointEvery());
-            List<String> changed = file.update(changes);
-            if (!changed.isEmpty()) System.out.println("train-forward: " + file.file + " updated: " + String.join(", ", changed));
-            if (savedSteps != null && savedSteps.asLong() != tc.steps())
-                System.out.printf(Locale.ROOT, "train-forward: --steps %d changes the run's length from %d steps: the cosine learning-rate schedule is "
-                        + "stretched to %d steps, so from here on the rate differs from the original run's%n", tc.steps(), savedSteps.asLong(), tc.steps());
+            file.recordRunTimeChanges(tc, "train-forward");
         }
         TarFlow model = new TarFlow(cfg, new Rng(seed));
         ForwardTrainer trainer = new ForwardTrainer(model, train, tc, dir);

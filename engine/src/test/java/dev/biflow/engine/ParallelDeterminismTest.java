@@ -189,6 +189,7 @@ class ParallelDeterminismTest {
     @Test
     void concurrentCallersEachGetTheirWholeRange() {
         Parallel.setThreads(3);
+        // a hang guard, not a speed check: a lost wake-up would block forever; 60 s is ~100x the usual time
         assertTimeoutPreemptively(java.time.Duration.ofSeconds(60), () -> {
             int callers = 4, calls = 3000;
             java.util.concurrent.atomic.AtomicReference<Throwable> err = new java.util.concurrent.atomic.AtomicReference<>();
