@@ -15,7 +15,9 @@
 #
 # Environment: BIFLOW_DEVICE (default "opencl": the first GPU, else the first OpenCL device; or opencl:N),
 # BIFLOW_BENCH_SIZES (GEMM sizes, default 256,512,1024,2048), OUT (output folder; default bench/target),
-# BIFLOW_GPU_BUNDLE (bundle folder). Time limits: devices 60 s, conformance 240 s, benchmark 200 s (< 8 min).
+# BIFLOW_E2E_PATCHES (patch sizes of the end-to-end sampling benchmark, default 4), BIFLOW_GPU_BUNDLE (bundle
+# folder). Time limits: devices 60 s, conformance 150 s, kernel benchmark 120 s, end-to-end 60 s on the CPU and
+# 90 s on the device: 8 min at most.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUNDLE=${BIFLOW_GPU_BUNDLE:-$ROOT/gpu-kernels/target/gpu-bundle}
@@ -25,6 +27,7 @@ TABLE=$OUTDIR/gpu-check-table.md
 LOG=$OUTDIR/gpu-check.log
 DEVICE=${BIFLOW_DEVICE:-opencl}
 SIZES=${BIFLOW_BENCH_SIZES:-256,512,1024,2048}
+E2E_PATCHES=${BIFLOW_E2E_PATCHES:-4}
 MODULES=java.base,java.logging,jdk.incubator.vector,jdk.unsupported,java.management
 
 prepare() {
@@ -33,8 +36,9 @@ prepare() {
   export JAVA_HOME
   "$JAVA_HOME/bin/java" -version 2>&1 | grep -q '"25' || { echo "prepare needs JDK 25 in JAVA_HOME"; exit 2; }
   cd "$ROOT"
-  mvn -o -q install -Dmaven.test.skip=true -pl engine
+  mvn -o -q install -Dmaven.test.skip=true -pl engine,gpu-kernels,flow
   mvn -o -q package -DskipTests -pl gpu-kernels
+  mvn -o -q package -Dmaven.test.skip=true -pl cli
   mvn -o -q dependency:build-classpath -pl gpu-kernels -Dmdep.includeScope=test -Dmdep.outputFile="$ROOT/gpu-kernels/target/test.cp"
   rm -rf "$BUNDLE"; mkdir -p "$BUNDLE/lib" "$BUNDLE/native"
   cp gpu-kernels/target/biflow-gpu-kernels-*.jar "$BUNDLE/lib/"
@@ -48,6 +52,14 @@ prepare() {
       *) cp "$j" "$BUNDLE/lib/" ;;
     esac
   done
+  # The end-to-end sampling benchmark is `biflow bench` (cli + flow + their runtime jars; no charts or metrics
+  # libraries: xchart/pdfbox and commons-math serve eval and reports, which the GPU check does not run).
+  cp cli/target/biflow-cli.jar flow/target/biflow-flow-*.jar "$BUNDLE/lib/"
+  for j in cli/target/lib/*.jar; do
+    case "$(basename "$j")" in
+      picocli-*|progressbar-*|jline-*|jackson-*) cp "$j" "$BUNDLE/lib/" ;;
+    esac
+  done
   "$JAVA_HOME/bin/jlink" --add-modules "$MODULES" --strip-debug --no-header-files --no-man-pages --compress zip-9 --strip-native-debug-symbols exclude-debuginfo-files --output "$BUNDLE/jre"
   lib=$(ldconfig -p | awk '/libOpenCL\.so\.1 .*x86-64/ {print $NF; exit}')
   if [ -n "$lib" ]; then cp -L "$lib" "$BUNDLE/native/libOpenCL.so.1"; else echo "warning: no libOpenCL.so.1 here (apt-get install ocl-icd-libopencl1): the bundle will rely on the GPU machine's"; fi
@@ -57,6 +69,8 @@ prepare() {
 }
 
 say() { echo "$*" | tee -a "$LOG"; }
+# biflow bench prints each row as it is measured, then the whole table: show the table, else the rows measured so far
+e2e_rows() { if grep -q '^device:' "$1"; then sed -n '/^device:/,$p' "$1"; else grep -E '^[0-9]+ \(T=' "$1"; fi; }
 
 run() {
   : > "$LOG"
@@ -90,7 +104,7 @@ run() {
   fi
   for f in "${found[@]}"; do say "found:   $f"; done
   for m in "${missing[@]}"; do say "MISSING: $m"; done
-  local status_devices="not run" status_conf="not run" status_bench="not run"
+  local status_devices="not run" status_conf="not run" status_bench="not run" status_e2e=""
   if [ -n "$java" ] && [ -d "$BUNDLE/lib" ]; then
     local cp; cp=$(ls "$BUNDLE"/lib/*.jar | tr '\n' ':')
     local jv=(--add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED -XX:+UseParallelGC -Xmx8g -cp "$cp")
@@ -98,24 +112,39 @@ run() {
     timeout 60 "$java" "${jv[@]}" dev.biflow.gpu.Devices 2>&1 | grep -v '^WARNING: Aparapi is running on an untested' | tee -a "$LOG"
     case ${PIPESTATUS[0]} in 0) status_devices="ok";; 2) status_devices="no OpenCL device";; 124) status_devices="timed out";; *) status_devices="failed";; esac
     say "== 2. conformance suite on $DEVICE (same checks as CPU, vs double references)"
-    timeout 240 "$java" "${jv[@]}" dev.biflow.gpu.ConformanceMain "$DEVICE" > "$OUTDIR/gpu-check-conformance.log" 2>&1
+    timeout 150 "$java" "${jv[@]}" dev.biflow.gpu.ConformanceMain "$DEVICE" > "$OUTDIR/gpu-check-conformance.log" 2>&1
     local rc=$?
     grep -E '^\[conformance\]|tests (successful|failed|skipped|aborted|found)|CONFORMANCE|=> ' "$OUTDIR/gpu-check-conformance.log" | head -40 | tee -a "$LOG"
-    case $rc in 0) status_conf="PASS";; 124) status_conf="timed out (240 s)";; *) status_conf="FAIL (see gpu-check-conformance.log)";; esac
+    case $rc in 0) status_conf="PASS";; 124) status_conf="timed out (150 s)";; *) status_conf="FAIL (see gpu-check-conformance.log)";; esac
     say "== 3. kernel benchmarks on $DEVICE"
-    timeout 200 "$java" "${jv[@]}" dev.biflow.gpu.GpuBench --device "$DEVICE" --sizes "$SIZES" --budget-s 150 --out "$OUTDIR/gpu-bench.md" > "$OUTDIR/gpu-bench.log" 2>&1
+    timeout 120 "$java" "${jv[@]}" dev.biflow.gpu.GpuBench --device "$DEVICE" --sizes "$SIZES" --budget-s 90 --out "$OUTDIR/gpu-bench.md" > "$OUTDIR/gpu-bench.log" 2>&1
     rc=$?
-    case $rc in 0) status_bench="ok";; 124) status_bench="timed out (200 s)";; *) status_bench="failed (see gpu-bench.log)"; tail -5 "$OUTDIR/gpu-bench.log" | tee -a "$LOG";; esac
+    case $rc in 0) status_bench="ok";; 124) status_bench="timed out (120 s)";; *) status_bench="failed (see gpu-bench.log)"; tail -5 "$OUTDIR/gpu-bench.log" | tee -a "$LOG";; esac
+    say "== 4. end-to-end sampling: TARFlow exact inverse + CFG + denoising vs BiFlow 1-NFE (biflow bench), CPU then $DEVICE"
+    local th; th=$(nproc)
+    for dev in cpu "$DEVICE"; do
+      local lim=60; [ "$dev" = cpu ] || lim=90
+      timeout $lim "$java" "${jv[@]}" dev.biflow.cli.Main bench --what exact-cfg,biflow --patches "$E2E_PATCHES" --threads-list "$th" \
+        --repeats 3 --device "$dev" > "$OUTDIR/gpu-e2e-$dev.log" 2>&1
+      rc=$?
+      case $rc in 0) ;; 124) status_e2e="$status_e2e $dev: timed out ($lim s);";; *) status_e2e="$status_e2e $dev: failed (see gpu-e2e-$dev.log);"; tail -5 "$OUTDIR/gpu-e2e-$dev.log" | tee -a "$LOG";; esac
+      e2e_rows "$OUTDIR/gpu-e2e-$dev.log" | tee -a "$LOG"
+    done
+    [ -z "$status_e2e" ] && status_e2e="ok"
   fi
   {
     echo "# gpu-check $(date -u +%FT%TZ), commit $(cat "$BUNDLE/COMMIT" 2>/dev/null || echo '?')"
     echo
     for f in "${found[@]}"; do echo "- found: $f"; done
     for m in "${missing[@]}"; do echo "- **missing**: $m"; done
-    echo "- devices: $status_devices; conformance on $DEVICE: $status_conf; benchmark: $status_bench"
-    echo "- not measured here: end-to-end sampling (exact inverse vs 1-NFE images/s) needs the flow model jars, not bundled yet"
+    echo "- devices: $status_devices; conformance on $DEVICE: $status_conf; benchmark: $status_bench; end-to-end: ${status_e2e:-not run}"
     echo
     [ -f "$OUTDIR/gpu-bench.md" ] && cat "$OUTDIR/gpu-bench.md"
+    for dev in cpu "$DEVICE"; do
+      [ -f "$OUTDIR/gpu-e2e-$dev.log" ] || continue
+      echo; echo "### End-to-end sampling, --device $dev ($(nproc) CPU threads; batch 64, reference configuration width 128, 4 blocks x 2 layers)"
+      echo; echo '```'; e2e_rows "$OUTDIR/gpu-e2e-$dev.log"; echo '```'
+    done
   } > "$TABLE"
   say "== table: $TABLE"
   cat "$TABLE"

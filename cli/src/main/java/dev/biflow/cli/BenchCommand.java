@@ -23,7 +23,8 @@ import java.util.concurrent.Callable;
                 "and exact-inverse sampling per image (KV cache), for the reference configurations",
                 "(28x28x1, width 128, 4 blocks x 2 layers, 4 heads of 32, MLP 4x, batch 64) at patch 2 and 4.",
                 "Compare with ../shared/peers/tarflow_bench.py run in the same sitting."},
-        footer = {"", "Examples:", "  biflow bench", "  biflow bench --patches 4 --threads-list 1,2 --repeats 5"})
+        footer = {"", "Examples:", "  biflow bench", "  biflow bench --patches 4 --threads-list 1,2 --repeats 5",
+                "  biflow bench --what exact-cfg,biflow --device opencl --threads-list 16"})
 final class BenchCommand implements Callable<Integer> {
     @Option(names = "--patches", split = ",", description = "Patch sizes to time.") int[] patches = {2, 4};
     @Option(names = "--threads-list", split = ",", description = "Thread counts to time.") int[] threadsList = {1, 2};
@@ -32,12 +33,18 @@ final class BenchCommand implements Callable<Integer> {
     @Option(names = "--repeats", description = "Timed repetitions (median reported) after one warm-up.") int repeats = 3;
     @Option(names = "--what", split = ",", description = "train, sample, bidir (an 8-layer bidirectional pass of the size of the BiFlow backward model), "
             + "exact-cfg (TARFlow sampling: exact inverse with guidance 1 and score denoising), biflow (BiFlow G, 1-NFE with training-time CFG)") String[] what = {"train", "sample", "bidir"};
+    @Option(names = "--device", description = "Where GEMMs and attention run: cpu | opencl | opencl:N (see `biflow devices`); "
+            + "the other ops use the CPU threads of --threads-list. OpenCL never falls back silently: no device is an error.")
+    String device = "cpu";
 
     @Override
     public Integer call() {
         List<String> rows = new ArrayList<>();
+        rows.add("device: " + device);
         rows.add(String.format(Locale.ROOT, "%-8s %-8s %-22s %12s %12s %12s", "patch", "threads", "what", "median", "min", "max"));
         int saved = Parallel.threads();
+        dev.biflow.engine.Backend backend = dev.biflow.gpu.Devices.backend(device);  // kernels built (warm-up) here, outside the timings
+        dev.biflow.engine.Backend.use(backend);
         java.util.Map<String, Double> medians = new java.util.HashMap<>();
         try {
             for (int p : patches) {
@@ -72,6 +79,8 @@ final class BenchCommand implements Callable<Integer> {
             }
         } finally {
             Parallel.setThreads(saved);
+            dev.biflow.engine.Backend.use(dev.biflow.engine.Backend.CPU);
+            if (backend instanceof AutoCloseable c) try { c.close(); } catch (Exception ignored) { /* releasing device memory at exit */ }
         }
         // the paper's comparison: the same batch through both samplers, as a ratio
         for (int p : patches)

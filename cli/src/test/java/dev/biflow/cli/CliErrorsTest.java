@@ -58,6 +58,14 @@ class CliErrorsTest {
     }
 
     @Test
+    void benchNamesAnUnknownDeviceBeforeTimingAnything() {
+        Run r = run("bench", "--device", "gpu", "--what", "biflow", "--patches", "4", "--threads-list", "1");
+        assertEquals(2, r.code());
+        assertTrue(r.err().contains("unknown device 'gpu'") && r.err().contains("opencl:N"), r.err());
+        assertFalse(r.out().contains("ms/img"), "nothing timed: " + r.out());
+    }
+
+    @Test
     void badFlagValueIsRejectedByTheParser() {
         Run r = run("train-forward", "--steps", "many");
         assertNotEquals(0, r.code());
