@@ -107,6 +107,8 @@ run() {
   local status_devices="not run" status_conf="not run" status_bench="not run" status_e2e=""
   if [ -n "$java" ] && [ -d "$BUNDLE/lib" ]; then
     local cp; cp=$(ls "$BUNDLE"/lib/*.jar | tr '\n' ':')
+    # signal chaining (libjsig): a driver's LLVM must not replace the JVM's SIGSEGV handler while it compiles
+    [ -f "$(dirname "$(dirname "$java")")/lib/libjsig.so" ] && export LD_PRELOAD="$(dirname "$(dirname "$java")")/lib/libjsig.so"
     local jv=(--add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED -XX:+UseParallelGC -Xmx8g -cp "$cp")
     say "== 1. devices"
     timeout 60 "$java" "${jv[@]}" dev.biflow.gpu.Devices 2>&1 | grep -v '^WARNING: Aparapi is running on an untested' | tee -a "$LOG"
