@@ -20,6 +20,18 @@ public interface Backend {
                float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
                float beta, float[] c, int cOff, int ldc);
 
+    /**
+     * C = alpha op(A) op(B) + (beta C + bias), bias[biasOff .. biasOff + n) added to every row: what a Linear
+     * layer computes. The default forms the start value in one pass ({@link Gemm#prefillBias}) and calls
+     * {@link #sgemm} with beta = 1; the CPU backend forms it tile by tile inside the GEMM (same bits).
+     */
+    default void sgemmBias(boolean transA, boolean transB, int m, int n, int k, float alpha,
+                           float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
+                           float beta, float[] c, int cOff, int ldc, float[] bias, int biasOff) {
+        Gemm.prefillBias(m, n, beta, c, cOff, ldc, bias, biasOff);
+        sgemm(transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, 1f, c, cOff, ldc);
+    }
+
     // The methods below are kernels an accelerator may override; the defaults run the CPU kernels,
     // so a backend that implements only sgemm is complete. Arrays are contiguous and
     // start at offset 0 unless an offset is given.
@@ -148,6 +160,13 @@ public interface Backend {
                           float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
                           float beta, float[] c, int cOff, int ldc) {
             Gemm.sgemm(transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc);
+        }
+
+        @Override
+        public void sgemmBias(boolean transA, boolean transB, int m, int n, int k, float alpha,
+                              float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
+                              float beta, float[] c, int cOff, int ldc, float[] bias, int biasOff) {
+            Gemm.sgemmBias(transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc, bias, biasOff);
         }
     };
 

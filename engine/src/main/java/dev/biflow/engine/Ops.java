@@ -613,7 +613,7 @@ public final class Ops {
 
     /**
      * Fully connected layer y = x w^T + b for x (N, in), w (out, in), b (out) or null: one GEMM
-     * that starts from the bias rows (beta = 1), so the bias costs no extra pass over y. Same
+     * that starts from the bias (Backend.sgemmBias: formed tile by tile inside the GEMM), so the bias costs no pass over y. Same
      * value as {@code add(matmul(x, w, false, true), b)} up to float rounding (b is added first).
      */
     public static Tensor linear(Tensor x, Tensor w, Tensor b) {
@@ -624,11 +624,12 @@ public final class Ops {
         if (b != null && (b.shape.length != 1 || b.shape[0] != out))
             throw new IllegalArgumentException("linear: bias " + Shape.str(b.shape) + " must be (" + out + ")");
         float[] c = new float[n * out];
-        if (b != null) for (int i = 0; i < n; i++) System.arraycopy(b.data, 0, c, i * out, out);
         Backend be = Backend.active();
         float[] xd = x.data, wd = w.data;
         int ldx = Math.max(1, in), ldc = Math.max(1, out);
-        be.sgemm(false, true, n, out, in, 1f, xd, 0, ldx, wd, 0, ldx, b != null ? 1f : 0f, c, 0, ldc);
+        // y = x W^T + b with b as the GEMM's start value (formed in the GEMM, tile by tile: no pass over y)
+        if (b != null) be.sgemmBias(false, true, n, out, in, 1f, xd, 0, ldx, wd, 0, ldx, 0f, c, 0, ldc, b.data, 0);
+        else be.sgemm(false, true, n, out, in, 1f, xd, 0, ldx, wd, 0, ldx, 0f, c, 0, ldc);
         Tensor y = new Tensor(c, new int[]{n, out});
         return Grad.record(y, "linear", (g, buf) -> {
             float[] gx = buf.of(x), gw = buf.of(w), gb = b == null ? null : buf.of(b);

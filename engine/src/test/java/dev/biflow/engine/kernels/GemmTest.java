@@ -117,6 +117,38 @@ class GemmTest {
     }
 
     /**
+     * The bias as the GEMM's start value, formed tile by tile inside the packed path, gives exactly the
+     * bits of a separate start-value pass followed by beta = 1: across tile edges, KC (k up to 300), both
+     * micro-kernels, the small path, 1 and 2 threads, and with NaN in C when beta = 0 (C must not be read).
+     */
+    @Test
+    void biasStartValueIsBitIdenticalToAPrefillPass() {
+        Gen<Dims> dims = integers().between(1, 80).zip(integers().between(1, 80), integers().between(1, 300), Dims::new);
+        Gen<Mode> modes = booleans().all().zip(booleans().all(), arbitrary().pick(4, 12), booleans().all(), Mode::new);
+        qt().withExamples(120).forAll(dims, modes, arbitrary().pick(0f, 1f, -1.5f), longs().all()).checkAssert((d, mo, beta, seed) -> {
+            SplittableRandom r = new SplittableRandom(seed);
+            int m = d.m(), n = d.n(), k = d.k(), biasOff = r.nextInt(4);
+            float[] a = random(r, m * k), b = random(r, k * n), bias = random(r, biasOff + n + 2);
+            float[] c0 = random(r, m * n);
+            if (beta == 0f) Arrays.fill(c0, Float.NaN);
+            int lda = mo.transA() ? m : k, ldb = mo.transB() ? k : n;
+            float[] fused = c0.clone(), twoPass = c0.clone();
+            withThreads(1 + r.nextInt(2), () -> {
+                Gemm.sgemmWith(mo.mr(), mo.allowSmall(), mo.transA(), mo.transB(), m, n, k, 0.75f, a, 0, lda, b, 0, ldb,
+                        beta, fused, 0, n, bias, biasOff);
+                Gemm.prefillBias(m, n, beta, twoPass, 0, n, bias, biasOff);
+                Gemm.sgemmWith(mo.mr(), mo.allowSmall(), mo.transA(), mo.transB(), m, n, k, 0.75f, a, 0, lda, b, 0, ldb,
+                        1f, twoPass, 0, n);
+            });
+            for (int i = 0; i < fused.length; i++)
+                if (Float.floatToRawIntBits(fused[i]) != Float.floatToRawIntBits(twoPass[i]))
+                    fail(d + " " + mo + " beta " + beta + ": C[" + i + "] = " + fused[i] + " fused, " + twoPass[i] + " two-pass");
+        });
+        assertThrows(IllegalArgumentException.class, () -> Gemm.sgemmBias(false, false, 2, 3, 1, 1f, new float[2], 0, 1,
+                new float[3], 0, 3, 0f, new float[6], 0, 3, new float[2], 0), "bias shorter than n");
+    }
+
+    /**
      * Crosses KC (256) and both tile edges, on 1 and 2 threads; the bits must not depend on the
      * thread count. Each transpose combination runs one of the two micro-kernels.
      */
