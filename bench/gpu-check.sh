@@ -5,7 +5,8 @@
 #   bench/gpu-check.sh prepare   # here (JDK 25 + Maven, offline): builds the bundle below (~55 MB)
 #   bench/gpu-check.sh [run]     # there: needs only the bundle and the working tree
 #
-# The bundle (gpu-kernels/target/gpu-bundle, git-ignored: carry it along with the working tree) holds a jlink'd
+# The bundle (gpu-kernels/target/gpu-bundle, git-ignored; packed as gpu-bundle.tgz, ~37 MB, which is what to carry
+# along with the working tree: the device tool moves at most 64 MiB in all; run unpacks it) holds a jlink'd
 # JDK 25 runtime (java.base, java.logging, jdk.incubator.vector, jdk.unsupported, java.management; Aparapi uses
 # java.desktop only in a GUI tool),
 # the project's jars with their runtime dependencies (Aparapi's JNI jar cut to linux x86_64), JUnit for the
@@ -61,11 +62,15 @@ prepare() {
     esac
   done
   "$JAVA_HOME/bin/jlink" --add-modules "$MODULES" --strip-debug --no-header-files --no-man-pages --compress zip-9 --strip-native-debug-symbols exclude-debuginfo-files --output "$BUNDLE/jre"
+  # the device tool carries at most 64 MiB with the working tree: a stripped libjvm (29 -> 25 MB) and one gzip
+  command -v strip >/dev/null && strip --strip-unneeded "$BUNDLE/jre/lib/server/libjvm.so"
   lib=$(ldconfig -p | awk '/libOpenCL\.so\.1 .*x86-64/ {print $NF; exit}')
   if [ -n "$lib" ]; then cp -L "$lib" "$BUNDLE/native/libOpenCL.so.1"; else echo "warning: no libOpenCL.so.1 here (apt-get install ocl-icd-libopencl1): the bundle will rely on the GPU machine's"; fi
   git -C "$ROOT" rev-parse --short HEAD > "$BUNDLE/COMMIT" 2>/dev/null || true
   du -sh "$BUNDLE" "$BUNDLE"/* | tee "$BUNDLE/SIZES"
-  echo "bundle ready: $BUNDLE (carry it with the working tree, then run bench/gpu-check.sh)"
+  tar czf "$BUNDLE.tgz" -C "$(dirname "$BUNDLE")" "$(basename "$BUNDLE")"
+  du -sh "$BUNDLE.tgz"
+  echo "bundle ready: $BUNDLE, packed as $BUNDLE.tgz (carry the .tgz with the working tree, then run bench/gpu-check.sh)"
 }
 
 say() { echo "$*" | tee -a "$LOG"; }
@@ -74,6 +79,9 @@ e2e_rows() { if grep -q '^device:' "$1"; then sed -n '/^device:/,$p' "$1"; else 
 
 run() {
   : > "$LOG"
+  if [ ! -d "$BUNDLE" ] && [ -f "$BUNDLE.tgz" ]; then # carried packed: unpack beside the output
+    local into; into=$(mktemp -d); tar xzf "$BUNDLE.tgz" -C "$into" && BUNDLE=$into/$(basename "$BUNDLE")
+  fi
   local missing=() found=()
   say "== BiFlow-J gpu-check $(date -u +%FT%TZ) on $(hostname) =="
   # --- Java
@@ -97,6 +105,8 @@ run() {
     local nv
     nv=$(ldconfig -p 2>/dev/null | awk '/libnvidia-opencl\.so\.1 .*x86-64/ {print $NF; exit}')
     [ -z "$nv" ] && nv=$(ls /usr/lib/x86_64-linux-gnu/libnvidia-opencl.so.1 /usr/lib64/libnvidia-opencl.so.1 /usr/local/nvidia/lib64/libnvidia-opencl.so.1 /usr/lib/nvidia*/libnvidia-opencl.so.1 2>/dev/null | head -1)
+    # containers mount the driver's libraries in varying places: look once more, then give up
+    [ -z "$nv" ] && nv=$(find /usr /lib /lib64 /opt -name 'libnvidia-opencl.so*' 2>/dev/null | sort | head -1)
     if [ -n "$nv" ]; then
       local icd; icd=$(mktemp -d); echo "$nv" > "$icd/nvidia.icd"; export OCL_ICD_VENDORS=$icd
       found+=("NVIDIA OpenCL library $nv (ICD file written to $icd)")
