@@ -16,13 +16,18 @@ import java.util.Locale;
 import java.util.Random;
 
 /**
- * Usage: GpuBench [--device opencl[:N]] [--sizes 256,512,1024,2048] [--out table.md] [--budget-s 240]
+ * Usage: GpuBench [--device opencl[:N]] [--sizes 256,512,1024,2048] [--out table.md] [--budget-s 240] [--bidir-batch 64]
  *
  * <p>Each case is warmed up (the OpenCL kernels were already compiled by the backend's
  * constructor), then timed until 0.3 s or 15 runs; the table gives the median and the min-max
  * spread. "OpenCL with copies" is what ops see through {@link Backend} (staging, upload,
- * download); "kernel only" is the GEMM launch with operands resident on the device. Sizes are
- * dropped, with a note, once the time budget is spent.
+ * download); "kernel only" is the GEMM launch with operands resident on the device. Then a model
+ * pass, BenchCommand.timeBidir's 8-layer bidirectional stack (width 128, 4 heads of 32, MLP 4x,
+ * T = 49, 16 features in and out), three ways: the CPU backend, the same modules with every GEMM and
+ * attention sent through the OpenCL backend ({@code Backend.use}, per-op copies), and a
+ * {@link ResidentStack} (weights and activations on the device, one put and one get per pass),
+ * in ms per image with the launches and copies of one pass. Cases are dropped, with a note, once
+ * the time budget is spent.
  */
 public final class GpuBench {
     private GpuBench() {}
@@ -31,12 +36,14 @@ public final class GpuBench {
         String spec = "opencl", out = null;
         int[] sizes = {256, 512, 1024, 2048};
         double budget = 240;
+        int bidirBatch = 64;
         for (int i = 0; i < args.length; i++) {
             switch (args[i]) {
                 case "--device" -> spec = args[++i];
                 case "--sizes" -> sizes = Arrays.stream(args[++i].split(",")).mapToInt(Integer::parseInt).toArray();
                 case "--out" -> out = args[++i];
                 case "--budget-s" -> budget = Double.parseDouble(args[++i]);
+                case "--bidir-batch" -> bidirBatch = Integer.parseInt(args[++i]);
                 default -> throw new IllegalArgumentException("unknown argument " + args[i]);
             }
         }
@@ -94,9 +101,100 @@ public final class GpuBench {
             rows.add(String.format(Locale.ROOT, "| causal attention B%d H%d T%d Dh%d (ms) | %s | %s | |", nb, nh, t, dh, ms(tc), ms(tg)));
         }
         rows.add("");
-        rows.add(String.format(Locale.ROOT, "Copies made by the OpenCL backend during the benchmark: %s. Total %.0f s.",
-                cl.transfers(), elapsed(start)));
+        rows.add(String.format(Locale.ROOT, "Copies made by the OpenCL backend during the kernel benchmarks: %s.", cl.transfers()));
         cl.close();
+        // A fresh backend for the model pass: the per-op path's staging arrays (and so its bytes per put/get) are
+        // then sized by this model's calls, not by the larger GEMMs above.
+        try (OpenClBackend fresh = OpenClBackend.open(spec)) {
+            bidirPass(fresh, rows, bidirBatch, start, budget);
+        }
+        rows.add("");
+        rows.add(String.format(Locale.ROOT, "Total %.0f s.", elapsed(start)));
+    }
+
+    /**
+     * BenchCommand.timeBidir's model (Linear 16 -> 128, 8 x (h + MHA(h), h + MLP(h)), Linear 128 -> 16)
+     * on a (batch, 49, 16) input: CPU backend, OpenCL per op, resident stack.
+     */
+    private static void bidirPass(OpenClBackend cl, List<String> rows, int batch, long start, double budget) {
+        int tokens = 49, din = 16, dim = 128;
+        dev.biflow.engine.Rng rng = new dev.biflow.engine.Rng(4);
+        List<dev.biflow.engine.nn.Module> layers = new ArrayList<>();
+        layers.add(new dev.biflow.engine.nn.Linear(din, dim, true, rng));
+        for (int l = 0; l < 8; l++) {
+            layers.add(dev.biflow.engine.nn.MultiHeadAttention.withHeadDim(dim, 32, false, true, rng));
+            layers.add(new dev.biflow.engine.nn.MLP(dim, 4, true, rng));
+        }
+        layers.add(new dev.biflow.engine.nn.Linear(dim, din, true, rng));
+        Tensor z = Tensor.randn(rng, batch, tokens, din);
+        Runnable modules = () -> { // exactly BenchCommand.timeBidir's loop
+            try (var ng = Grad.noGrad()) {
+                Tensor h = z;
+                for (dev.biflow.engine.nn.Module m : layers)
+                    h = m instanceof dev.biflow.engine.nn.Linear ? m.forward(h) : h.add(m.forward(h));
+            }
+        };
+        rows.add("");
+        rows.add(String.format(Locale.ROOT, "| bidir 8-layer pass, width 128, 4 heads of 32, MLP 4x, T %d, batch %d | ms/img | per pass: launches, puts (MB up), gets (MB down) |",
+                tokens, batch));
+        rows.add("|---|---|---|");
+        String skipped = " | skipped: time budget spent | |";
+        if (elapsed(start) > budget) { rows.add("| CPU backend" + skipped); return; }
+        rows.add("| CPU backend | " + msPerImage(time(modules), batch) + " | none |");
+
+        if (elapsed(start) > budget) { rows.add("| OpenCL per op (Backend.use)" + skipped); return; }
+        Backend.use(cl);
+        try {
+            double[] t = time(modules);
+            long[] before = snapshot(cl.transfers());
+            modules.run();
+            rows.add("| OpenCL per op (Backend.use: GEMMs and attention on the device, the rest on the CPU) | " + msPerImage(t, batch)
+                    + " | " + perPass(before, cl.transfers()) + " |");
+        } finally {
+            Backend.use(Backend.CPU);
+        }
+
+        if (elapsed(start) > budget) { rows.add("| OpenCL resident stack" + skipped); return; }
+        ResidentStack.Builder b = ResidentStack.builder(cl, batch, tokens);
+        for (dev.biflow.engine.nn.Module m : layers) {
+            if (m instanceof dev.biflow.engine.nn.Linear l) b.linear(l);
+            else if (m instanceof dev.biflow.engine.nn.MultiHeadAttention a) b.attentionBlock(a);
+            else b.mlpBlock((dev.biflow.engine.nn.MLP) m);
+        }
+        try (ResidentStack s = b.build()) {
+            float[] x = z.data();
+            double[] t = time(() -> s.run(x));
+            long[] before = snapshot(s.transfers());
+            float[] y = s.run(x);
+            String pass = perPass(before, s.transfers());
+            // the same modules on the CPU: the resident result must agree (a wrong fast number is no number)
+            float[] ref;
+            try (var ng = Grad.noGrad()) {
+                Tensor h = z;
+                for (dev.biflow.engine.nn.Module m : layers)
+                    h = m instanceof dev.biflow.engine.nn.Linear ? m.forward(h) : h.add(m.forward(h));
+                ref = h.data();
+            }
+            double err = 0;
+            for (int i = 0; i < y.length; i++) err = Math.max(err, Math.abs(y[i] - ref[i]));
+            rows.add(String.format(Locale.ROOT, "| OpenCL resident stack (weights uploaded once: %.1f MB) | %s | %s; max abs diff vs CPU %.2g |",
+                    4e-6 * s.weightFloats(), msPerImage(t, batch), pass, err));
+        }
+    }
+
+    /** launches, puts, bytes up, gets, bytes down. */
+    private static long[] snapshot(Transfers t) {
+        return new long[]{t.launches(), t.puts(), t.bytesToDevice(), t.gets(), t.bytesFromDevice()};
+    }
+
+    private static String perPass(long[] b, Transfers after) {
+        long[] a = snapshot(after);
+        return String.format(Locale.ROOT, "%d, %d (%.2f), %d (%.2f)", a[0] - b[0], a[1] - b[1], (a[2] - b[2]) / 1e6, a[3] - b[3], (a[4] - b[4]) / 1e6);
+    }
+
+    private static String msPerImage(double[] t, int batch) {
+        double k = 1e3 / batch;
+        return String.format(Locale.ROOT, "%.3f [%.3f-%.3f]", t[0] * k, t[1] * k, t[2] * k);
     }
 
     private static Path outPath;

@@ -9,14 +9,22 @@ import org.junit.platform.launcher.listeners.SummaryGeneratingListener;
 import java.io.PrintWriter;
 
 import static org.junit.platform.engine.discovery.DiscoverySelectors.selectClass;
+import static org.junit.platform.engine.discovery.DiscoverySelectors.selectMethod;
 
-/** Usage: ConformanceMain [opencl[:N]]; sets -Dbiflow.test.device and runs the gpu-kernels test classes. */
+/**
+ * Usage: ConformanceMain [opencl[:N]] [test classes or Class#method...]; sets -Dbiflow.test.device and runs the gpu-kernels test
+ * classes (all of the suite, or only the named ones, e.g. dev.biflow.gpu.ResidentStackTest or
+ * dev.biflow.gpu.ResidentStackTest#badInputNamesExpectedAndActualShape).
+ */
 public final class ConformanceMain {
     public static void main(String[] args) {
         if (args.length > 0) System.setProperty("biflow.test.device", args[0]);
-        var request = LauncherDiscoveryRequestBuilder.request()
-                .selectors(selectClass(BackendConformanceTest.class), selectClass(AttentionBackwardConformanceTest.class),
-                        selectClass(OpenClBackendTest.class)).build();
+        var builder = LauncherDiscoveryRequestBuilder.request();
+        if (args.length > 1)
+            for (int i = 1; i < args.length; i++) builder.selectors(args[i].contains("#") ? selectMethod(args[i]) : selectClass(args[i]));
+        else builder.selectors(selectClass(BackendConformanceTest.class), selectClass(AttentionBackwardConformanceTest.class),
+                selectClass(OpenClBackendTest.class), selectClass(ResidentStackTest.class));
+        var request = builder.build();
         Launcher launcher = LauncherFactory.create();
         SummaryGeneratingListener summary = new SummaryGeneratingListener();
         launcher.execute(request, summary);

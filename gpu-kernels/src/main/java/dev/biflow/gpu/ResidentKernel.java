@@ -1,0 +1,157 @@
+// One Aparapi kernel class holding a whole model pass's buffers (weights, activations, I/O staging) so consecutive ops share them on the device.
+package dev.biflow.gpu;
+
+import com.aparapi.Kernel;
+
+/**
+ * Every op of a {@link ResidentStack} pass, selected by {@link #mode}, over three arenas:
+ * <ul>
+ *   <li>{@link #w}: all weights and biases of the stack, packed once at build (uploaded once);</li>
+ *   <li>{@link #act}: all activations of a pass; written and read only by the kernel, never copied;</li>
+ *   <li>{@link #io}: the staging array a pass copies in (input) and out (output), the only
+ *       per-pass traffic.</li>
+ * </ul>
+ * Why one class: Aparapi keeps device buffers per kernel instance, keyed by the Java array in each
+ * field, so two kernel classes cannot hand each other a device buffer. With one instance and a
+ * mode switch, every launch sees the same three buffers, and nothing crosses the bus between ops.
+ *
+ * <p>Offsets ({@link #src}, {@link #dst}, {@link #wOff}, {@link #bOff}) are in floats into the
+ * arenas; all tensors are row-major. Modes (one launch each):
+ * <ul>
+ *   <li>COPY_IN: act[dst + g] = io[g], g &lt; n;  COPY_OUT: io[g] = act[src + g], g &lt; n.</li>
+ *   <li>LINEAR: Y (m, n) = X (m, k) W^T + bias, X at act[src], Y at act[dst], W (n, k) at w[wOff]
+ *       (PyTorch's (out, in) layout), bias (n) at w[bOff] if hasB. 2-D range of TS x TS groups
+ *       (columns of Y, rows of Y), tiles of X and W in local memory as in {@link GemmKernel}.</li>
+ *   <li>LAYERNORM: rows of length d from act[src] to act[dst] (must not overlap), two-pass biased
+ *       variance as the CPU kernel; weight at w[wOff] if hasW, bias at w[bOff] if hasB. One item per row.</li>
+ *   <li>GELU: act[dst + g] = gelu(act[dst + g]) in place, exact erf form with the engine's
+ *       erf approximation (Abramowitz-Stegun 7.1.26, {@code kernels.Gelu}).</li>
+ *   <li>ADD: act[dst + g] += act[src + g] (the residual), g &lt; n.</li>
+ *   <li>ATTENTION: softmax(scale q k^T) v per (batch, head), reading q, k, v straight out of the
+ *       fused qkv Linear output at act[src], (B, T, 3 D) with D = heads * dh and columns
+ *       [q heads | k heads | v heads] (engine's MultiHeadAttention: reshape (B, T, 3H, Dh), chunk
+ *       3), and writing the heads merged back, (B, T, D) at act[dst]: no transpose op needed. One
+ *       item per (b*H + h, query i), two passes over the keys (max, then exp-weighted sum), no score
+ *       matrix; causal keeps keys j &lt;= i.</li>
+ * </ul>
+ *
+ * <p>Aparapi rules (README): primitive fields and arrays only, float literals only, flat
+ * {@code if (mode == X && g < n)} statements (nested else-if chains broke the decompiler
+ * elsewhere), no Float.NEGATIVE_INFINITY, compiled with -g. Fields are set by {@link ResidentStack}
+ * under its lock.
+ */
+final class ResidentKernel extends Kernel {
+    static final int COPY_IN = 0, COPY_OUT = 1, LINEAR = 2, LAYERNORM = 3, GELU = 4, ADD = 5, ATTENTION = 6;
+    /** Tile edge of LINEAR: 16 x 16 = 256 items per group, every OpenCL device's minimum. */
+    static final int TS = 16;
+    /** Stand-in for -infinity (javac inlines Float.NEGATIVE_INFINITY as a literal OpenCL C cannot parse). */
+    static final float NEG_BIG = -3.0e38f;
+
+    // Arena sizes are fixed at build: a new array in a field would make Aparapi allocate (and copy) a new device buffer.
+    float[] w = new float[1];   // (all weights), packed by ResidentStack
+    float[] act = new float[1]; // (all activations of one pass)
+    float[] io = new float[1];  // (B*T*max(Din, Dout)) staging
+
+    int mode, n, m, k, src, dst, wOff, bOff, hasW, hasB, rows, d, slices, heads, t, dh, causal;
+    float eps, scale;
+
+    @Local final float[] tileX = new float[TS * TS]; // [row][kk]
+    @Local final float[] tileW = new float[TS * TS]; // [kk][col]: transposed on load so the inner loop reads rows
+
+    @Override
+    public void run() {
+        int g = getGlobalId(0);
+        // LINEAR has barriers: every item of a group must reach them, so its bounds checks are inside.
+        if (mode == LINEAR) linear();
+        if (mode == COPY_IN && g < n) act[dst + g] = io[g];
+        if (mode == COPY_OUT && g < n) io[g] = act[src + g];
+        if (mode == ADD && g < n) act[dst + g] = act[dst + g] + act[src + g];
+        if (mode == GELU && g < n) act[dst + g] = gelu(act[dst + g]);
+        if (mode == LAYERNORM && g < rows) layerNormRow(g);
+        if (mode == ATTENTION && g < slices * t) attend(g);
+    }
+
+    private void linear() {
+        int col = getGlobalId(0), row = getGlobalId(1);
+        int lc = getLocalId(0), lr = getLocalId(1);
+        int colBase = col - lc; // first output column of this group
+        int wr = colBase + lr;  // the weight row (output feature) this item loads: W reads run along k, coalesced
+        float acc = 0f;
+        for (int t0 = 0; t0 < k; t0 += TS) {
+            int kk = t0 + lc;
+            float xv = 0f;
+            if (row < m && kk < k) xv = act[src + row * k + kk];
+            tileX[lr * TS + lc] = xv;
+            float wv = 0f;
+            if (wr < n && kk < k) wv = w[wOff + wr * k + kk];
+            tileW[lc * TS + lr] = wv; // tileW[kk][j] = W[colBase + j][t0 + kk]
+            localBarrier();
+            for (int p = 0; p < TS; p++) acc += tileX[lr * TS + p] * tileW[p * TS + lc];
+            localBarrier();
+        }
+        if (row < m && col < n) {
+            float y = acc;
+            if (hasB == 1) y = y + w[bOff + col];
+            act[dst + row * n + col] = y;
+        }
+    }
+
+    private void layerNormRow(int r) {
+        int xo = src + r * d, yo = dst + r * d;
+        float s = 0f;
+        for (int i = 0; i < d; i++) s += act[xo + i];
+        float mu = s / d;
+        float ss = 0f;
+        for (int i = 0; i < d; i++) {
+            float c = act[xo + i] - mu;
+            ss += c * c;
+        }
+        float rs = 1f / sqrt(ss / d + eps);
+        for (int i = 0; i < d; i++) {
+            float y = (act[xo + i] - mu) * rs;
+            if (hasW == 1) y = y * w[wOff + i];
+            if (hasB == 1) y = y + w[bOff + i];
+            act[yo + i] = y;
+        }
+    }
+
+    /** 0.5 x (1 + erf(x / sqrt 2)), erf as engine's kernels.Gelu.erf (A-S 7.1.26, |error| < 1.5e-7). */
+    private float gelu(float x) {
+        float u = x * 0.70710678f;
+        float a = abs(u);
+        float q = 1f / (1f + 0.3275911f * a);
+        float poly = ((((1.061405429f * q - 1.453152027f) * q + 1.421413741f) * q - 0.284496736f) * q + 0.254829592f) * q;
+        float e = 1f - poly * exp(-a * a);
+        if (u < 0f) e = -e;
+        return 0.5f * x * (1f + e);
+    }
+
+    private void attend(int g) {
+        int s = g / t, i = g - (g / t) * t;
+        int b = s / heads, h = s - (s / heads) * heads;
+        int dm = heads * dh, rs = 3 * dm;        // model width; qkv row stride
+        int qo = src + (b * t + i) * rs + h * dh; // q of (b, h, i)
+        int ko = src + b * t * rs + dm + h * dh;  // k of (b, h, key 0); key j at ko + j * rs
+        int vo = ko + dm;                         // v likewise
+        int oo = dst + (b * t + i) * dm + h * dh; // merged output (b, i, h*dh ...)
+        int lim = t;
+        if (causal == 1) lim = i + 1;
+        float mx = NEG_BIG; // lim >= 1 (no mask): every row sees a key, so no "seen any" flag is needed
+        for (int j = 0; j < lim; j++) {
+            float sc = 0f;
+            for (int c = 0; c < dh; c++) sc += act[qo + c] * act[ko + j * rs + c];
+            mx = max(mx, sc * scale);
+        }
+        for (int c = 0; c < dh; c++) act[oo + c] = 0f;
+        float sum = 0f;
+        for (int j = 0; j < lim; j++) {
+            float sc = 0f;
+            for (int c = 0; c < dh; c++) sc += act[qo + c] * act[ko + j * rs + c];
+            float p = exp(sc * scale - mx);
+            sum += p;
+            for (int c = 0; c < dh; c++) act[oo + c] += p * act[vo + j * rs + c];
+        }
+        float inv = 1f / sum;
+        for (int c = 0; c < dh; c++) act[oo + c] = act[oo + c] * inv;
+    }
+}
