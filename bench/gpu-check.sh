@@ -17,8 +17,8 @@
 # Environment: BIFLOW_DEVICE (default "opencl": the first GPU, else the first OpenCL device; or opencl:N),
 # BIFLOW_BENCH_SIZES (GEMM sizes, default 256,512,1024,2048), OUT (output folder; default bench/target),
 # BIFLOW_E2E_PATCHES (patch sizes of the end-to-end sampling benchmark, default 4), BIFLOW_GPU_BUNDLE (bundle
-# folder). Time limits: devices 60 s, conformance 150 s, kernel benchmark 120 s, end-to-end 60 s on the CPU and
-# 90 s on the device: 8 min at most.
+# folder). Time limits: devices 30 s, conformance 120 s, kernel benchmark 100 s, end-to-end 45 s on the CPU and
+# 75 s on the device: under 6.5 min in all (a session's device time is 15 min, the machine's start included).
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUNDLE=${BIFLOW_GPU_BUNDLE:-$ROOT/gpu-kernels/target/gpu-bundle}
@@ -98,17 +98,25 @@ run() {
   if ldconfig -p 2>/dev/null | grep -q 'libOpenCL\.so\.1 '; then found+=("system OpenCL ICD loader")
   elif [ -f "$BUNDLE/native/libOpenCL.so.1" ]; then export LD_LIBRARY_PATH="$BUNDLE/native${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; found+=("bundled OpenCL ICD loader (ocl-icd)")
   else missing+=("an OpenCL ICD loader libOpenCL.so.1 (apt-get install ocl-icd-libopencl1, or prepare the bundle where it is installed)"); fi
-  # --- ICD files: the machine's, else one pointing at the NVIDIA OpenCL library
-  if [ -n "${OCL_ICD_VENDORS:-}" ]; then found+=("OCL_ICD_VENDORS=$OCL_ICD_VENDORS (given)")
+  # --- ICD: the NVIDIA OpenCL library alone when it is there. The H200 machine also registers PoCL
+  # (OCL_ICD_FILENAMES=libpocl.so.2:libnvidia-opencl.so.1); loading PoCL's LLVM into the JVM next to the driver
+  # replaced the JVM's SIGSEGV handler and killed runs with a bare "Segmentation fault". The check is about the GPU.
+  local nv=""
+  case "${OCL_ICD_FILENAMES:-}" in *nvidia*) nv=$(echo "$OCL_ICD_FILENAMES" | tr ':' '\n' | grep nvidia | head -1) ;; esac
+  [ -z "$nv" ] && nv=$(ldconfig -p 2>/dev/null | awk '/libnvidia-opencl\.so\.1 .*x86-64/ {print $NF; exit}')
+  if [ -n "$nv" ]; then
+    local icd; icd=$(mktemp -d); echo "$nv" > "$icd/nvidia.icd"
+    [ -n "${OCL_ICD_FILENAMES:-}" ] && found+=("OCL_ICD_FILENAMES was $OCL_ICD_FILENAMES: narrowed to the NVIDIA library")
+    export OCL_ICD_FILENAMES=$nv OCL_ICD_VENDORS=$icd
+    found+=("NVIDIA OpenCL library $nv (the only ICD used)")
+  elif [ -n "${OCL_ICD_VENDORS:-}" ]; then found+=("OCL_ICD_VENDORS=$OCL_ICD_VENDORS (given)")
   elif ls /etc/OpenCL/vendors/*.icd >/dev/null 2>&1; then found+=("ICD files: $(cat /etc/OpenCL/vendors/*.icd | tr '\n' ' ')")
   else
-    local nv
-    nv=$(ldconfig -p 2>/dev/null | awk '/libnvidia-opencl\.so\.1 .*x86-64/ {print $NF; exit}')
-    [ -z "$nv" ] && nv=$(ls /usr/lib/x86_64-linux-gnu/libnvidia-opencl.so.1 /usr/lib64/libnvidia-opencl.so.1 /usr/local/nvidia/lib64/libnvidia-opencl.so.1 /usr/lib/nvidia*/libnvidia-opencl.so.1 2>/dev/null | head -1)
+    nv=$(ls /usr/lib/x86_64-linux-gnu/libnvidia-opencl.so.1 /usr/lib64/libnvidia-opencl.so.1 /usr/local/nvidia/lib64/libnvidia-opencl.so.1 /usr/lib/nvidia*/libnvidia-opencl.so.1 2>/dev/null | head -1)
     # containers mount the driver's libraries in varying places: look once more, then give up
     [ -z "$nv" ] && nv=$(find /usr /lib /lib64 /opt -name 'libnvidia-opencl.so*' 2>/dev/null | sort | head -1)
     if [ -n "$nv" ]; then
-      local icd; icd=$(mktemp -d); echo "$nv" > "$icd/nvidia.icd"; export OCL_ICD_VENDORS=$icd
+      local icd; icd=$(mktemp -d); echo "$nv" > "$icd/nvidia.icd"; export OCL_ICD_FILENAMES=$nv OCL_ICD_VENDORS=$icd
       found+=("NVIDIA OpenCL library $nv (ICD file written to $icd)")
     else missing+=("an OpenCL driver: no /etc/OpenCL/vendors/*.icd and no libnvidia-opencl.so.1 (the NVIDIA driver's OpenCL part, e.g. package libnvidia-compute-*/nvidia-opencl-icd; CUDA alone does not provide it)"); fi
   fi
@@ -121,23 +129,23 @@ run() {
     [ -f "$(dirname "$(dirname "$java")")/lib/libjsig.so" ] && export LD_PRELOAD="$(dirname "$(dirname "$java")")/lib/libjsig.so"
     local jv=(--add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED -XX:+UseParallelGC -Xmx8g -cp "$cp")
     say "== 1. devices"
-    timeout 60 "$java" "${jv[@]}" dev.biflow.gpu.Devices 2>&1 | grep -v '^WARNING: Aparapi is running on an untested' | tee -a "$LOG"
+    timeout 30 "$java" "${jv[@]}" dev.biflow.gpu.Devices 2>&1 | grep -v '^WARNING: Aparapi is running on an untested' | tee -a "$LOG"
     case ${PIPESTATUS[0]} in 0) status_devices="ok";; 2) status_devices="no OpenCL device";; 124) status_devices="timed out";; *) status_devices="failed";; esac
     say "== 2. conformance suite on $DEVICE (same checks as CPU, vs double references)"
-    timeout 150 "$java" "${jv[@]}" dev.biflow.gpu.ConformanceMain "$DEVICE" > "$OUTDIR/gpu-check-conformance.log" 2>&1
+    timeout 120 "$java" "${jv[@]}" dev.biflow.gpu.ConformanceMain "$DEVICE" > "$OUTDIR/gpu-check-conformance.log" 2>&1
     local rc=$?
     grep -E '^\[conformance\]|tests (successful|failed|skipped|aborted|found)|CONFORMANCE|=> ' "$OUTDIR/gpu-check-conformance.log" | head -40 | tee -a "$LOG"
-    case $rc in 0) status_conf="PASS";; 124) status_conf="timed out (150 s)";; *) status_conf="FAIL (see gpu-check-conformance.log)";; esac
+    case $rc in 0) status_conf="PASS";; 124) status_conf="timed out (120 s)";; *) status_conf="FAIL (see gpu-check-conformance.log)";; esac
     say "== 3. kernel benchmarks on $DEVICE"
-    timeout 120 "$java" "${jv[@]}" dev.biflow.gpu.GpuBench --device "$DEVICE" --sizes "$SIZES" --budget-s 90 --out "$OUTDIR/gpu-bench.md" > "$OUTDIR/gpu-bench.log" 2>&1
+    timeout 100 "$java" "${jv[@]}" dev.biflow.gpu.GpuBench --device "$DEVICE" --sizes "$SIZES" --budget-s 70 --out "$OUTDIR/gpu-bench.md" > "$OUTDIR/gpu-bench.log" 2>&1
     rc=$?
-    case $rc in 0) status_bench="ok";; 124) status_bench="timed out (120 s)";; *) status_bench="failed (see gpu-bench.log)"; tail -5 "$OUTDIR/gpu-bench.log" | tee -a "$LOG";; esac
+    case $rc in 0) status_bench="ok";; 124) status_bench="timed out (100 s)";; *) status_bench="failed (see gpu-bench.log)"; tail -5 "$OUTDIR/gpu-bench.log" | tee -a "$LOG";; esac
     say "== 4. end-to-end sampling: TARFlow exact inverse + CFG + denoising vs BiFlow 1-NFE (biflow bench), CPU then $DEVICE"
     local th; th=$(nproc)
     for dev in cpu "$DEVICE"; do
-      local lim=60; [ "$dev" = cpu ] || lim=90
+      local lim=45 reps=3; [ "$dev" = cpu ] || { lim=75; reps=2; }
       timeout $lim "$java" "${jv[@]}" dev.biflow.cli.Main bench --what exact-cfg,biflow --patches "$E2E_PATCHES" --threads-list "$th" \
-        --repeats 3 --device "$dev" > "$OUTDIR/gpu-e2e-$dev.log" 2>&1
+        --repeats $reps --device "$dev" > "$OUTDIR/gpu-e2e-$dev.log" 2>&1
       rc=$?
       case $rc in 0) ;; 124) status_e2e="$status_e2e $dev: timed out ($lim s);";; *) status_e2e="$status_e2e $dev: failed (see gpu-e2e-$dev.log);"; tail -5 "$OUTDIR/gpu-e2e-$dev.log" | tee -a "$LOG";; esac
       e2e_rows "$OUTDIR/gpu-e2e-$dev.log" | tee -a "$LOG"

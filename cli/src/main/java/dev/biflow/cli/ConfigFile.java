@@ -77,6 +77,18 @@ final class ConfigFile implements CommandLine.IDefaultValueProvider {
             return add(new Key(path, option, toOption, UnaryOperator.identity()));
         }
 
+        /**
+         * The train.* keys: {@link dev.biflow.flow.train.TrainConfig}'s fields and the flags that set
+         * them, one list for every command that trains with it, so their config.json files agree.
+         */
+        Schema trainConfig() {
+            return option("train.steps", "--steps").option("train.batchSize", "--batch").option("train.lr", "--lr")
+                    .option("train.warmupSteps", "--warmup").option("train.minLr", "--min-lr").option("train.weightDecay", "--weight-decay")
+                    .option("train.beta1", "--beta1").option("train.beta2", "--beta2").option("train.gradClip", "--grad-clip")
+                    .option("train.emaDecay", "--ema").option("train.sigma", "--sigma").option("train.labelDropout", "--label-dropout")
+                    .option("train.seed", "--seed").option("train.checkpointEvery", "--checkpoint-every").option("train.maxBadSteps", "--max-bad-steps");
+        }
+
         /** A key that is derived (from the data or another model): allowed in the file, checked by the command. */
         Schema derived(String path) { return add(new Key(path, null, ConfigFile::text, UnaryOperator.identity())); }
 
@@ -307,6 +319,20 @@ final class ConfigFile implements CommandLine.IDefaultValueProvider {
     /** The file installed on a command, or null. */
     static ConfigFile of(CommandSpec spec) {
         return spec.defaultValueProvider() instanceof ConfigFile f ? f : null;
+    }
+
+    /**
+     * The file installed on a train command (null without --config or --resume). When resuming, the
+     * run's own config.json must be the one installed, and the command line may change only the
+     * runTime options ({@link #checkResume}); both train commands start this way.
+     */
+    static ConfigFile forRun(CommandSpec spec, boolean resuming, Set<String> runTime, String command) {
+        ConfigFile file = of(spec);
+        if (resuming) {
+            if (file == null || !file.resumed) throw new IllegalStateException("--resume needs the run's settings; run through Main.execute");
+            file.checkResume(spec, runTime, command);
+        }
+        return file;
     }
 
     /**

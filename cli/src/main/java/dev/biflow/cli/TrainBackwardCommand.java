@@ -77,11 +77,7 @@ final class TrainBackwardCommand implements Callable<Integer>, ConfigFile.Config
                 .option("backward.recon_weight", "--recon-weight").option("backward.align_weight", "--align-weight")
                 .option("backward.adaptive_eps", "--adaptive-eps").option("backward.adaptive_p", "--adaptive-p")
                 .option("forward", "--forward")
-                .option("train.steps", "--steps").option("train.batchSize", "--batch").option("train.lr", "--lr")
-                .option("train.warmupSteps", "--warmup").option("train.minLr", "--min-lr").option("train.weightDecay", "--weight-decay")
-                .option("train.beta1", "--beta1").option("train.beta2", "--beta2").option("train.gradClip", "--grad-clip")
-                .option("train.emaDecay", "--ema").option("train.sigma", "--sigma").option("train.labelDropout", "--label-dropout")
-                .option("train.seed", "--seed").option("train.checkpointEvery", "--checkpoint-every").option("train.maxBadSteps", "--max-bad-steps")
+                .trainConfig()
                 .option("data", "--data")
                 .option("perceptual.distance", "--perceptual").option("perceptual.features", "--features")
                 .option("perceptual.weight", "--perceptual-weight");
@@ -161,11 +157,7 @@ final class TrainBackwardCommand implements Callable<Integer>, ConfigFile.Config
     @Override
     public Integer call() throws Exception {
         common.apply();
-        ConfigFile file = ConfigFile.of(spec);
-        if (resume != null) {
-            if (file == null || !file.resumed) throw new IllegalStateException("--resume needs the run's settings; run through Main.execute");
-            file.checkResume(spec, RUN_TIME, "train-backward");
-        }
+        ConfigFile file = ConfigFile.forRun(spec, resume != null, RUN_TIME, "train-backward");
         if (forward == null)
             throw new IllegalArgumentException("--forward is required: the frozen forward model F, e.g. --forward runs/fmnist-p4/model-ema.safetensors");
         TarFlow f = Checkpoints.loadTarFlow(forward);

@@ -64,11 +64,7 @@ final class TrainForwardCommand implements Callable<Integer>, ConfigFile.Configu
             .mapped("model.num_classes", "--unconditional", v -> Boolean.toString(v.asInt() == 0))
             .option("model.head_dim", "--head-dim").option("model.norm_control", "--norm-control", s -> NormControl.parse(s).name())
             .option("model.clip", "--clip")
-            .option("train.steps", "--steps").option("train.batchSize", "--batch").option("train.lr", "--lr")
-            .option("train.warmupSteps", "--warmup").option("train.minLr", "--min-lr").option("train.weightDecay", "--weight-decay")
-            .option("train.beta1", "--beta1").option("train.beta2", "--beta2").option("train.gradClip", "--grad-clip")
-            .option("train.emaDecay", "--ema").option("train.sigma", "--sigma").option("train.labelDropout", "--label-dropout")
-            .option("train.seed", "--seed").option("train.checkpointEvery", "--checkpoint-every").option("train.maxBadSteps", "--max-bad-steps")
+            .trainConfig()
             .option("data", "--data");
 
     @Override public ConfigFile.Schema configSchema() { return SCHEMA; }
@@ -112,11 +108,7 @@ final class TrainForwardCommand implements Callable<Integer>, ConfigFile.Configu
     @Override
     public Integer call() throws Exception {
         common.apply();
-        ConfigFile file = ConfigFile.of(spec);
-        if (resume != null) {
-            if (file == null || !file.resumed) throw new IllegalStateException("--resume needs the run's settings; run through Main.execute");
-            file.checkResume(spec, RUN_TIME, "train-forward");
-        }
+        ConfigFile file = ConfigFile.forRun(spec, resume != null, RUN_TIME, "train-forward");
         Path dir = resume != null ? resume : runs.resolve(name);
         ImageDataset train = ImageDataset.loadIdx(data, "train");
         if (file != null) {

@@ -32,7 +32,7 @@ class OpenClBackendTest {
         assertTrue(e.getMessage().contains("apt-get install ocl-icd-libopencl1 pocl-opencl-icd"), e.getMessage());
     }
 
-    /** With no ICD visible (OCL_ICD_VENDORS points at an empty folder) asking for OpenCL throws: no CPU fallback. */
+    /** With no ICD visible (OCL_ICD_VENDORS points at an empty folder, OCL_ICD_FILENAMES unset) asking for OpenCL throws: no CPU fallback. */
     @Test
     void noDeviceMeansAnErrorNotTheCpu() throws Exception {
         File empty = Files.createTempDirectory("no-icd").toFile();
@@ -40,6 +40,8 @@ class OpenClBackendTest {
                 "-cp", System.getProperty("java.class.path"), NoDeviceProbe.class.getName(), "opencl")
                 .redirectErrorStream(true);
         pb.environment().put("OCL_ICD_VENDORS", empty.getAbsolutePath());
+        // ocl-icd also loads every library named in OCL_ICD_FILENAMES (the H200 machine sets it): hide those too
+        pb.environment().remove("OCL_ICD_FILENAMES");
         Process p = pb.start();
         String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
         assertTrue(p.waitFor(120, TimeUnit.SECONDS));

@@ -6,15 +6,14 @@ import dev.biflow.engine.Grad;
 import dev.biflow.engine.Ops;
 import dev.biflow.engine.Rng;
 import dev.biflow.engine.Tensor;
-import dev.biflow.engine.io.Safetensors;
 import dev.biflow.engine.optim.AdamW;
 import dev.biflow.engine.optim.Ema;
-import dev.biflow.engine.optim.GradClip;
 import dev.biflow.engine.optim.LrSchedule;
 import dev.biflow.flow.data.ImageDataset;
 import dev.biflow.flow.features.ImageDistance;
+import dev.biflow.flow.train.GuardedStep;
 import dev.biflow.flow.train.TrainConfig;
-import dev.biflow.flow.train.TrainingDivergedException;
+import dev.biflow.flow.train.TrainingState;
 
 import java.io.IOException;
 import java.nio.file.Files;
@@ -382,7 +381,7 @@ public final class BackwardTrainer {
      */
     public void runUntil(long stop, Listener listener) throws IOException {
         stop = Math.min(stop, cfg.steps());
-        int bad = 0;
+        GuardedStep guard = new GuardedStep(params, opt, ema, cfg);
         model.train();
         while (step < stop) {
             long t0 = System.nanoTime();
@@ -394,26 +393,10 @@ public final class BackwardTrainer {
             opt.zeroGrad();
             Losses l = objective(x, y, rng);
             double lv = l.total().item();
-            boolean ok = Double.isFinite(lv);
-            double norm = Double.NaN;
-            if (ok) {
-                l.total().backward();
-                norm = GradClip.globalNorm(params);
-                ok = Double.isFinite(norm);
-            }
-            if (ok) {
-                if (cfg.gradClip() > 0) GradClip.clipGlobalNorm(params, cfg.gradClip());
-                opt.step();
-                if (ema != null) ema.update();
-                bad = 0;
-            } else {
-                bad++;
-            }
-            opt.zeroGrad();
+            GuardedStep.Outcome o = guard.apply(l.total(), lv, null);
             step++;
-            listener.onStep(new StepStats(step, lv, l.recon(), l.align(), lr, norm, !ok, bad, (System.nanoTime() - t0) / 1e9));
-            if (bad >= cfg.maxBadSteps()) throw new TrainingDivergedException(step, bad, lastGood);
-            if (ok && dir != null && cfg.checkpointEvery() > 0 && step % cfg.checkpointEvery() == 0) {
+            listener.onStep(new StepStats(step, lv, l.recon(), l.align(), lr, o.gradNorm(), !o.applied(), o.badInARow(), (System.nanoTime() - t0) / 1e9));
+            if (guard.checkpointDue(o, step, lastGood) && dir != null) {
                 checkpoint();
                 listener.onCheckpoint(step, dir.resolve(MODEL_FILE));
             }
@@ -428,19 +411,8 @@ public final class BackwardTrainer {
     public void checkpoint() throws IOException {
         if (dir == null) throw new IllegalStateException("this trainer was built without a checkpoint folder");
         Files.createDirectories(dir);
-        Map<String, Tensor> state = new LinkedHashMap<>();
-        for (var e : opt.state().entrySet()) state.put("opt." + e.getKey(), e.getValue());
-        if (ema != null) for (var e : ema.state().entrySet()) state.put("ema." + e.getKey(), e.getValue());
-        long[] rs = rng.state();
-        Map<String, String> meta = new LinkedHashMap<>();
-        meta.put("step", Long.toString(step));
-        meta.put("cursor", Integer.toString(cursor));
-        meta.put("rng", rs[0] + "," + rs[1] + "," + rs[2]);
-        float[] ord = new float[order.length];
-        for (int i = 0; i < ord.length; i++) ord[i] = order[i]; // exact below 2^24 examples
-        state.put("data_order", Tensor.of(ord, ord.length));
         // state first, model last: a model file never points at a newer state than exists
-        Safetensors.write(dir.resolve(STATE_FILE), state, meta);
+        TrainingState.capture(opt, ema, rng, step, cursor, order).write(dir.resolve(STATE_FILE));
         Map<String, String> extra = new LinkedHashMap<>();
         extra.put("step", Long.toString(step));
         extra.put(BackwardCheckpoints.SIGMA_KEY, Float.toString(cfg.sigma()));
@@ -471,23 +443,13 @@ public final class BackwardTrainer {
             throw new IllegalArgumentException("cannot resume: the checkpoint was trained against forward model " + saved.forwardConfig()
                     + ", this trainer has " + flow.describe());
         model.loadStateDict(saved.model().stateDict(), true);
-        Safetensors.Contents c = Safetensors.read(sf);
-        Map<String, Tensor> o = new LinkedHashMap<>(), e = new LinkedHashMap<>();
-        for (var en : c.tensors().entrySet()) {
-            if (en.getKey().startsWith("opt.")) o.put(en.getKey().substring(4), en.getValue());
-            else if (en.getKey().startsWith("ema.")) e.put(en.getKey().substring(4), en.getValue());
-        }
-        opt.loadState(o);
-        if (ema != null) ema.loadState(e);
-        String[] r = c.metadata().get("rng").split(",");
-        rng.setState(new long[]{Long.parseLong(r[0]), Long.parseLong(r[1]), Long.parseLong(r[2])});
-        step = Long.parseLong(c.metadata().get("step"));
-        cursor = Integer.parseInt(c.metadata().get("cursor"));
-        float[] ord = c.tensor("data_order").data();
-        if (ord.length != data.n())
-            throw new IllegalArgumentException("cannot resume: the checkpoint's data order covers " + ord.length + " examples, this dataset has " + data.n());
-        order = new int[ord.length];
-        for (int i = 0; i < ord.length; i++) order[i] = (int) ord[i];
+        TrainingState s = TrainingState.read(sf);
+        s.restore(opt, ema, rng);
+        step = s.step();
+        cursor = s.cursor();
+        if (s.order().length != data.n())
+            throw new IllegalArgumentException("cannot resume: the checkpoint's data order covers " + s.order().length + " examples, this dataset has " + data.n());
+        order = s.order();
         lastGood = mf;
     }
 

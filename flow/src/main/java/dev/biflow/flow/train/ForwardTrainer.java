@@ -4,10 +4,8 @@ package dev.biflow.flow.train;
 import dev.biflow.engine.Grad;
 import dev.biflow.engine.Rng;
 import dev.biflow.engine.Tensor;
-import dev.biflow.engine.io.Safetensors;
 import dev.biflow.engine.optim.AdamW;
 import dev.biflow.engine.optim.Ema;
-import dev.biflow.engine.optim.GradClip;
 import dev.biflow.engine.optim.LrSchedule;
 import dev.biflow.flow.data.ImageDataset;
 import dev.biflow.flow.model.Checkpoints;
@@ -16,7 +14,6 @@ import dev.biflow.flow.model.TarFlow;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 
@@ -99,7 +96,7 @@ public final class ForwardTrainer {
      */
     public void runUntil(long stop, Listener listener) throws IOException {
         stop = Math.min(stop, cfg.steps());
-        int bad = 0;
+        GuardedStep guard = new GuardedStep(params, opt, ema, cfg);
         while (step < stop) {
             long t0 = System.nanoTime();
             int[] idx = nextBatch();
@@ -115,29 +112,15 @@ public final class ForwardTrainer {
             TarFlow.Forward f = model.forward(x, y);
             Tensor loss = TarFlow.loss(f);
             double lv = loss.item();
-            boolean ok = Double.isFinite(lv);
-            double norm = Double.NaN;
-            if (ok) {
-                loss.backward();
-                norm = GradClip.globalNorm(params);
-                ok = Double.isFinite(norm);
-            }
-            if (ok) {
-                if (cfg.gradClip() > 0) GradClip.clipGlobalNorm(params, cfg.gradClip());
-                opt.step();
-                if (ema != null) ema.update();
+            // the running prior variance follows only applied steps
+            GuardedStep.Outcome o = guard.apply(loss, lv, () -> {
                 try (var ng = Grad.noGrad()) {
                     model.updatePrior(f.z());
                 }
-                bad = 0;
-            } else {
-                bad++;
-            }
-            opt.zeroGrad();
+            });
             step++;
-            listener.onStep(new StepStats(step, lv, lr, norm, !ok, bad, (System.nanoTime() - t0) / 1e9));
-            if (bad >= cfg.maxBadSteps()) throw new TrainingDivergedException(step, bad, lastGood);
-            if (ok && dir != null && cfg.checkpointEvery() > 0 && step % cfg.checkpointEvery() == 0) {
+            listener.onStep(new StepStats(step, lv, lr, o.gradNorm(), !o.applied(), o.badInARow(), (System.nanoTime() - t0) / 1e9));
+            if (guard.checkpointDue(o, step, lastGood) && dir != null) {
                 checkpoint();
                 listener.onCheckpoint(step, dir.resolve(MODEL_FILE));
             }
@@ -151,19 +134,8 @@ public final class ForwardTrainer {
     /** Writes the model (loadable by {@link Checkpoints}) and the training state, each atomically. */
     public void checkpoint() throws IOException {
         Files.createDirectories(dir);
-        Map<String, Tensor> state = new LinkedHashMap<>();
-        for (var e : opt.state().entrySet()) state.put("opt." + e.getKey(), e.getValue());
-        if (ema != null) for (var e : ema.state().entrySet()) state.put("ema." + e.getKey(), e.getValue());
-        long[] rs = rng.state();
-        Map<String, String> meta = new LinkedHashMap<>();
-        meta.put("step", Long.toString(step));
-        meta.put("cursor", Integer.toString(cursor));
-        meta.put("rng", rs[0] + "," + rs[1] + "," + rs[2]);
-        float[] ord = new float[order.length];
-        for (int i = 0; i < ord.length; i++) ord[i] = order[i]; // exact below 2^24 examples
-        state.put("data_order", Tensor.of(ord, ord.length));
         // state first, model last: a model file never points at a newer state than exists
-        Safetensors.write(dir.resolve(STATE_FILE), state, meta);
+        TrainingState.capture(opt, ema, rng, step, cursor, order).write(dir.resolve(STATE_FILE));
         if (ema != null) {
             ema.swap(); // the EMA weights into the model, saved, then swapped back
             try {
@@ -185,21 +157,11 @@ public final class ForwardTrainer {
         if (!saved.config.equals(model.config))
             throw new IllegalArgumentException("cannot resume: checkpoint config " + saved.config.toJson() + " differs from " + model.config.toJson());
         model.loadStateDict(saved.stateDict(), true);
-        Safetensors.Contents c = Safetensors.read(sf);
-        Map<String, Tensor> o = new LinkedHashMap<>(), e = new LinkedHashMap<>();
-        for (var en : c.tensors().entrySet()) {
-            if (en.getKey().startsWith("opt.")) o.put(en.getKey().substring(4), en.getValue());
-            else if (en.getKey().startsWith("ema.")) e.put(en.getKey().substring(4), en.getValue());
-        }
-        opt.loadState(o);
-        if (ema != null) ema.loadState(e);
-        String[] r = c.metadata().get("rng").split(",");
-        rng.setState(new long[]{Long.parseLong(r[0]), Long.parseLong(r[1]), Long.parseLong(r[2])});
-        step = Long.parseLong(c.metadata().get("step"));
-        cursor = Integer.parseInt(c.metadata().get("cursor"));
-        float[] ord = c.tensor("data_order").data();
-        order = new int[ord.length];
-        for (int i = 0; i < ord.length; i++) order[i] = (int) ord[i];
+        TrainingState s = TrainingState.read(sf);
+        s.restore(opt, ema, rng);
+        step = s.step();
+        cursor = s.cursor();
+        order = s.order();
         lastGood = mf;
     }
 }

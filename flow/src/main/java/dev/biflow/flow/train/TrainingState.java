@@ -1,0 +1,92 @@
+// The resumable training state beside a model file (optimizer, EMA, RNG, data position), one format for both trainers.
+package dev.biflow.flow.train;
+
+import dev.biflow.engine.Rng;
+import dev.biflow.engine.Tensor;
+import dev.biflow.engine.io.Safetensors;
+import dev.biflow.engine.optim.AdamW;
+import dev.biflow.engine.optim.Ema;
+
+import java.io.IOException;
+import java.nio.file.Path;
+import java.util.LinkedHashMap;
+import java.util.Map;
+
+/**
+ * What a run needs besides the model weights to continue exactly: the optimizer and EMA state,
+ * the RNG, the step, and the position in the shuffled data. {@link ForwardTrainer} and
+ * {@link dev.biflow.flow.backward.BackwardTrainer} both store it with {@link #write} and
+ * restore it with {@link #read}, so run folders of either kind share one file layout:
+ * <pre>
+ *   tensors   "opt." + AdamW.state() keys, then "ema." + Ema.state() keys (only with EMA),
+ *             then "data_order" (the permutation as float32: exact below 2^24 examples)
+ *   metadata  "step", "cursor", "rng" (the three longs of Rng.state(), comma-separated)
+ * </pre>
+ * The keys and their order are the format of existing run folders and must not change.
+ * Trainers write this file before their model file, so a model never points at a newer state
+ * than exists.
+ *
+ * <p>The arrays are held as given, not copied: {@link #capture} takes fresh copies from the
+ * optimizer, EMA and RNG, and a trainer replaces its data order rather than changing it in place.
+ *
+ * @param opt    optimizer state by AdamW's own names (no prefix)
+ * @param ema    EMA state by Ema's own names (no prefix); empty when the run has no EMA
+ * @param rng    {@link Rng#state()}
+ * @param step   optimizer steps taken
+ * @param cursor the next position in {@code order}
+ * @param order  the current permutation of the training examples
+ */
+public record TrainingState(Map<String, Tensor> opt, Map<String, Tensor> ema, long[] rng, long step, int cursor, int[] order) {
+    /** Tensor names: prefixes of the optimizer and EMA state, and the data order. */
+    public static final String OPT_PREFIX = "opt.", EMA_PREFIX = "ema.", ORDER_KEY = "data_order";
+    /** Metadata names. */
+    public static final String STEP_KEY = "step", CURSOR_KEY = "cursor", RNG_KEY = "rng";
+
+    /** The state of a run now; ema may be null (no EMA). */
+    public static TrainingState capture(AdamW opt, Ema ema, Rng rng, long step, int cursor, int[] order) {
+        return new TrainingState(opt.state(), ema != null ? ema.state() : Map.of(), rng.state(), step, cursor, order);
+    }
+
+    /** Writes the state file atomically (Safetensors.write). */
+    public void write(Path file) throws IOException {
+        Map<String, Tensor> tensors = new LinkedHashMap<>();
+        for (var e : opt.entrySet()) tensors.put(OPT_PREFIX + e.getKey(), e.getValue());
+        for (var e : ema.entrySet()) tensors.put(EMA_PREFIX + e.getKey(), e.getValue());
+        Map<String, String> meta = new LinkedHashMap<>();
+        meta.put(STEP_KEY, Long.toString(step));
+        meta.put(CURSOR_KEY, Integer.toString(cursor));
+        meta.put(RNG_KEY, rng[0] + "," + rng[1] + "," + rng[2]);
+        float[] ord = new float[order.length];
+        for (int i = 0; i < ord.length; i++) ord[i] = order[i]; // exact below 2^24 examples
+        tensors.put(ORDER_KEY, Tensor.of(ord, ord.length));
+        Safetensors.write(file, tensors, meta);
+    }
+
+    /** Reads a file written by {@link #write} (or by either trainer before this class existed: same layout). */
+    public static TrainingState read(Path file) throws IOException {
+        Safetensors.Contents c = Safetensors.read(file);
+        Map<String, Tensor> o = new LinkedHashMap<>(), e = new LinkedHashMap<>();
+        for (var en : c.tensors().entrySet()) {
+            if (en.getKey().startsWith(OPT_PREFIX)) o.put(en.getKey().substring(OPT_PREFIX.length()), en.getValue());
+            else if (en.getKey().startsWith(EMA_PREFIX)) e.put(en.getKey().substring(EMA_PREFIX.length()), en.getValue());
+        }
+        String[] r = c.metadata().get(RNG_KEY).split(",");
+        long[] rs = {Long.parseLong(r[0]), Long.parseLong(r[1]), Long.parseLong(r[2])};
+        long step = Long.parseLong(c.metadata().get(STEP_KEY));
+        int cursor = Integer.parseInt(c.metadata().get(CURSOR_KEY));
+        float[] ord = c.tensor(ORDER_KEY).data();
+        int[] order = new int[ord.length];
+        for (int i = 0; i < ord.length; i++) order[i] = (int) ord[i];
+        return new TrainingState(o, e, rs, step, cursor, order);
+    }
+
+    /**
+     * Loads the optimizer, the EMA (when the run has one: ema not null) and the RNG; step, cursor
+     * and order are the caller's to take, after any checks of its own.
+     */
+    public void restore(AdamW opt, Ema ema, Rng rng) {
+        opt.loadState(this.opt);
+        if (ema != null) ema.loadState(this.ema);
+        rng.setState(this.rng);
+    }
+}
