@@ -18,7 +18,8 @@ import com.aparapi.Kernel;
  * <p>Offsets ({@link #src}, {@link #dst}, {@link #wOff}, {@link #bOff}) are in floats into the
  * arenas; all tensors are row-major. Modes (one launch each):
  * <ul>
- *   <li>COPY_IN: act[dst + g] = io[g], g &lt; n;  COPY_OUT: io[g] = act[src + g], g &lt; n.</li>
+ *   <li>COPY_IN: act[dst + g] = io[src + g], g &lt; n;  COPY_OUT: io[dst + g] = act[src + g], g &lt; n
+ *       (src / dst index io for the io side, so one pass can copy several inputs in).</li>
  *   <li>LINEAR: Y (m, n) = X (m, k) W^T + bias, X at act[src], Y at act[dst], W (n, k) at w[wOff]
  *       (PyTorch's (out, in) layout), bias (n) at w[bOff] if hasB. 2-D range of TS x TS groups
  *       (columns of Y, rows of Y), tiles of X and W in local memory as in {@link GemmKernel}.</li>
@@ -27,6 +28,15 @@ import com.aparapi.Kernel;
  *   <li>GELU: act[dst + g] = gelu(act[dst + g]) in place, exact erf form with the engine's
  *       erf approximation (Abramowitz-Stegun 7.1.26, {@code kernels.Gelu}).</li>
  *   <li>ADD: act[dst + g] += act[src + g] (the residual), g &lt; n.</li>
+ *   <li>SILU: act[dst + g] = silu(act[dst + g]) in place, split by sign as the engine's sigmoid.</li>
+ *   <li>The per-sample modes, over samples of {@link #per} floats (rows of d), where sample b has
+ *       vectors of d floats at act[vOff + b vStride] and act[v2Off + b vStride] (adaLN's chunks
+ *       of a (B, 6D) Linear output: shift, scale, gate):
+ *       MODULATE: act[dst + g] = x + x * scale[b] + shift[b] with x = act[src + g] (DiT's
+ *       modulate; shift at vOff, scale at v2Off; in place allowed);
+ *       GATED_ADD: act[dst + g] += gate[b] * act[src + g] (gate at vOff);
+ *       ADD_TABLE: act[dst + g] += w[wOff + g mod per] (a (T, D) table added to every sample:
+ *       the position embedding).</li>
  *   <li>ATTENTION: softmax(scale q k^T) v per (batch, head), reading q, k, v straight out of the
  *       fused qkv Linear output at act[src], (B, T, 3 D) with D = heads * dh and columns
  *       [q heads | k heads | v heads] (engine's MultiHeadAttention: reshape (B, T, 3H, Dh), chunk
@@ -41,7 +51,8 @@ import com.aparapi.Kernel;
  * under its lock.
  */
 final class ResidentKernel extends Kernel {
-    static final int COPY_IN = 0, COPY_OUT = 1, LINEAR = 2, LAYERNORM = 3, GELU = 4, ADD = 5, ATTENTION = 6;
+    static final int COPY_IN = 0, COPY_OUT = 1, LINEAR = 2, LAYERNORM = 3, GELU = 4, ADD = 5, ATTENTION = 6,
+            SILU = 7, MODULATE = 8, GATED_ADD = 9, ADD_TABLE = 10;
     /** Tile edge of LINEAR: 16 x 16 = 256 items per group, every OpenCL device's minimum. */
     static final int TS = 16;
     /** Stand-in for -infinity (javac inlines Float.NEGATIVE_INFINITY as a literal OpenCL C cannot parse). */
@@ -53,6 +64,7 @@ final class ResidentKernel extends Kernel {
     float[] io = new float[1];  // (B*T*max(Din, Dout)) staging
 
     int mode, n, m, k, src, dst, wOff, bOff, hasW, hasB, rows, d, slices, heads, t, dh, causal;
+    int per, vOff, v2Off, vStride; // the per-sample modes: floats per sample, the two vectors' offsets, their stride per sample
     float eps, scale;
 
     @Local final float[] tileX = new float[TS * TS]; // [row][kk]
@@ -63,12 +75,40 @@ final class ResidentKernel extends Kernel {
         int g = getGlobalId(0);
         // LINEAR has barriers: every item of a group must reach them, so its bounds checks are inside.
         if (mode == LINEAR) linear();
-        if (mode == COPY_IN && g < n) act[dst + g] = io[g];
-        if (mode == COPY_OUT && g < n) io[g] = act[src + g];
+        if (mode == COPY_IN && g < n) act[dst + g] = io[src + g];
+        if (mode == COPY_OUT && g < n) io[dst + g] = act[src + g];
         if (mode == ADD && g < n) act[dst + g] = act[dst + g] + act[src + g];
         if (mode == GELU && g < n) act[dst + g] = gelu(act[dst + g]);
         if (mode == LAYERNORM && g < rows) layerNormRow(g);
         if (mode == ATTENTION && g < slices * t) attend(g);
+        if (mode == SILU && g < n) act[dst + g] = silu(act[dst + g]);
+        if (mode == MODULATE && g < n) modulate(g);
+        if (mode == GATED_ADD && g < n) gatedAdd(g);
+        if (mode == ADD_TABLE && g < n) act[dst + g] = act[dst + g] + w[wOff + g - (g / per) * per];
+    }
+
+    /** x * sigmoid(x), the sigmoid split by sign so exp never overflows (engine's Ops.sigmoid, in float). */
+    private float silu(float x) {
+        float y = 0f;
+        if (x >= 0f) y = x / (1f + exp(-x));
+        if (x < 0f) {
+            float e = exp(x);
+            y = x * e / (1f + e);
+        }
+        return y;
+    }
+
+    /** DiT's modulate(h, shift, scale) = h + h * scale + shift, in that order (BiFlowModel.modulate). */
+    private void modulate(int g) {
+        int b = g / per, col = g - (g / d) * d;
+        float x = act[src + g];
+        act[dst + g] = x + x * act[v2Off + b * vStride + col] + act[vOff + b * vStride + col];
+    }
+
+    /** h + gate * y (BiFlowModel.Layer's residual: Ops.add(x, Ops.mul(gate, y))). */
+    private void gatedAdd(int g) {
+        int b = g / per, col = g - (g / d) * d;
+        act[dst + g] = act[dst + g] + act[vOff + b * vStride + col] * act[src + g];
     }
 
     private void linear() {

@@ -33,6 +33,10 @@ import java.util.List;
  * without pre-norm). Every launch and copy is counted in {@link #transfers()} and also in the
  * backend's {@link OpenClBackend#transfers()}, the same way the backend counts its own.
  *
+ * <p>{@link #program} builds the same thing from ops placed by offset (for models that are not a
+ * plain stack, e.g. BiFlow's adaLN-conditioned G: MODULATE, GATED_ADD, ADD_TABLE, SILU); the copy
+ * counts are the same (1 put, 1 get per pass).
+ *
  * <p>Weights are a snapshot: changes made to the modules' parameters after build are not seen
  * until {@link #refreshWeights()} re-packs and re-uploads them (1 put).
  *
@@ -53,7 +57,8 @@ public final class ResidentStack implements AutoCloseable {
     private final OpenCLDevice device;
     private final ResidentKernel kern = new ResidentKernel();
     private final Transfers transfers = new Transfers();
-    private final int batch, tokens, dIn, dOut;
+    private final int[] inShape, outShape; // (B, T, Din) and (B, T, Dout) for a layer stack; a Program's declared io shapes
+    private final int inFloats, outFloats;
     private final List<Op> program;
     private final List<Tensor> params;   // the tensors packed into w, in order
     private final int[] paramOffsets;    // their offsets in w
@@ -62,17 +67,24 @@ public final class ResidentStack implements AutoCloseable {
     /** Starts a stack for passes of batch x tokens rows on the backend's device. */
     public static Builder builder(OpenClBackend backend, int batch, int tokens) { return new Builder(backend, batch, tokens); }
 
-    /** Launches of one {@link #run}: the program plus COPY_IN and COPY_OUT. */
+    /**
+     * Starts a free-form resident program: the caller reserves activation regions and packs
+     * weights, then adds ops by offset ({@link Program}). What {@link ResidentStack} runs for a
+     * model that is not a plain stack of layers (BiFlow's adaLN-conditioned G).
+     */
+    public static Program program(OpenClBackend backend) { return new Program(backend); }
+
+    /** Launches of one {@link #run}: the program, its copies in and out included. */
     public int launchesPerRun() { return program.size(); }
 
     /** Copies and launches of this stack (build and runs); the backend's counters include them too. */
     public Transfers transfers() { return transfers; }
 
-    /** (B, T, Din) of the input. */
-    public int[] inputShape() { return new int[]{batch, tokens, dIn}; }
+    /** (B, T, Din) of the input (a {@link Program}'s declared input shape). */
+    public int[] inputShape() { return inShape.clone(); }
 
-    /** (B, T, Dout) of the output. */
-    public int[] outputShape() { return new int[]{batch, tokens, dOut}; }
+    /** (B, T, Dout) of the output (a {@link Program}'s declared output shape). */
+    public int[] outputShape() { return outShape.clone(); }
 
     /** Floats in the weight arena (uploaded once) and in the activation arena (never copied). */
     public long weightFloats() { return kern.w.length; }
@@ -81,10 +93,11 @@ public final class ResidentStack implements AutoCloseable {
 
     /**
      * One forward pass: input (B, T, Din) row-major, B*T*Din floats; returns (B, T, Dout). One put
-     * (io), {@link #launchesPerRun()} launches, one get (io).
+     * (io), {@link #launchesPerRun()} launches, one get (io). A {@link Program}'s input is copied
+     * to io[0 ..) and its output read from io[0 ..), in its declared shapes.
      */
     public float[] run(float[] input) {
-        int nIn = batch * tokens * dIn;
+        int nIn = inFloats;
         if (input == null || input.length != nIn)
             throw new IllegalArgumentException("ResidentStack.run: input must be (B, T, Din) = " + Shape.str(inputShape()) + " = " + nIn
                     + " floats, got " + (input == null ? "null" : input.length + " floats"));
@@ -97,7 +110,7 @@ public final class ResidentStack implements AutoCloseable {
                 launch(op.range);
             }
             get(kern.io);
-            float[] out = new float[batch * tokens * dOut];
+            float[] out = new float[outFloats];
             System.arraycopy(kern.io, 0, out, 0, out.length);
             return out;
         }
@@ -105,7 +118,7 @@ public final class ResidentStack implements AutoCloseable {
 
     /** {@link #run} on a tensor of shape (B, T, Din); returns (B, T, Dout). */
     public Tensor forward(Tensor x) {
-        if (x.dim() != 3 || x.size(0) != batch || x.size(1) != tokens || x.size(2) != dIn)
+        if (!java.util.Arrays.equals(x.shape(), inShape))
             throw new IllegalArgumentException("ResidentStack: input must be (B, T, Din) = " + Shape.str(inputShape()) + ", got " + Shape.str(x.shape()));
         return Tensor.of(run(x.data()), outputShape());
     }
@@ -130,24 +143,25 @@ public final class ResidentStack implements AutoCloseable {
 
     // ================================================================ building
 
-    private ResidentStack(Builder b) {
-        this.backend = b.backend;
-        this.device = backend.device().device();
-        this.batch = b.batch;
-        this.tokens = b.tokens;
-        this.dIn = b.dIn;
-        this.dOut = b.width;
-        Plan plan = new Plan(b);
-        this.program = plan.program;
-        this.params = plan.params;
-        this.paramOffsets = plan.paramOffsets.stream().mapToInt(Integer::intValue).toArray();
+    /** The arenas' sizes and the launches, as a Plan or a Program laid them out. */
+    private ResidentStack(OpenClBackend backend, Emitter em, long actSize, int[] inShape, int[] outShape) {
+        this.backend = backend;
+        this.device = em.device;
+        this.inShape = inShape.clone();
+        this.outShape = outShape.clone();
+        this.inFloats = Shape.numel(inShape);
+        this.outFloats = Shape.numel(outShape);
+        this.program = em.program;
+        this.params = em.params;
+        this.paramOffsets = em.paramOffsets.stream().mapToInt(Integer::intValue).toArray();
+        long ioSize = Math.max(1, Math.max((long) inFloats, outFloats));
         long maxAlloc = backend.device().maxAllocBytes();
-        check("weights", plan.wSize, maxAlloc);
-        check("activations", plan.actSize, maxAlloc);
-        check("io", plan.ioSize, maxAlloc);
-        kern.w = new float[(int) Math.max(1, plan.wSize)];
-        kern.act = new float[(int) plan.actSize];
-        kern.io = new float[(int) plan.ioSize];
+        check("weights", em.wNext, maxAlloc);
+        check("activations", actSize, maxAlloc);
+        check("io", ioSize, maxAlloc);
+        kern.w = new float[(int) Math.max(1, em.wNext)];
+        kern.act = new float[(int) Math.max(1, actSize)];
+        kern.io = new float[(int) ioSize];
         kern.setExplicit(true);
         synchronized (backend) {
             try {
@@ -225,13 +239,14 @@ public final class ResidentStack implements AutoCloseable {
         /** Packs and uploads the weights (1 put), compiles the kernel and checks it runs on the device (1 empty launch). */
         public ResidentStack build() {
             if (layers.isEmpty()) throw new IllegalStateException("ResidentStack: no layers");
-            return new ResidentStack(this);
+            Plan plan = new Plan(this);
+            return new ResidentStack(backend, plan.e, plan.actSize, new int[]{batch, tokens, dIn}, new int[]{batch, tokens, width});
         }
     }
 
     /** One launch: the kernel's scalar fields and its range. */
     private static final class Op {
-        int mode, n, m, k, src, dst, wOff, bOff, hasW, hasB, rows, d, slices, heads, t, dh, causal;
+        int mode, n, m, k, src, dst, wOff, bOff, hasW, hasB, rows, d, slices, heads, t, dh, causal, per, vOff, v2Off, vStride;
         float eps, scale;
         Range range;
 
@@ -239,6 +254,7 @@ public final class ResidentStack implements AutoCloseable {
             r.mode = mode; r.n = n; r.m = m; r.k = k; r.src = src; r.dst = dst; r.wOff = wOff; r.bOff = bOff;
             r.hasW = hasW; r.hasB = hasB; r.rows = rows; r.d = d; r.slices = slices; r.heads = heads; r.t = t;
             r.dh = dh; r.causal = causal; r.eps = eps; r.scale = scale;
+            r.per = per; r.vOff = vOff; r.v2Off = v2Off; r.vStride = vStride;
         }
     }
 
@@ -249,16 +265,13 @@ public final class ResidentStack implements AutoCloseable {
      * merged), P (the block output before the residual add), F (MLP hidden). Blocks reuse the same
      * regions layer after layer, so the arena is a few multiples of one layer's activations.
      */
-    private final class Plan {
-        final List<Op> program = new ArrayList<>();
-        final List<Tensor> params = new ArrayList<>();
-        final List<Integer> paramOffsets = new ArrayList<>();
-        final long wSize, actSize, ioSize;
-        private long wNext;
-        private final int rows;
+    private static final class Plan {
+        final Emitter e;
+        final long actSize;
 
         Plan(Builder b) {
-            rows = b.batch * b.tokens;
+            e = new Emitter(b.backend.device().device());
+            int rows = b.batch * b.tokens;
             int maxStream = b.dIn, maxBlock = 0, maxQkv = 0, maxHidden = 0;
             for (Module m : b.layers) {
                 if (m instanceof Linear l) maxStream = Math.max(maxStream, l.out);
@@ -269,41 +282,56 @@ public final class ResidentStack implements AutoCloseable {
             long s0 = 0, s1 = s0 + r * maxStream, nn = s1 + r * maxStream, qkv = nn + r * maxBlock, o = qkv + r * maxQkv,
                     p = o + r * maxBlock, f = p + r * maxBlock, end = f + r * maxHidden;
             actSize = Math.max(1, end);
-            ioSize = r * Math.max(b.dIn, b.width);
-            if (end > Integer.MAX_VALUE - 8) { wSize = 0; return; } // the constructor reports the size
+            if (end > Integer.MAX_VALUE - 8) return; // the constructor reports the size
 
             int cur = (int) s0;
-            program.add(elementwise(ResidentKernel.COPY_IN, 0, cur, rows * b.dIn));
+            e.elementwise(ResidentKernel.COPY_IN, 0, cur, rows * b.dIn);
             for (Module m : b.layers) {
                 int other = cur == (int) s0 ? (int) s1 : (int) s0;
                 if (m instanceof Linear l) {
-                    program.add(linear(l, cur, other));
+                    e.linear(l, cur, other, rows);
                     cur = other;
                 } else if (m instanceof LayerNorm ln) {
-                    program.add(layerNorm(ln, cur, other));
+                    e.layerNorm(ln, cur, other, rows);
                     cur = other;
                 } else if (m instanceof MultiHeadAttention a) {
                     int x = cur;
-                    if (a.norm != null) { program.add(layerNorm(a.norm, cur, (int) nn)); x = (int) nn; }
-                    program.add(linear(a.qkv, x, (int) qkv));
-                    program.add(attention(a, (int) qkv, (int) o));
-                    program.add(linear(a.proj, (int) o, (int) p));
-                    program.add(elementwise(ResidentKernel.ADD, (int) p, cur, rows * a.dim));
+                    if (a.norm != null) { e.layerNorm(a.norm, cur, (int) nn, rows); x = (int) nn; }
+                    e.linear(a.qkv, x, (int) qkv, rows);
+                    e.attention((int) qkv, (int) o, b.batch, a.heads, b.tokens, a.headDim, a.causal, fusedScale(a.headDim));
+                    e.linear(a.proj, (int) o, (int) p, rows);
+                    e.elementwise(ResidentKernel.ADD, (int) p, cur, rows * a.dim);
                 } else if (m instanceof MLP mlp) {
                     int x = cur;
-                    if (mlp.norm != null) { program.add(layerNorm(mlp.norm, cur, (int) nn)); x = (int) nn; }
-                    program.add(linear(mlp.fc1(), x, (int) f));
-                    program.add(elementwise(ResidentKernel.GELU, 0, (int) f, rows * mlp.fc1().out));
-                    program.add(linear(mlp.fc2(), (int) f, (int) p));
-                    program.add(elementwise(ResidentKernel.ADD, (int) p, cur, rows * mlp.fc2().out));
+                    if (mlp.norm != null) { e.layerNorm(mlp.norm, cur, (int) nn, rows); x = (int) nn; }
+                    e.linear(mlp.fc1(), x, (int) f, rows);
+                    e.elementwise(ResidentKernel.GELU, 0, (int) f, rows * mlp.fc1().out);
+                    e.linear(mlp.fc2(), (int) f, (int) p, rows);
+                    e.elementwise(ResidentKernel.ADD, (int) p, cur, rows * mlp.fc2().out);
                 }
             }
-            program.add(elementwise(ResidentKernel.COPY_OUT, cur, 0, rows * b.width));
-            wSize = wNext;
+            e.elementwise(ResidentKernel.COPY_OUT, cur, 0, rows * b.width);
         }
+    }
+
+    /** MultiHeadAttention's FUSED scale, headDim^-1/2 computed as it does; SPLIT_QK is the same maths up to float rounding. */
+    static float fusedScale(int headDim) {
+        double s = Math.pow(headDim, -0.25);
+        return (float) (s * s);
+    }
+
+    /** Turns ops into launches (kernel fields + range) and packs parameters into the weight arena; shared by Plan and Program. */
+    private static final class Emitter {
+        final OpenCLDevice device;
+        final List<Op> program = new ArrayList<>();
+        final List<Tensor> params = new ArrayList<>();
+        final List<Integer> paramOffsets = new ArrayList<>();
+        long wNext;
+
+        Emitter(OpenCLDevice device) { this.device = device; }
 
         /** Reserves room for a parameter in w; returns its offset. */
-        private int param(Tensor t) {
+        int param(Tensor t) {
             if (wNext + t.numel() > Integer.MAX_VALUE - 8) throw new IllegalArgumentException("ResidentStack: weights do not fit one array");
             int off = (int) wNext;
             params.add(t);
@@ -312,44 +340,266 @@ public final class ResidentStack implements AutoCloseable {
             return off;
         }
 
-        private Op elementwise(int mode, int src, int dst, int n) {
+        Op elementwise(int mode, int src, int dst, int n) {
             Op op = new Op();
             op.mode = mode; op.src = src; op.dst = dst; op.n = n;
             op.range = device.createRange(roundUp(Math.max(1, n), WG), WG);
+            program.add(op);
             return op;
         }
 
-        private Op linear(Linear l, int src, int dst) {
+        void linear(Linear l, int src, int dst, int rows) {
+            int w = param(l.weight), bias = l.bias == null ? -1 : param(l.bias);
+            linear(w, bias, l.in, l.out, src, dst, rows);
+        }
+
+        /** Y (rows, out) at act[dst] = X (rows, in) at act[src] W^T + b; W (out, in) at w[wOff], b at w[bOff] unless bOff < 0. */
+        void linear(int wOff, int bOff, int in, int out, int src, int dst, int rows) {
             Op op = new Op();
-            op.mode = ResidentKernel.LINEAR; op.src = src; op.dst = dst; op.m = rows; op.k = l.in; op.n = l.out;
-            op.wOff = param(l.weight);
-            op.hasB = l.bias == null ? 0 : 1;
-            if (l.bias != null) op.bOff = param(l.bias);
+            op.mode = ResidentKernel.LINEAR; op.src = src; op.dst = dst; op.m = rows; op.k = in; op.n = out;
+            op.wOff = wOff;
+            op.hasB = bOff < 0 ? 0 : 1;
+            op.bOff = Math.max(0, bOff);
             int ts = ResidentKernel.TS;
-            op.range = device.createRange2D(roundUp(l.out, ts), roundUp(rows, ts), ts, ts);
-            return op;
+            op.range = device.createRange2D(roundUp(out, ts), roundUp(rows, ts), ts, ts);
+            program.add(op);
         }
 
-        private Op layerNorm(LayerNorm ln, int src, int dst) {
-            Op op = new Op();
-            op.mode = ResidentKernel.LAYERNORM; op.src = src; op.dst = dst; op.rows = rows; op.d = ln.dim; op.eps = ln.eps;
+        void layerNorm(LayerNorm ln, int src, int dst, int rows) {
+            Op op = layerNorm(ln.eps, src, dst, rows, ln.dim);
             op.hasW = ln.weight == null ? 0 : 1;
             op.hasB = ln.bias == null ? 0 : 1;
             if (ln.weight != null) op.wOff = param(ln.weight);
             if (ln.bias != null) op.bOff = param(ln.bias);
+        }
+
+        /** LayerNorm without affine parameters over rows of d. */
+        Op layerNorm(float eps, int src, int dst, int rows, int d) {
+            Op op = new Op();
+            op.mode = ResidentKernel.LAYERNORM; op.src = src; op.dst = dst; op.rows = rows; op.d = d; op.eps = eps;
             op.range = device.createRange(roundUp(rows, WG), WG);
+            program.add(op);
             return op;
         }
 
-        private Op attention(MultiHeadAttention a, int src, int dst) {
+        void attention(int src, int dst, int batch, int heads, int tokens, int headDim, boolean causal, float scale) {
             Op op = new Op();
             op.mode = ResidentKernel.ATTENTION; op.src = src; op.dst = dst;
-            op.slices = batch * a.heads; op.heads = a.heads; op.t = tokens; op.dh = a.headDim;
-            op.causal = a.causal ? 1 : 0;
-            double s = Math.pow(a.headDim, -0.25);
-            op.scale = (float) (s * s); // MultiHeadAttention's FUSED scale; SPLIT_QK is the same maths up to float rounding
+            op.slices = batch * heads; op.heads = heads; op.t = tokens; op.dh = headDim;
+            op.causal = causal ? 1 : 0;
+            op.scale = scale;
             op.range = device.createRange(roundUp(op.slices * op.t, WG), WG);
-            return op;
+            program.add(op);
+        }
+
+        /** A per-sample mode (MODULATE, GATED_ADD) over samples x per floats in rows of d. */
+        void perSample(int mode, int src, int dst, int v, int v2, int stride, int samples, int per, int d) {
+            Op op = elementwise(mode, src, dst, samples * per);
+            op.vOff = v; op.v2Off = v2; op.vStride = stride; op.per = per; op.d = d;
+        }
+    }
+
+    /**
+     * A free-form resident program over the same kernel and arenas: reserve activation regions
+     * ({@link #act}), pack weights ({@link #weight}, {@link #weights}), declare the io shapes, then
+     * add ops; every offset is in floats into the arena named by the method. {@link ResidentStack#run}
+     * then does 1 put (the input at io[0 ..)), one launch per op, 1 get (the output at io[0 ..)):
+     * copy every input in before copying any output out (they share io). Ops are checked against
+     * the regions reserved so far, so a wrong offset fails here, not as a wrong number on the device.
+     * Weights are snapshots as in a layer stack ({@link ResidentStack#refreshWeights()}).
+     */
+    public static final class Program {
+        private final OpenClBackend backend;
+        private final Emitter e;
+        private long actNext;
+        private int[] inShape, outShape;
+
+        private Program(OpenClBackend backend) {
+            if (backend == null) throw new IllegalArgumentException("ResidentStack: backend is null");
+            this.backend = backend;
+            this.e = new Emitter(backend.device().device());
+        }
+
+        /** Reserves an activation region of n floats (written and read only by the kernel); returns its offset in act. */
+        public int act(long n) {
+            if (n < 0 || actNext + n > Integer.MAX_VALUE - 8)
+                throw new IllegalArgumentException("ResidentStack.Program: activations of " + (actNext + n) + " floats do not fit one array: use a smaller batch");
+            int off = (int) actNext;
+            actNext += n;
+            return off;
+        }
+
+        /** Packs a parameter into the weight arena (uploaded at build, re-read by refreshWeights); returns its offset in w. */
+        public int weight(Tensor t) { return e.param(t); }
+
+        /** Packs parameters back to back (e.g. several Linears' weights that one LINEAR launch reads as one stacked matrix); returns the first one's offset. */
+        public int weights(List<Tensor> ts) {
+            if (ts.isEmpty()) throw new IllegalArgumentException("ResidentStack.Program: no tensors to pack");
+            int first = e.param(ts.get(0));
+            for (int i = 1; i < ts.size(); i++) e.param(ts.get(i));
+            return first;
+        }
+
+        /** The shape of run's input (row-major at io[0 ..)). */
+        public Program input(int... shape) { inShape = shape.clone(); return this; }
+
+        /** The shape of run's output (row-major at io[0 ..)). */
+        public Program output(int... shape) { outShape = shape.clone(); return this; }
+
+        /** act[dst ..+n) = io[ioOff ..+n). */
+        public Program copyIn(int ioOff, int dst, int n) {
+            io(ioOff, n, inShape, "input");
+            act(dst, n);
+            e.elementwise(ResidentKernel.COPY_IN, ioOff, dst, n);
+            return this;
+        }
+
+        /** io[ioOff ..+n) = act[src ..+n). */
+        public Program copyOut(int src, int ioOff, int n) {
+            act(src, n);
+            io(ioOff, n, outShape, "output");
+            e.elementwise(ResidentKernel.COPY_OUT, src, ioOff, n);
+            return this;
+        }
+
+        /** Y (rows, out) at act[dst] = linear(X (rows, in) at act[src]), the module's weight and bias packed here. */
+        public Program linear(Linear l, int src, int dst, int rows) {
+            act(src, (long) rows * l.in);
+            act(dst, (long) rows * l.out);
+            e.linear(l, src, dst, rows);
+            return this;
+        }
+
+        /** Y (rows, out) = X (rows, in) W^T + b with W (out, in) at w[wOff] and b (out) at w[bOff] (bOff < 0: no bias), both packed already. */
+        public Program linear(int wOff, int bOff, int in, int out, int src, int dst, int rows) {
+            if (wOff < 0 || wOff + (long) out * in > e.wNext || (bOff >= 0 && bOff + (long) out > e.wNext))
+                throw new IllegalArgumentException("ResidentStack.Program: a (" + out + ", " + in + ") Linear at w[" + wOff + "] (bias at " + bOff
+                        + ") runs past the " + e.wNext + " packed weight floats");
+            act(src, (long) rows * in);
+            act(dst, (long) rows * out);
+            e.linear(wOff, bOff, in, out, src, dst, rows);
+            return this;
+        }
+
+        /** LayerNorm without weight or bias over rows of d, act[src] -> act[dst] (must not overlap). */
+        public Program layerNorm(float eps, int src, int dst, int rows, int d) {
+            checkNorm(src, dst, rows, d);
+            e.layerNorm(eps, src, dst, rows, d);
+            return this;
+        }
+
+        /** The module (weight and bias if it has them) over rows, act[src] -> act[dst] (must not overlap). */
+        public Program layerNorm(LayerNorm ln, int src, int dst, int rows) {
+            checkNorm(src, dst, rows, ln.dim);
+            e.layerNorm(ln, src, dst, rows);
+            return this;
+        }
+
+        /** LAYERNORM reads its row twice after writing nothing, then writes it: in and out must be disjoint (or other rows would be read half-normalised). */
+        private void checkNorm(int src, int dst, int rows, int d) {
+            long n = (long) rows * d;
+            act(src, n);
+            act(dst, n);
+            if (src < dst + n && dst < src + n)
+                throw new IllegalArgumentException("ResidentStack.Program: LayerNorm's input act[" + src + "] and output act[" + dst + "] overlap");
+        }
+
+        /**
+         * DiT's modulate: for each of samples x (per floats in rows of d), y = x + x * scale[b] +
+         * shift[b], x at act[src], y at act[dst] (may be src), shift[b] (d) at act[shift + b stride],
+         * scale[b] at act[scale + b stride].
+         */
+        public Program modulate(int src, int dst, int shift, int scale, int stride, int samples, int per, int d) {
+            perSample(src, dst, shift, scale, stride, samples, per, d);
+            e.perSample(ResidentKernel.MODULATE, src, dst, shift, scale, stride, samples, per, d);
+            return this;
+        }
+
+        /** h += gate[b] * y per sample: y at act[src], h at act[dst], gate[b] (d) at act[gate + b stride]. */
+        public Program gatedAdd(int src, int dst, int gate, int stride, int samples, int per, int d) {
+            perSample(src, dst, gate, gate, stride, samples, per, d);
+            e.perSample(ResidentKernel.GATED_ADD, src, dst, gate, gate, stride, samples, per, d);
+            return this;
+        }
+
+        /** act[dst + s per + i] += w[table + i] for every sample s and i &lt; per: a (T, D) table (already packed) added to each sample. */
+        public Program addTable(int table, int dst, int samples, int per) {
+            if (per < 1 || table < 0 || table + (long) per > e.wNext)
+                throw new IllegalArgumentException("ResidentStack.Program: a table of " + per + " floats at w[" + table + "] runs past the packed weights");
+            act(dst, (long) samples * per);
+            Op op = e.elementwise(ResidentKernel.ADD_TABLE, 0, dst, samples * per);
+            op.wOff = table; op.per = per;
+            return this;
+        }
+
+        /** act[dst ..+n) += act[src ..+n). */
+        public Program add(int src, int dst, int n) {
+            act(src, n);
+            act(dst, n);
+            e.elementwise(ResidentKernel.ADD, src, dst, n);
+            return this;
+        }
+
+        /** Exact GELU in place on act[dst ..+n). */
+        public Program gelu(int dst, int n) {
+            act(dst, n);
+            e.elementwise(ResidentKernel.GELU, 0, dst, n);
+            return this;
+        }
+
+        /** SiLU in place on act[dst ..+n). */
+        public Program silu(int dst, int n) {
+            act(dst, n);
+            e.elementwise(ResidentKernel.SILU, 0, dst, n);
+            return this;
+        }
+
+        /**
+         * softmax(scale q k^T) v per (sample, head), no mask: q, k, v read from the fused qkv
+         * output (batch, tokens, 3 heads headDim) at act[qkv] in MultiHeadAttention's column
+         * layout, heads merged into (batch, tokens, heads headDim) at act[dst].
+         */
+        public Program attention(int qkv, int dst, int batch, int heads, int tokens, int headDim, boolean causal, float scale) {
+            long rows = (long) batch * tokens, dm = (long) heads * headDim;
+            act(qkv, rows * 3 * dm);
+            act(dst, rows * dm);
+            e.attention(qkv, dst, batch, heads, tokens, headDim, causal, scale);
+            return this;
+        }
+
+        /** The attention of a module (its FUSED scale, its causality; its pre-norm, qkv and proj are the caller's ops). */
+        public Program attention(MultiHeadAttention a, int qkv, int dst, int batch, int tokens) {
+            return attention(qkv, dst, batch, a.heads, tokens, a.headDim, a.causal, fusedScale(a.headDim));
+        }
+
+        /** Sizes the arenas, compiles the kernel, uploads the weights (1 put) and checks it runs on the device (1 empty launch). */
+        public ResidentStack build() {
+            if (inShape == null || outShape == null) throw new IllegalStateException("ResidentStack.Program: declare input(...) and output(...) shapes");
+            if (e.program.isEmpty()) throw new IllegalStateException("ResidentStack.Program: no ops");
+            return new ResidentStack(backend, e, actNext, inShape, outShape);
+        }
+
+        private void act(int off, long n) {
+            if (off < 0 || n < 0 || off + n > actNext)
+                throw new IllegalArgumentException("ResidentStack.Program: act[" + off + " .. " + (off + n) + ") is outside the " + actNext
+                        + " activation floats reserved so far");
+        }
+
+        private void io(int off, long n, int[] shape, String what) {
+            if (shape == null) throw new IllegalStateException("ResidentStack.Program: declare the " + what + " shape before copying it");
+            long size = Shape.numel(shape);
+            if (off < 0 || off + n > size)
+                throw new IllegalArgumentException("ResidentStack.Program: io[" + off + " .. " + (off + n) + ") is outside the " + what + " "
+                        + Shape.str(shape) + " (" + size + " floats)");
+        }
+
+        private void perSample(int src, int dst, int v, int v2, int stride, int samples, int per, int d) {
+            if (d < 1 || per % d != 0 || samples < 1 || stride < 0)
+                throw new IllegalArgumentException("ResidentStack.Program: per-sample op needs per (" + per + ") a multiple of d (" + d + ") and samples >= 1");
+            act(src, (long) samples * per);
+            act(dst, (long) samples * per);
+            act(v, (long) (samples - 1) * stride + d);
+            act(v2, (long) (samples - 1) * stride + d);
         }
     }
 
