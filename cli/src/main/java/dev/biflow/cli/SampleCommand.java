@@ -46,7 +46,10 @@ final class SampleCommand implements Callable<Integer> {
         int n = perRow * rows;
         int[] y = Common.labels("all", n, cfg.numClasses());
         Tensor eps = Tensor.randn(new Rng(seed), n, cfg.tokens(), cfg.tokenDim());
-        Tensor xb = dev.biflow.flow.backward.BiFlowSampler.of(ff, g, sigma).sample(eps, y, w);
+        Tensor xb;
+        try (Common.DeviceSampler ds = Common.biflowSampler(ff, g, sigma, n, w)) {
+            xb = ds.sampler().sample(eps, y, w);
+        }
         Tensor xe = dev.biflow.flow.backward.BiFlowSampler.exactInverse(ff, dev.biflow.flow.backward.BackwardConfig.Denoise.SCORE, sigma).sample(eps, y, w);
         // interleave rows: biflow row r, exact row r, ...
         int d = cfg.dims();

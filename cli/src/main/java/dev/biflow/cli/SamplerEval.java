@@ -138,10 +138,12 @@ final class SamplerEval {
         rows.add(timeAndGrade(exactName, exactNfe, exact, eps, y, s, metrics, ref, firstRows));
         names.add(exactName);
         if (g != null) {
-            BiFlowSampler one = BiFlowSampler.of(ff, g.model(), sigma);
-            String name = String.format(Locale.ROOT, "biflow 1-NFE, w=%s", fmt(s.w()));
-            rows.add(timeAndGrade(name, one.evaluationsPerSample(s.w()), one, eps, y, s, metrics, ref, firstRows));
-            names.add(name);
+            try (Common.DeviceSampler ds = Common.biflowSampler(ff, g.model(), sigma, s.batch(), s.w())) {
+                BiFlowSampler one = ds.sampler();
+                String name = String.format(Locale.ROOT, "biflow 1-NFE, w=%s", fmt(s.w()));
+                rows.add(timeAndGrade(name, one.evaluationsPerSample(s.w()), one, eps, y, s, metrics, ref, firstRows));
+                names.add(name);
+            }
         }
         double recon = Double.NaN;
         int reconN = 0;

@@ -21,8 +21,14 @@ public final class BiFlowSampler {
     public final BiFlowModel model;
     public final BackwardConfig.Denoise denoise;
     public final float sigma;
+    /** Null: G runs op by op on the active backend; else G's pass is this resident device program. */
+    private final ResidentBiFlow resident;
 
     private BiFlowSampler(FrozenFlow flow, BiFlowModel model, BackwardConfig.Denoise denoise, float sigma) {
+        this(flow, model, denoise, sigma, null);
+    }
+
+    private BiFlowSampler(FrozenFlow flow, BiFlowModel model, BackwardConfig.Denoise denoise, float sigma, ResidentBiFlow resident) {
         if (denoise == BackwardConfig.Denoise.SCORE && !(sigma > 0))
             throw new IllegalArgumentException("score denoising needs the training noise sigma > 0, got " + sigma);
         if (model == null && denoise == BackwardConfig.Denoise.LEARNED)
@@ -31,6 +37,18 @@ public final class BiFlowSampler {
         this.model = model;
         this.denoise = denoise;
         this.sigma = sigma;
+        this.resident = resident;
+    }
+
+    /**
+     * The same sampler with G's pass run by a resident device program built from this sampler's G
+     * (batches up to its batch size; denoising and everything after G are unchanged). The caller
+     * owns and closes the program.
+     */
+    public BiFlowSampler withResident(ResidentBiFlow r) {
+        if (model == null) throw new IllegalStateException("the exact inverse has no backward model G to run on a device");
+        if (r.model() != model) throw new IllegalArgumentException("the resident program was built from another G than this sampler's");
+        return new BiFlowSampler(flow, model, denoise, sigma, r);
     }
 
     /** A sampler over G (denoising as G was trained); sigma is the training noise (used by SCORE; may be NaN otherwise). */
@@ -52,7 +70,7 @@ public final class BiFlowSampler {
             if (!(w >= 0) || Float.isInfinite(w)) throw new IllegalArgumentException("guidance scale w must be finite and >= 0, got " + w);
             x = flow.exactInverse(eps, y, w);
         } else {
-            x = model.sample(eps, y, w);
+            x = resident != null ? resident.sample(eps, y, w) : model.sample(eps, y, w);
         }
         return finish(x, y);
     }

@@ -182,6 +182,9 @@ public final class ResidentBiFlow implements AutoCloseable {
     /** The largest batch one call takes. */
     public int batch() { return batch; }
 
+    /** The G this program was built from (its weights as of the build or the last {@link #refreshWeights}). */
+    public BiFlowModel model() { return g; }
+
     /** Re-uploads G's current parameters (1 put), e.g. after loading a checkpoint into the same model. */
     public void refreshWeights() { stack.refreshWeights(); }
 

@@ -82,6 +82,24 @@ class ResidentBiFlowTest {
         return maxErr;
     }
 
+    /** BiFlowSampler.withResident: the sampler's output (G's pass, then the sampler's own finishing) matches op by op on the CPU. */
+    @Test
+    void samplerWithAResidentGMatchesTheCpuSampler() {
+        BackwardConfig c = config();
+        BiFlowModel g = model(c, 23);
+        TarFlowConfig fc = new TarFlowConfig(1, 14, 2, 32, 2, 1, 3, 16, NormControl.SOFT, 3f);
+        FrozenFlow ff = FrozenFlow.of(new dev.biflow.flow.model.TarFlow(fc, new Rng(5)));
+        BiFlowSampler cpu = BiFlowSampler.of(ff, g, 0.1f);
+        Tensor eps = Tensor.randn(new Rng(9), 2, c.tokens(), c.tokenDim());
+        int[] y = {1, -1};
+        try (ResidentBiFlow r = ResidentBiFlow.of(g, cl, 4)) {
+            compare("BiFlowSampler.withResident, w = 1", cpu.sample(eps, y, 1f), cpu.withResident(r).sample(eps, y, 1f));
+            BiFlowModel other = model(c, 24);
+            assertThrows(IllegalArgumentException.class, () -> BiFlowSampler.of(ff, other, 0.1f).withResident(r), "a program built from another G");
+            assertThrows(IllegalStateException.class, () -> BiFlowSampler.exactInverse(ff, BackwardConfig.Denoise.NONE, 0.1f).withResident(r));
+        }
+    }
+
     @Test
     void trainingTimeCfgSampleMatchesCpuInOnePutAndOneGet() {
         BackwardConfig c = config();
