@@ -71,7 +71,7 @@ public final class ResidentBiFlow implements AutoCloseable {
         for (BiFlowModel.Layer l : layers) checkLayer(l);
         boolean tt = g.wEmbed != null;
         if (tt) checkWEmbed(g.wEmbed, d);
-        int hidden = 1; // F holds the widest MLP hidden (4 D in BiFlowModel)
+        int hidden = 1; // act[f] below holds the widest MLP hidden layer (4 D in BiFlowModel)
         for (BiFlowModel.Layer l : layers) hidden = Math.max(hidden, l.mlp.fc1().out);
         int a = 6 * d * layers.size() + 2 * d;    // ADA's columns: [layer 0: shift1 scale1 gate1 shift2 scale2 gate2 | layer 1 ... | final: shift scale]
         this.inFloats = rows * td + batch * (d + 2);
