@@ -43,6 +43,12 @@ import com.aparapi.Kernel;
  *       3), and writing the heads merged back, (B, T, D) at act[dst]: no transpose op needed. One
  *       item per (b*H + h, query i), two passes over the keys (max, then exp-weighted sum), no score
  *       matrix; causal keeps keys j &lt;= i.</li>
+ *   <li>LINEAR's epilogue (TarFlow's decode): Y rows at stride ldy (ldy = n normally; the qkv of one
+ *       step written straight into row i of a KV cache), GELU when gel, Y += when accum (the residual).</li>
+ *   <li>The exact-inverse decode modes (TarFlow.MetaBlock.reverse): GATHER_TOKEN (one token of every
+ *       sample into a step's input rows, the flip being the token index), DECODE (attention of query
+ *       qi over cached keys 0..qi, one item per (sample, head)), COUPLE_STEP (bound, CFG combine,
+ *       x = z exp(a) + b of one token); see each method.</li>
  * </ul>
  *
  * <p>Aparapi rules (README): primitive fields and arrays only, float literals only, flat
@@ -52,7 +58,9 @@ import com.aparapi.Kernel;
  */
 final class ResidentKernel extends Kernel {
     static final int COPY_IN = 0, COPY_OUT = 1, LINEAR = 2, LAYERNORM = 3, GELU = 4, ADD = 5, ATTENTION = 6,
-            SILU = 7, MODULATE = 8, GATED_ADD = 9, ADD_TABLE = 10;
+            SILU = 7, MODULATE = 8, GATED_ADD = 9, ADD_TABLE = 10, GATHER_TOKEN = 11, DECODE = 12, COUPLE_STEP = 13;
+    /** COUPLE_STEP's bound on (a, b), as flow's NormControl: none, clamp to [-c, c], c tanh(v / c). */
+    static final int CLIP_NONE = 0, CLIP_HARD = 1, CLIP_SOFT = 2;
     /** Tile edge of LINEAR: 16 x 16 = 256 items per group, every OpenCL device's minimum. */
     static final int TS = 16;
     /** Stand-in for -infinity (javac inlines Float.NEGATIVE_INFINITY as a literal OpenCL C cannot parse). */
@@ -65,7 +73,9 @@ final class ResidentKernel extends Kernel {
 
     int mode, n, m, k, src, dst, wOff, bOff, hasW, hasB, rows, d, slices, heads, t, dh, causal;
     int per, vOff, v2Off, vStride; // the per-sample modes: floats per sample, the two vectors' offsets, their stride per sample
-    float eps, scale;
+    int ldy, accum, gel;            // LINEAR's epilogue: Y's row stride, Y += (residual), GELU
+    int tok, qi, split, guided, clipMode; // the decode modes: token (natural order), step / query index, first sample of the second scale, CFG on, bound
+    float eps, scale, clip;
 
     @Local final float[] tileX = new float[TS * TS]; // [row][kk]
     @Local final float[] tileW = new float[TS * TS]; // [kk][col]: transposed on load so the inner loop reads rows
@@ -84,7 +94,100 @@ final class ResidentKernel extends Kernel {
         if (mode == SILU && g < n) act[dst + g] = silu(act[dst + g]);
         if (mode == MODULATE && g < n) modulate(g);
         if (mode == GATED_ADD && g < n) gatedAdd(g);
-        if (mode == ADD_TABLE && g < n) act[dst + g] = act[dst + g] + w[wOff + g - (g / per) * per];
+        if (mode == ADD_TABLE && g < n) addTable(g);
+        if (mode == GATHER_TOKEN && g < n) gatherToken(g);
+        if (mode == DECODE && g < slices) decode(g);
+        if (mode == COUPLE_STEP && g < n) coupleStep(g);
+    }
+
+    /** w's table row added to every sample, plus act[src + g] when hasB (TarFlow's pos_embed row + class row in one launch). */
+    private void addTable(int g) {
+        float y = act[dst + g] + w[wOff + g - (g / per) * per];
+        if (hasB == 1) y = y + act[src + g];
+        act[dst + g] = y;
+    }
+
+    /** Row r of (rows, d) at act[dst] = token tok of sample r mod per of x (per, t, d) at act[src]: the conditional and unconditional passes read the same token. */
+    private void gatherToken(int g) {
+        int r = g / d, c = g - (g / d) * d;
+        int s = r - (r / per) * per;
+        act[dst + g] = act[src + (s * t + tok) * d + c];
+    }
+
+    /**
+     * One decode step of causal attention: for slice g = (sample, head), query qi attends keys
+     * 0..qi of a qkv cache (samples, t, 3 heads dh) at act[src] (row i holds token i's [q | k | v],
+     * MultiHeadAttention's columns), heads merged into (samples, heads dh) at act[dst]. Samples
+     * below split use scale, the rest act[vOff] (the unconditional pass's scale / temperature).
+     */
+    private void decode(int g) {
+        int s = g / heads, h = g - (g / heads) * heads;
+        int dm = heads * dh, rs = 3 * dm;
+        int base = src + s * t * rs;
+        int qo = base + qi * rs + h * dh;
+        int ko = base + dm + h * dh; // key j at ko + j * rs
+        int vo = ko + dm;
+        int oo = dst + s * dm + h * dh;
+        float sc = scale;
+        if (s >= split) sc = act[vOff];
+        float mx = NEG_BIG;
+        for (int j = 0; j <= qi; j++) {
+            float e = 0f;
+            for (int c = 0; c < dh; c++) e += act[qo + c] * act[ko + j * rs + c];
+            mx = max(mx, e * sc);
+        }
+        for (int c = 0; c < dh; c++) act[oo + c] = 0f;
+        float sum = 0f;
+        for (int j = 0; j <= qi; j++) {
+            float e = 0f;
+            for (int c = 0; c < dh; c++) e += act[qo + c] * act[ko + j * rs + c];
+            float p = exp(e * sc - mx);
+            sum += p;
+            for (int c = 0; c < dh; c++) act[oo + c] += p * act[vo + j * rs + c];
+        }
+        float inv = 1f / sum;
+        for (int c = 0; c < dh; c++) act[oo + c] = act[oo + c] * inv;
+    }
+
+    /** NormControl.apply(v, c): none, clamp, or c tanh(v / c) (Ops.softClip: v * (1 / c), tanh, * c), tanh through exp of a non-positive argument. */
+    private float bound(float v) {
+        float y = v;
+        if (clipMode == CLIP_HARD) y = min(clip, max(-clip, v));
+        if (clipMode == CLIP_SOFT) {
+            float u = v * (1f / clip);
+            float e = exp(-2f * abs(u));
+            float th = (1f - e) / (1f + e);
+            if (u < 0f) th = -th;
+            y = clip * th;
+        }
+        return y;
+    }
+
+    /**
+     * TarFlow's exact-inverse update of one token: for sample s &lt; per and feature c &lt; d, (a, b)
+     * = bound(params row s) (rows of 2 d: [a | b], proj_out's chunk), with CFG (guided) a = a + gi
+     * (a - a_u) from row per + s and gi = act[vOff + qi]; x[s, tok, c] = x exp(a) + b in x (per,
+     * t, d) at act[dst], and the new token is also written to the next step's input rows at
+     * act[v2Off] (both passes' rows when guided), so no gather is needed between steps.
+     */
+    private void coupleStep(int g) {
+        int s = g / d, c = g - (g / d) * d;
+        int po = src + s * 2 * d + c;
+        float a = bound(act[po]);
+        float b = bound(act[po + d]);
+        if (guided == 1) {
+            float gi = act[vOff + qi];
+            int uo = po + per * 2 * d;
+            float ua = bound(act[uo]);
+            float ub = bound(act[uo + d]);
+            a = a + gi * (a - ua);
+            b = b + gi * (b - ub);
+        }
+        int xo = dst + (s * t + tok) * d + c;
+        float x = act[xo] * exp(a) + b;
+        act[xo] = x;
+        act[v2Off + g] = x;
+        if (guided == 1) act[v2Off + per * d + g] = x;
     }
 
     /** x * sigmoid(x), the sigmoid split by sign so exp never overflows (engine's Ops.sigmoid, in float). */
@@ -132,7 +235,10 @@ final class ResidentKernel extends Kernel {
         if (row < m && col < n) {
             float y = acc;
             if (hasB == 1) y = y + w[bOff + col];
-            act[dst + row * n + col] = y;
+            if (gel == 1) y = gelu(y);
+            int yo = dst + row * ldy + col;
+            if (accum == 1) y = act[yo] + y; // the residual x + f(x), in that order as Ops.add
+            act[yo] = y;
         }
     }
 

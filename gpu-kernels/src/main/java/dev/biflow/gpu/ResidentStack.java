@@ -247,7 +247,8 @@ public final class ResidentStack implements AutoCloseable {
     /** One launch: the kernel's scalar fields and its range. */
     private static final class Op {
         int mode, n, m, k, src, dst, wOff, bOff, hasW, hasB, rows, d, slices, heads, t, dh, causal, per, vOff, v2Off, vStride;
-        float eps, scale;
+        int ldy, accum, gel, tok, qi, split, guided, clipMode;
+        float eps, scale, clip;
         Range range;
 
         void load(ResidentKernel r) {
@@ -255,6 +256,8 @@ public final class ResidentStack implements AutoCloseable {
             r.hasW = hasW; r.hasB = hasB; r.rows = rows; r.d = d; r.slices = slices; r.heads = heads; r.t = t;
             r.dh = dh; r.causal = causal; r.eps = eps; r.scale = scale;
             r.per = per; r.vOff = vOff; r.v2Off = v2Off; r.vStride = vStride;
+            r.ldy = ldy; r.accum = accum; r.gel = gel; r.tok = tok; r.qi = qi; r.split = split; r.guided = guided;
+            r.clipMode = clipMode; r.clip = clip;
         }
     }
 
@@ -328,7 +331,20 @@ public final class ResidentStack implements AutoCloseable {
         final List<Integer> paramOffsets = new ArrayList<>();
         long wNext;
 
+        /** Module tensors already packed (by identity): an unrolled program (TarFlow's decode loop) uses each Linear once per step but packs it once. */
+        final java.util.IdentityHashMap<Tensor, Integer> packed = new java.util.IdentityHashMap<>();
+
         Emitter(OpenCLDevice device) { this.device = device; }
+
+        /** A module's parameter: packed on first use, its offset reused after. */
+        int shared(Tensor t) {
+            Integer off = packed.get(t);
+            if (off == null) {
+                off = param(t);
+                packed.put(t, off);
+            }
+            return off;
+        }
 
         /** Reserves room for a parameter in w; returns its offset. */
         int param(Tensor t) {
@@ -348,29 +364,31 @@ public final class ResidentStack implements AutoCloseable {
             return op;
         }
 
-        void linear(Linear l, int src, int dst, int rows) {
-            int w = param(l.weight), bias = l.bias == null ? -1 : param(l.bias);
-            linear(w, bias, l.in, l.out, src, dst, rows);
+        Op linear(Linear l, int src, int dst, int rows) {
+            int w = shared(l.weight), bias = l.bias == null ? -1 : shared(l.bias);
+            return linear(w, bias, l.in, l.out, src, dst, rows);
         }
 
         /** Y (rows, out) at act[dst] = X (rows, in) at act[src] W^T + b; W (out, in) at w[wOff], b at w[bOff] unless bOff < 0. */
-        void linear(int wOff, int bOff, int in, int out, int src, int dst, int rows) {
+        Op linear(int wOff, int bOff, int in, int out, int src, int dst, int rows) {
             Op op = new Op();
             op.mode = ResidentKernel.LINEAR; op.src = src; op.dst = dst; op.m = rows; op.k = in; op.n = out;
+            op.ldy = out;
             op.wOff = wOff;
             op.hasB = bOff < 0 ? 0 : 1;
             op.bOff = Math.max(0, bOff);
             int ts = ResidentKernel.TS;
             op.range = device.createRange2D(roundUp(out, ts), roundUp(rows, ts), ts, ts);
             program.add(op);
+            return op;
         }
 
         void layerNorm(LayerNorm ln, int src, int dst, int rows) {
             Op op = layerNorm(ln.eps, src, dst, rows, ln.dim);
             op.hasW = ln.weight == null ? 0 : 1;
             op.hasB = ln.bias == null ? 0 : 1;
-            if (ln.weight != null) op.wOff = param(ln.weight);
-            if (ln.bias != null) op.bOff = param(ln.bias);
+            if (ln.weight != null) op.wOff = shared(ln.weight);
+            if (ln.bias != null) op.bOff = shared(ln.bias);
         }
 
         /** LayerNorm without affine parameters over rows of d. */
@@ -462,7 +480,7 @@ public final class ResidentStack implements AutoCloseable {
             return this;
         }
 
-        /** Y (rows, out) at act[dst] = linear(X (rows, in) at act[src]), the module's weight and bias packed here. */
+        /** Y (rows, out) at act[dst] = linear(X (rows, in) at act[src]), the module's weight and bias packed here (once per module: later ops on it share the copy). */
         public Program linear(Linear l, int src, int dst, int rows) {
             act(src, (long) rows * l.in);
             act(dst, (long) rows * l.out);
@@ -551,6 +569,108 @@ public final class ResidentStack implements AutoCloseable {
         public Program silu(int dst, int n) {
             act(dst, n);
             e.elementwise(ResidentKernel.SILU, 0, dst, n);
+            return this;
+        }
+
+        /**
+         * Y (rows, out) = linear(X (rows, in) at act[src]) with the module's weights (packed on
+         * first use, shared by every later op on the same module), written at act[dst + r dstStride] (dstStride &gt;= out:
+         * e.g. one decode step's qkv straight into row i of a KV cache laid out (rows, T, 3 D));
+         * gelu applies exact GELU after the bias (an MLP's fc1 + activation in one launch);
+         * accumulate adds into Y (h = h + f(h): a residual branch's last Linear and its add in one
+         * launch). One launch.
+         */
+        public Program linear(Linear l, int src, int dst, int rows, int dstStride, boolean accumulate, boolean gelu) {
+            if (dstStride < l.out)
+                throw new IllegalArgumentException("ResidentStack.Program: a row stride of " + dstStride + " is less than the Linear's " + l.out + " outputs");
+            act(src, (long) rows * l.in);
+            act(dst, (long) (rows - 1) * dstStride + l.out);
+            Op op = e.linear(l, src, dst, rows);
+            op.ldy = dstStride;
+            op.accum = accumulate ? 1 : 0;
+            op.gel = gelu ? 1 : 0;
+            return this;
+        }
+
+        /**
+         * act[dst + s per + i] += w[table + i] + act[plus + s per + i]: a table row (already packed)
+         * and per-sample rows added in one launch (TarFlow's proj_in(x) + pos_embed[i] + class_embed[y]).
+         */
+        public Program addTable(int table, int dst, int samples, int per, int plus) {
+            act(plus, (long) samples * per);
+            addTable(table, dst, samples, per);
+            Op op = e.program.get(e.program.size() - 1);
+            op.src = plus;
+            op.hasB = 1;
+            return this;
+        }
+
+        /**
+         * Row r &lt; rows of a (rows, dim) region at act[dst] = token {@code token} of sample r mod
+         * batch of x (batch, tokens, dim) at act[x]: a decode step's input, copied once per pass
+         * (conditional, unconditional) when rows is a multiple of batch. The token is an index,
+         * so a flipped block needs no copy of x. One launch.
+         */
+        public Program gatherToken(int x, int dst, int batch, int tokens, int dim, int token, int rows) {
+            if (token < 0 || token >= tokens || rows < 1 || batch < 1 || dim < 1)
+                throw new IllegalArgumentException("ResidentStack.Program: token " + token + " of " + tokens + " (rows " + rows + ", batch " + batch + ")");
+            act(x, (long) batch * tokens * dim);
+            act(dst, (long) rows * dim);
+            Op op = e.elementwise(ResidentKernel.GATHER_TOKEN, x, dst, rows * dim);
+            op.per = batch; op.t = tokens; op.d = dim; op.tok = token;
+            return this;
+        }
+
+        /**
+         * One KV-cached decode step of causal attention: the cache (samples, tokens, 3 heads headDim)
+         * at act[cache] holds every step's qkv row (what {@link #linear(Linear, int, int, int, int,
+         * boolean, boolean)} with dstStride = tokens 3 D wrote), query {@code query} attends keys
+         * 0..query (KVCache.attend's causal rule with Tq = 1); heads merged into (samples, heads
+         * headDim) at act[dst]. Samples below split use scale, the others the float at
+         * act[scale2] (set per call: the unconditional pass's scale / attention temperature).
+         * One launch, one item per (sample, head).
+         */
+        public Program decodeAttention(int cache, int dst, int samples, int heads, int tokens, int headDim, int query, float scale,
+                                       int split, int scale2) {
+            if (query < 0 || query >= tokens) throw new IllegalArgumentException("ResidentStack.Program: query " + query + " of " + tokens + " tokens");
+            long dm = (long) heads * headDim;
+            act(cache, (long) samples * tokens * 3 * dm);
+            act(dst, samples * dm);
+            if (split < samples) act(scale2, 1);
+            Op op = new Op();
+            op.mode = ResidentKernel.DECODE; op.src = cache; op.dst = dst;
+            op.slices = samples * heads; op.heads = heads; op.t = tokens; op.dh = headDim; op.qi = query;
+            op.scale = scale; op.split = split; op.vOff = Math.max(0, scale2);
+            op.range = e.device.createRange(roundUp(op.slices, WG), WG);
+            e.program.add(op);
+            return this;
+        }
+
+        /** How {@link #coupleStep} bounds the affine parameters (flow's NormControl NONE, HARD, SOFT). */
+        public enum Clip { NONE, HARD, SOFT }
+
+        /**
+         * TarFlow's exact-inverse update of one token: params (rows, 2 dim) at act[params] ([a | b]
+         * per row, rows = batch, or 2 batch with the unconditional rows below when guided); a, b
+         * bounded by clip (constant c); guided: a = a + gi (a - a_u), likewise b, gi = act[gains +
+         * step]; then x[s, token] = x exp(a) + b in x (batch, tokens, dim) at act[x], and the new
+         * token also goes to the next step's input rows at act[next] (batch or 2 batch rows of dim).
+         * One launch.
+         */
+        public Program coupleStep(int params, int x, int next, int batch, int tokens, int dim, int token, Clip clip, float c,
+                                  boolean guided, int gains, int step) {
+            if (token < 0 || token >= tokens) throw new IllegalArgumentException("ResidentStack.Program: token " + token + " of " + tokens);
+            if (clip != Clip.NONE && !(c > 0)) throw new IllegalArgumentException("ResidentStack.Program: clip constant must be > 0, got " + c);
+            int rows = guided ? 2 * batch : batch;
+            act(params, (long) rows * 2 * dim);
+            act(x, (long) batch * tokens * dim);
+            act(next, (long) rows * dim);
+            if (guided) act(gains, step + 1L);
+            Op op = e.elementwise(ResidentKernel.COUPLE_STEP, params, x, batch * dim);
+            op.per = batch; op.t = tokens; op.d = dim; op.tok = token; op.qi = step; op.v2Off = next;
+            op.guided = guided ? 1 : 0; op.vOff = Math.max(0, gains);
+            op.clipMode = clip.ordinal();
+            op.clip = c;
             return this;
         }
 
