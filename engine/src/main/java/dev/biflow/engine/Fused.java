@@ -203,6 +203,26 @@ public final class Fused {
     static Object attentionForwardCpu(Backend be, float[] qd, float[] kd, float[] vd, float[] out, int nb, int nh,
                                       int tq, int tk, int dh, int dv, boolean causal, float[] mdat, int[] maskShape,
                                       float scale, boolean keepP) {
+        // contiguous (B, H, T, d) operands: slice (b, h) starts at (b H + h) T d, rows d apart
+        return attentionCpu(be, qd, kd, vd, out, new HeadLayout(0, nh * tq * dh, tq * dh, dh), new HeadLayout(0, nh * tk * dh, tk * dh, dh),
+                new HeadLayout(0, nh * tk * dv, tk * dv, dv), new HeadLayout(0, nh * tq * dv, tq * dv, dv),
+                nb, nh, tq, tk, dh, dv, causal, mdat, maskShape, scale, keepP);
+    }
+
+    /**
+     * Where one head's rows sit in an array: slice (b, h) starts at base + b * perBatch + h * perHead and
+     * its rows are rowStride apart. Contiguous (B, H, T, d) tensors and the heads inside a fused qkv
+     * projection's (B, T, 3 H d) output are both such layouts, so attention reads either without a copy.
+     */
+    record HeadLayout(int base, int perBatch, int perHead, int rowStride) {
+        int of(int b, int h) { return base + b * perBatch + h * perHead; }
+    }
+
+    /** The CPU attention over operands in any {@link HeadLayout}s (see {@link #attentionForwardCpu}). */
+    private static Object attentionCpu(Backend be, float[] qd, float[] kd, float[] vd, float[] out,
+                                       HeadLayout ql, HeadLayout kl, HeadLayout vl, HeadLayout ol, int nb, int nh,
+                                       int tq, int tk, int dh, int dv, boolean causal, float[] mdat, int[] maskShape,
+                                       float scale, boolean keepP) {
         final int[] mst = mdat == null ? null : maskStrides(maskShape, new int[]{nb, nh, tq, tk});
         int bh = nb * nh;
         long tt = (long) tq * tk;
@@ -212,20 +232,21 @@ public final class Fused {
         float[] p = keepP ? new float[(int) (bh * tt)] : null;
         int shift = tk - tq;
         int rowsPerBlock = causal ? ATT_ROWS : Math.max(1, tq);
+        int ldq = ql.rowStride(), ldk = kl.rowStride(), ldv = vl.rowStride(), ldo = ol.rowStride();
         // Few large slices: run them one after another and let GEMM and the row loops use the threads.
         boolean outerParallel = bh >= Parallel.threads() || tt * Math.max(dh, dv) < (1L << 16);
         Parallel.RangeBody fwd = (lo, hi) -> {
             float[] scratch = keepP ? null : new float[Math.min(rowsPerBlock, tq) * tk];
             for (int s = lo; s < hi; s++) {
                 int b = s / nh, h = s % nh;
-                int qOff = s * tq * dh, kOff = s * tk * dh, vOff = s * tk * dv, oOff = s * tq * dv;
+                int qOff = ql.of(b, h), kOff = kl.of(b, h), vOff = vl.of(b, h), oOff = ol.of(b, h);
                 for (int r0 = 0; r0 < tq; r0 += rowsPerBlock) {
                     int r1 = Math.min(tq, r0 + rowsPerBlock), m = r1 - r0;
                     int lm = causal ? clamp(r1 - 1 + shift + 1, 0, tk) : tk; // keys any row of the block sees
                     if (lm == 0) continue; // output rows stay 0
                     float[] sc = keepP ? p : scratch;
                     int sOff = keepP ? (int) (s * tt) + r0 * tk : 0;
-                    be.sgemm(false, true, m, lm, dh, scale, qd, qOff + r0 * dh, dh, kd, kOff, dh, 0f, sc, sOff, tk);
+                    be.sgemm(false, true, m, lm, dh, scale, qd, qOff + r0 * ldq, ldq, kd, kOff, ldk, 0f, sc, sOff, tk);
                     int rr0 = r0;
                     Parallel.forRange(m, grain(lm), (a, z) -> {
                         for (int i = a; i < z; i++) {
@@ -240,13 +261,45 @@ public final class Fused {
                             Softmax.softmaxRowInPlace(sc, ro, lm, lim);
                         }
                     });
-                    be.sgemm(false, false, m, dv, lm, 1f, sc, sOff, tk, vd, vOff, dv, 0f, out, oOff + r0 * dv, dv);
+                    be.sgemm(false, false, m, dv, lm, 1f, sc, sOff, tk, vd, vOff, ldv, 0f, out, oOff + r0 * ldo, ldo);
                 }
             }
         };
         if (outerParallel) Parallel.forRange(bh, 1, fwd);
         else fwd.run(0, bh);
         return p;
+    }
+
+    /**
+     * Self-attention for inference straight from a fused qkv projection: qkv (B, T, 3 H Dh) with the
+     * q heads, then the k heads, then the v heads along the last axis (nn.MultiHeadAttention's qkv
+     * Linear) -> (B, T, H Dh), heads merged. The same arithmetic, bit for bit, as splitting and
+     * permuting to (B, H, T, Dh), {@link #attention} and permuting back, without those copies (about
+     * 14 MB per layer of a BiFlow pass at batch 64). No gradient: call it only when none is recorded.
+     * The CPU backend reads the strided heads in place; another backend gets the split heads.
+     *
+     * @param mask as in {@link #attention}, broadcasting to (B, H, T, T); or null
+     */
+    public static Tensor attentionPacked(Tensor qkv, int heads, boolean causal, Tensor mask, float scale) {
+        requireRank(qkv, 3, "attentionPacked", "qkv", "(B, T, 3 H Dh)");
+        if (Grad.enabled() && qkv.needsGrad())
+            throw new IllegalStateException("attentionPacked records no gradient: use attention(q, k, v, ...) when training");
+        int nb = qkv.shape[0], t = qkv.shape[1], w = qkv.shape[2];
+        if (heads < 1 || w % (3 * heads) != 0)
+            throw new IllegalArgumentException("attentionPacked: qkv is " + Shape.str(qkv.shape) + ": its last axis must be 3 x heads ("
+                    + heads + ") x head dim");
+        int dh = w / (3 * heads), d = heads * dh;
+        if (Backend.active() != Backend.CPU || mask != null) {
+            // the backend's own attention on contiguous heads (and the mask checks of attention)
+            Tensor packed = Ops.permute(Ops.reshape(qkv, nb, t, 3 * heads, dh), 0, 2, 1, 3);
+            Tensor[] qkvs = Ops.chunk(packed, 3, 1);
+            return Ops.reshape(Ops.permute(attention(qkvs[0], qkvs[1], qkvs[2], causal, mask, scale), 0, 2, 1, 3), nb, t, d);
+        }
+        float[] out = new float[nb * t * d];
+        HeadLayout q = new HeadLayout(0, t * w, dh, w), k = new HeadLayout(d, t * w, dh, w), v = new HeadLayout(2 * d, t * w, dh, w);
+        attentionCpu(Backend.CPU, qkv.data, qkv.data, qkv.data, out, q, k, v, new HeadLayout(0, t * d, dh, d),
+                nb, heads, t, t, dh, dh, causal, null, null, scale, false);
+        return new Tensor(out, new int[]{nb, t, d});
     }
 
     /** {@link Backend#attentionBackward}'s default: the backward of {@link #attentionForwardCpu} from its saved P. */

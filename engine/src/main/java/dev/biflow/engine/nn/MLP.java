@@ -35,5 +35,16 @@ public class MLP extends Module {
 
     /** x (..., dim) -> (..., out). */
     @Override
-    public Tensor forward(Tensor x) { return main.forward(norm == null ? x : norm.forward(x)); }
+    public Tensor forward(Tensor x) {
+        Tensor in = norm == null ? x : norm.forward(x);
+        if (!dev.biflow.engine.Grad.enabled() && ((Activation) main.get(1)).kind == Activation.Kind.GELU) {
+            // inference: GELU in place on fc1's fresh output, one (..., hidden) temporary instead of two
+            // (the widest tensors of a transformer layer); the same kernel, so the same bits as main.forward
+            Tensor hidden = fc1().forward(in);
+            float[] h = hidden.data();
+            dev.biflow.engine.kernels.Parallel.forRange(h.length, 1 << 14, (lo, hi) -> dev.biflow.engine.kernels.Gelu.forward(h, h, lo, hi));
+            return fc2().forward(hidden);
+        }
+        return main.forward(in);
+    }
 }

@@ -83,6 +83,7 @@ public class MultiHeadAttention extends Module {
         if (!(temperature > 0)) throw new IllegalArgumentException("MultiHeadAttention: temperature must be > 0, got " + temperature);
         int b = x.size(0), t = x.size(1);
         Tensor h = norm == null ? x : norm.forward(x);
+        if (cache == null && !Grad.enabled()) return proj.forward(attendPacked(qkv.forward(h), mask, temperature));
         Tensor packed = Ops.permute(Ops.reshape(qkv.forward(h), b, t, 3 * heads, headDim), 0, 2, 1, 3); // (B, 3H, T, Dh)
         Tensor[] qkvs = Ops.chunk(packed, 3, 1);
         Tensor q = qkvs[0], k = qkvs[1], v = qkvs[2]; // (B, H, T, Dh)
@@ -111,6 +112,29 @@ public class MultiHeadAttention extends Module {
         } // (B, H, T, Dh)
         o = Ops.reshape(Ops.permute(o, 0, 2, 1, 3), b, t, dim);
         return proj.forward(o);
+    }
+
+    /**
+     * Inference without a cache: attention reads the heads where the qkv projection wrote them,
+     * (B, T, 3 D) -> (B, T, D), skipping the split, permute and merge copies of the training path;
+     * the same bits (SPLIT_QK scales q and k in place, as the training path's mulScalar does).
+     */
+    private Tensor attendPacked(Tensor qkvOut, Tensor mask, float temperature) {
+        float scale;
+        if (scaling == Scaling.SPLIT_QK) {
+            float s = (float) Math.pow(headDim, -0.25);
+            float[] a = qkvOut.data();
+            int w = 3 * dim, rows = a.length / w;
+            // qkvOut is this call's own temporary: scaling it in place allocates nothing
+            dev.biflow.engine.kernels.Parallel.forRange(rows, Math.max(1, 4096 / w), (lo, hi) -> {
+                for (int r = lo; r < hi; r++) dev.biflow.engine.kernels.Vec.scale(s, a, a, r * w, r * w + 2 * dim);
+            });
+            scale = 1f / temperature;
+        } else {
+            double s = Math.pow(headDim, -0.25);
+            scale = (float) (s * s / temperature);
+        }
+        return Fused.attentionPacked(qkvOut, heads, causal, mask, scale);
     }
 
     @Override

@@ -155,6 +155,24 @@ class LayersTest {
             NnRef.checkParamGrad(e.getKey(), e.getValue(), p, loss, 40, 1e-3, 1e-5);
     }
 
+    /** Inference applies GELU in place on fc1's output: the same bits as the training path, and the input untouched. */
+    @Test
+    void mlpInferencePathIsBitIdenticalAndLeavesItsInputAlone() {
+        qt().withExamples(20).forAll(integers().between(1, 40), integers().between(1, 5), longs().between(0, 1L << 40)).checkAssert((dim, mult, seed) -> {
+            MLP m = new MLP(dim, mult, seed % 2 == 0, new Rng(seed));
+            Tensor x = Tensor.randn(new Rng(seed + 1), 2, 3, dim);
+            float[] before = x.data().clone();
+            float[] train = m.forward(x).data();
+            float[] infer;
+            try (var ng = dev.biflow.engine.Grad.noGrad()) {
+                infer = m.forward(x).data();
+            }
+            assertArrayEquals(before, x.data(), "the input is not overwritten");
+            for (int i = 0; i < train.length; i++)
+                assertEquals(Float.floatToRawIntBits(train[i]), Float.floatToRawIntBits(infer[i]), "element " + i + ": " + infer[i] + " vs " + train[i]);
+        });
+    }
+
     @Test
     void sequentialAppliesInOrder() {
         Rng rng = new Rng(6);

@@ -46,6 +46,40 @@ class MultiHeadAttentionTest {
                 });
     }
 
+    /**
+     * Inference (no grad, no cache) reads the heads inside the qkv projection instead of splitting and
+     * permuting them: the output must be the training path's, bit for bit, for causal and bidirectional
+     * attention, both scalings, pre-norm or not, a temperature, T across the 64-row causal blocks, and a mask.
+     */
+    @Test
+    void inferencePathIsBitIdenticalToTheTrainingPath() {
+        qt().withExamples(40).forAll(integers().between(1, 4), integers().between(1, 130), longs().between(0, 1L << 40))
+                .checkAssert((heads, t, seed) -> {
+                    int dim = heads * (1 + (int) (seed % 7));
+                    boolean causal = seed % 2 == 0, pre = seed % 3 != 0;
+                    MultiHeadAttention m = make(dim, heads, causal, pre, seed);
+                    if (seed % 5 == 0) m.scaling(MultiHeadAttention.Scaling.FUSED);
+                    float temp = seed % 4 == 0 ? 1f : 0.6f;
+                    Tensor x = Tensor.randn(new Rng(seed + 1), 3, t, dim);
+                    Tensor mask = null;
+                    if (seed % 11 == 0) {
+                        float[] mk = new float[t * t];
+                        for (int i = 0; i < mk.length; i++) mk[i] = (i * 7 + seed) % 3 == 0 ? 0 : 1;
+                        mask = Tensor.of(mk, t, t);
+                    }
+                    float[] train = m.forward(x, mask, temp, null).data(); // parameters need grad: the split path
+                    float[] infer;
+                    try (var ng = Grad.noGrad()) {
+                        infer = m.forward(x, mask, temp, null).data();
+                    }
+                    assertEquals(train.length, infer.length);
+                    for (int i = 0; i < train.length; i++)
+                        if (Float.floatToRawIntBits(train[i]) != Float.floatToRawIntBits(infer[i]))
+                            fail("heads " + heads + ", T " + t + ", dim " + dim + ", causal " + causal + ", " + m.scaling()
+                                    + (mask != null ? ", masked" : "") + ": element " + i + " is " + infer[i] + " in inference, " + train[i] + " in training");
+                });
+    }
+
     @Test
     void maskAndTemperature() {
         MultiHeadAttention m = make(8, 2, true, true, 3);
