@@ -7,8 +7,6 @@ import dev.biflow.engine.Tensor;
 import dev.biflow.flow.model.NormControl;
 import dev.biflow.flow.model.TarFlowConfig;
 import dev.biflow.gpu.OpenClBackend;
-import dev.biflow.gpu.OpenClUnavailableException;
-import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.Test;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
@@ -28,15 +26,7 @@ class BiFlowOpenClTest {
 
     @Test
     void oneNfeSampleOnOpenClMatchesCpu() {
-        OpenClBackend cl;
-        try {
-            cl = OpenClBackend.open(System.getProperty("biflow.test.device", "opencl"));
-        } catch (OpenClUnavailableException e) {
-            if (!e.noDevice()) throw e;
-            System.out.println("[BiFlowOpenClTest] skipped: " + e.getMessage());
-            Assumptions.abort("no OpenCL device: " + e.getMessage());
-            return;
-        }
+        OpenClBackend cl = dev.biflow.flow.OpenClTests.openOrSkip("BiFlowOpenClTest");
         TarFlowConfig f = new TarFlowConfig(1, 14, 2, 32, 2, 1, 3, 16, NormControl.SOFT, 3f);
         BackwardConfig c = BackwardConfig.forFlow(f).withSize(32, 16, 1, 1);
         assertEquals(BackwardConfig.Cfg.TRAINING_TIME, c.cfg());

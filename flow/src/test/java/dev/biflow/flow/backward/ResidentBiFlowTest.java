@@ -4,17 +4,15 @@ package dev.biflow.flow.backward;
 import dev.biflow.engine.Backend;
 import dev.biflow.engine.Rng;
 import dev.biflow.engine.Tensor;
+import dev.biflow.flow.OpenClTests;
 import dev.biflow.flow.model.NormControl;
 import dev.biflow.flow.model.TarFlowConfig;
 import dev.biflow.gpu.OpenClBackend;
-import dev.biflow.gpu.OpenClUnavailableException;
 import dev.biflow.gpu.Transfers;
 import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 
-import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -36,13 +34,7 @@ class ResidentBiFlowTest {
 
     @BeforeAll
     static void open() {
-        try {
-            cl = OpenClBackend.open(System.getProperty("biflow.test.device", "opencl"));
-        } catch (OpenClUnavailableException e) {
-            if (!e.noDevice()) throw e;
-            System.out.println("[ResidentBiFlowTest] skipped: " + e.getMessage());
-            Assumptions.abort("no OpenCL device: " + e.getMessage());
-        }
+        cl = OpenClTests.openOrSkip("ResidentBiFlowTest");
         Backend.use(Backend.CPU); // the reference runs on the CPU; ResidentBiFlow never goes through Backend.active()
     }
 
@@ -67,19 +59,7 @@ class ResidentBiFlowTest {
 
     /** Max |got - want| after asserting every element within tolerance; also asserts the output is not trivially small. */
     static double compare(String what, Tensor want, Tensor got) {
-        assertArrayEquals(want.shape(), got.shape(), what + ": shape");
-        float[] w = want.data(), o = got.data();
-        double maxAbs = 0, maxErr = 0;
-        for (int i = 0; i < w.length; i++) {
-            double err = Math.abs(w[i] - o[i]);
-            if (!(err <= ABS + REL * Math.abs(w[i])))
-                throw new AssertionError(what + ": element " + i + " is " + o[i] + " resident, " + w[i] + " on the CPU");
-            maxErr = Math.max(maxErr, err);
-            maxAbs = Math.max(maxAbs, Math.abs(w[i]));
-        }
-        System.out.printf("[ResidentBiFlowTest] %s: max |x| %.3f, max |diff| %.2e%n", what, maxAbs, maxErr);
-        assertTrue(maxAbs > 1e-1, what + ": the random model's output is not trivially small");
-        return maxErr;
+        return OpenClTests.assertClose("ResidentBiFlowTest", what, want, got, ABS, REL, 1e-1);
     }
 
     /** BiFlowSampler.withResident: the sampler's output (G's pass, then the sampler's own finishing) matches op by op on the CPU. */

@@ -6,14 +6,11 @@ import dev.biflow.engine.Rng;
 import dev.biflow.engine.Tensor;
 import dev.biflow.engine.nn.Init;
 import dev.biflow.gpu.OpenClBackend;
-import dev.biflow.gpu.OpenClUnavailableException;
 import dev.biflow.gpu.Transfers;
 import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 
-import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -41,13 +38,7 @@ class ResidentTarFlowTest {
 
     @BeforeAll
     static void open() {
-        try {
-            cl = OpenClBackend.open(System.getProperty("biflow.test.device", "opencl"));
-        } catch (OpenClUnavailableException e) {
-            if (!e.noDevice()) throw e;
-            System.out.println("[ResidentTarFlowTest] skipped: " + e.getMessage());
-            Assumptions.abort("no OpenCL device: " + e.getMessage());
-        }
+        cl = dev.biflow.flow.OpenClTests.openOrSkip("ResidentTarFlowTest");
         Backend.use(Backend.CPU); // the reference runs on the CPU; ResidentTarFlow never goes through Backend.active()
     }
 
@@ -86,19 +77,7 @@ class ResidentTarFlowTest {
     }
 
     static double compare(String what, Tensor want, Tensor got) {
-        assertArrayEquals(want.shape(), got.shape(), what + ": shape");
-        float[] w = want.data(), o = got.data();
-        double maxAbs = 0, maxErr = 0;
-        for (int i = 0; i < w.length; i++) {
-            double err = Math.abs(w[i] - o[i]);
-            if (!(err <= ABS + REL * Math.abs(w[i])))
-                throw new AssertionError(what + ": element " + i + " is " + o[i] + " resident, " + w[i] + " on the CPU");
-            maxErr = Math.max(maxErr, err);
-            maxAbs = Math.max(maxAbs, Math.abs(w[i]));
-        }
-        System.out.printf("[ResidentTarFlowTest] %s: max |x| %.3f, max |diff| %.2e%n", what, maxAbs, maxErr);
-        assertTrue(maxAbs > 0.5, what + ": the random model's output is not trivially small");
-        return maxErr;
+        return dev.biflow.flow.OpenClTests.assertClose("ResidentTarFlowTest", what, want, got, ABS, REL, 0.5);
     }
 
     /** max over elements of |a - b| / (ABS + REL |a|): how many tolerances b is from a. */

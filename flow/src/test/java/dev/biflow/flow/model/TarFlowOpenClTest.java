@@ -7,8 +7,6 @@ import dev.biflow.engine.Rng;
 import dev.biflow.engine.Tensor;
 import dev.biflow.engine.nn.Init;
 import dev.biflow.gpu.OpenClBackend;
-import dev.biflow.gpu.OpenClUnavailableException;
-import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.Test;
 
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -24,16 +22,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 class TarFlowOpenClTest {
 
     /** The OpenCL backend, or the test is skipped (with the reason) where no device exists. */
-    private static OpenClBackend openOrSkip() {
-        try {
-            return OpenClBackend.open(System.getProperty("biflow.test.device", "opencl"));
-        } catch (OpenClUnavailableException e) {
-            if (!e.noDevice()) throw e;
-            System.out.println("[TarFlowOpenClTest] skipped: " + e.getMessage());
-            Assumptions.abort("no OpenCL device: " + e.getMessage());
-            throw e;
-        }
-    }
+    private static OpenClBackend openOrSkip() { return dev.biflow.flow.OpenClTests.openOrSkip("TarFlowOpenClTest"); }
 
     private static TarFlow randomModel(Rng rng) {
         TarFlowConfig cfg = TarFlowConfig.tarflow(1, 16, 4, 128, 2, 2, 10); // T = 16 tokens, D = 128, 2 heads of 64
