@@ -130,23 +130,7 @@ final class ResidentKernel extends Kernel {
         int oo = dst + s * dm + h * dh;
         float sc = scale;
         if (s >= split) sc = act[vOff];
-        float mx = NEG_BIG;
-        for (int j = 0; j <= qi; j++) {
-            float e = 0f;
-            for (int c = 0; c < dh; c++) e += act[qo + c] * act[ko + j * rs + c];
-            mx = max(mx, e * sc);
-        }
-        for (int c = 0; c < dh; c++) act[oo + c] = 0f;
-        float sum = 0f;
-        for (int j = 0; j <= qi; j++) {
-            float e = 0f;
-            for (int c = 0; c < dh; c++) e += act[qo + c] * act[ko + j * rs + c];
-            float p = exp(e * sc - mx);
-            sum += p;
-            for (int c = 0; c < dh; c++) act[oo + c] += p * act[vo + j * rs + c];
-        }
-        float inv = 1f / sum;
-        for (int c = 0; c < dh; c++) act[oo + c] = act[oo + c] * inv;
+        attendRow(qo, ko, vo, oo, qi + 1, rs, sc); // the cached keys 0 .. qi
     }
 
     /** NormControl.apply(v, c): none, clamp, or c tanh(v / c) (Ops.softClip: v * (1 / c), tanh, * c), tanh through exp of a non-positive argument. */
@@ -282,18 +266,28 @@ final class ResidentKernel extends Kernel {
         int oo = dst + (b * t + i) * dm + h * dh; // merged output (b, i, h*dh ...)
         int lim = t;
         if (causal == 1) lim = i + 1;
-        float mx = NEG_BIG; // lim >= 1 (no mask): every row sees a key, so no "seen any" flag is needed
+        attendRow(qo, ko, vo, oo, lim, rs, scale);
+    }
+
+    /**
+     * One query's attention over keys 0 .. lim-1 (lim >= 1, no mask: every row sees a key, so no "seen
+     * any" flag is needed): q at act[qo], key j at act[ko + j rs], value j at act[vo + j rs], output
+     * at act[oo .. oo + dh). Two passes over the keys (max, then exp-sum and P V): no score row stored.
+     * Shared by ATTENTION and DECODE.
+     */
+    private void attendRow(int qo, int ko, int vo, int oo, int lim, int rs, float sc) {
+        float mx = NEG_BIG;
         for (int j = 0; j < lim; j++) {
-            float sc = 0f;
-            for (int c = 0; c < dh; c++) sc += act[qo + c] * act[ko + j * rs + c];
-            mx = max(mx, sc * scale);
+            float e = 0f;
+            for (int c = 0; c < dh; c++) e += act[qo + c] * act[ko + j * rs + c];
+            mx = max(mx, e * sc);
         }
         for (int c = 0; c < dh; c++) act[oo + c] = 0f;
         float sum = 0f;
         for (int j = 0; j < lim; j++) {
-            float sc = 0f;
-            for (int c = 0; c < dh; c++) sc += act[qo + c] * act[ko + j * rs + c];
-            float p = exp(sc * scale - mx);
+            float e = 0f;
+            for (int c = 0; c < dh; c++) e += act[qo + c] * act[ko + j * rs + c];
+            float p = exp(e * sc - mx);
             sum += p;
             for (int c = 0; c < dh; c++) act[oo + c] += p * act[vo + j * rs + c];
         }
