@@ -281,6 +281,11 @@ public final class Fused {
      * @param mask as in {@link #attention}, broadcasting to (B, H, T, T); or null
      */
     public static Tensor attentionPacked(Tensor qkv, int heads, boolean causal, Tensor mask, float scale) {
+        return attentionPacked(qkv, heads, causal, mask, scale, null);
+    }
+
+    /** The same, written into {@code into} (B T H Dh floats, overwritten; null: a new array) on the CPU path. */
+    public static Tensor attentionPacked(Tensor qkv, int heads, boolean causal, Tensor mask, float scale, float[] into) {
         requireRank(qkv, 3, "attentionPacked", "qkv", "(B, T, 3 H Dh)");
         if (Grad.enabled() && qkv.needsGrad())
             throw new IllegalStateException("attentionPacked records no gradient: use attention(q, k, v, ...) when training");
@@ -295,7 +300,11 @@ public final class Fused {
             Tensor[] qkvs = Ops.chunk(packed, 3, 1);
             return Ops.reshape(Ops.permute(attention(qkvs[0], qkvs[1], qkvs[2], causal, mask, scale), 0, 2, 1, 3), nb, t, d);
         }
-        float[] out = new float[nb * t * d];
+        if (into != null && into.length != nb * t * d)
+            throw new IllegalArgumentException("attentionPacked: the output array has " + into.length + " floats, (" + nb + ", " + t + ", " + d + ") needs " + nb * t * d);
+        float[] out = into != null ? into : new float[nb * t * d];
+        // no fill needed: self-attention without a mask gives every query a key (its own, causal or not),
+        // so attentionCpu's second GEMM (beta = 0) overwrites every output row
         HeadLayout q = new HeadLayout(0, t * w, dh, w), k = new HeadLayout(d, t * w, dh, w), v = new HeadLayout(2 * d, t * w, dh, w);
         attentionCpu(Backend.CPU, qkv.data, qkv.data, qkv.data, out, q, k, v, new HeadLayout(0, t * d, dh, d),
                 nb, heads, t, t, dh, dh, causal, null, null, scale, false);

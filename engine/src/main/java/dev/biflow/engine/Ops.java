@@ -616,14 +616,26 @@ public final class Ops {
      * that starts from the bias (Backend.sgemmBias: formed tile by tile inside the GEMM), so the bias costs no pass over y. Same
      * value as {@code add(matmul(x, w, false, true), b)} up to float rounding (b is added first).
      */
-    public static Tensor linear(Tensor x, Tensor w, Tensor b) {
+    public static Tensor linear(Tensor x, Tensor w, Tensor b) { return linear(x, w, b, null); }
+
+    /**
+     * {@link #linear(Tensor, Tensor, Tensor)} written into {@code out} (N * out floats, overwritten; null:
+     * a new array), for inference temporaries in {@link dev.biflow.engine.kernels.Scratch} arrays. A
+     * given array is refused when a gradient would be recorded: the graph would keep an array its owner
+     * reuses.
+     */
+    public static Tensor linear(Tensor x, Tensor w, Tensor b, float[] into) {
         if (x.shape.length != 2 || w.shape.length != 2 || x.shape[1] != w.shape[1])
             throw new IllegalArgumentException("linear: x " + Shape.str(x.shape) + " and weight " + Shape.str(w.shape)
                     + " must be (N, in) and (out, in)");
         int n = x.shape[0], in = x.shape[1], out = w.shape[0];
         if (b != null && (b.shape.length != 1 || b.shape[0] != out))
             throw new IllegalArgumentException("linear: bias " + Shape.str(b.shape) + " must be (" + out + ")");
-        float[] c = new float[n * out];
+        if (into != null && into.length != n * out)
+            throw new IllegalArgumentException("linear: the output array has " + into.length + " floats, (" + n + ", " + out + ") needs " + n * out);
+        if (into != null && Grad.anyNeedsGrad(x, w, b))
+            throw new IllegalStateException("linear: writing into a given array is for inference; a gradient would be recorded here");
+        float[] c = into != null ? into : new float[n * out];
         Backend be = Backend.active();
         float[] xd = x.data, wd = w.data;
         int ldx = Math.max(1, in), ldc = Math.max(1, out);

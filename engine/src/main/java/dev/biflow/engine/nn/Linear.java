@@ -33,13 +33,19 @@ public class Linear extends Module {
 
     /** x (..., in) -> (..., out). */
     @Override
-    public Tensor forward(Tensor x) {
+    public Tensor forward(Tensor x) { return forwardInto(x, null); }
+
+    /**
+     * {@link #forward} written into {@code into} (x.numel() / in * out floats; null: a new array): for
+     * inference temporaries held in {@link dev.biflow.engine.kernels.Scratch} arrays, see Ops.linear.
+     */
+    public Tensor forwardInto(Tensor x, float[] into) {
         if (x.dim() < 1 || x.size(-1) != in)
             throw new IllegalArgumentException("Linear(" + in + " -> " + out + "): input " + Shape.str(x.shape())
                     + " must end in " + in + " features");
         int[] s = x.shape();
         Tensor x2 = x.dim() == 2 ? x : Ops.reshape(x, -1, in);
-        Tensor y = Ops.linear(x2, weight, bias); // (N, out)
+        Tensor y = Ops.linear(x2, weight, bias, into); // (N, out)
         if (x.dim() == 2) return y;
         s[s.length - 1] = out;
         return Ops.reshape(y, s);

@@ -38,12 +38,17 @@ public class MLP extends Module {
     public Tensor forward(Tensor x) {
         Tensor in = norm == null ? x : norm.forward(x);
         if (!dev.biflow.engine.Grad.enabled() && ((Activation) main.get(1)).kind == Activation.Kind.GELU) {
-            // inference: GELU in place on fc1's fresh output, one (..., hidden) temporary instead of two
-            // (the widest tensors of a transformer layer); the same kernel, so the same bits as main.forward
-            Tensor hidden = fc1().forward(in);
-            float[] h = hidden.data();
-            dev.biflow.engine.kernels.Parallel.forRange(h.length, 1 << 14, (lo, hi) -> dev.biflow.engine.kernels.Gelu.forward(h, h, lo, hi));
-            return fc2().forward(hidden);
+            // inference: fc1 writes into a reused scratch array and GELU runs in place on it, so the widest
+            // tensor of a transformer layer is neither allocated (zeroed, cold) nor copied; the same kernels in
+            // the same order, so the same bits as main.forward
+            float[] h = dev.biflow.engine.kernels.Scratch.borrow(in.numel() / in.size(-1) * fc1().out);
+            try {
+                Tensor hidden = fc1().forwardInto(in, h);
+                dev.biflow.engine.kernels.Parallel.forRange(h.length, 1 << 14, (lo, hi) -> dev.biflow.engine.kernels.Gelu.forward(h, h, lo, hi));
+                return fc2().forward(hidden); // a new array: the result escapes, the scratch does not
+            } finally {
+                dev.biflow.engine.kernels.Scratch.giveBack(h);
+            }
         }
         return main.forward(in);
     }

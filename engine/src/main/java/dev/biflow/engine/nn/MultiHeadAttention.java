@@ -83,7 +83,17 @@ public class MultiHeadAttention extends Module {
         if (!(temperature > 0)) throw new IllegalArgumentException("MultiHeadAttention: temperature must be > 0, got " + temperature);
         int b = x.size(0), t = x.size(1);
         Tensor h = norm == null ? x : norm.forward(x);
-        if (cache == null && !Grad.enabled()) return proj.forward(attendPacked(qkv.forward(h), mask, temperature));
+        if (cache == null && !Grad.enabled()) {
+            // inference: the qkv projection and the merged heads live in reused scratch arrays (see attendPacked)
+            int rows = b * t;
+            float[] qkvBuf = dev.biflow.engine.kernels.Scratch.borrow(rows * 3 * dim), oBuf = dev.biflow.engine.kernels.Scratch.borrow(rows * dim);
+            try {
+                return proj.forward(attendPacked(qkv.forwardInto(h, qkvBuf), mask, temperature, oBuf)); // a new array escapes
+            } finally {
+                dev.biflow.engine.kernels.Scratch.giveBack(qkvBuf);
+                dev.biflow.engine.kernels.Scratch.giveBack(oBuf);
+            }
+        }
         Tensor packed = Ops.permute(Ops.reshape(qkv.forward(h), b, t, 3 * heads, headDim), 0, 2, 1, 3); // (B, 3H, T, Dh)
         Tensor[] qkvs = Ops.chunk(packed, 3, 1);
         Tensor q = qkvs[0], k = qkvs[1], v = qkvs[2]; // (B, H, T, Dh)
@@ -119,7 +129,7 @@ public class MultiHeadAttention extends Module {
      * (B, T, 3 D) -> (B, T, D), skipping the split, permute and merge copies of the training path;
      * the same bits (SPLIT_QK scales q and k in place, as the training path's mulScalar does).
      */
-    private Tensor attendPacked(Tensor qkvOut, Tensor mask, float temperature) {
+    private Tensor attendPacked(Tensor qkvOut, Tensor mask, float temperature, float[] into) {
         float scale;
         if (scaling == Scaling.SPLIT_QK) {
             float s = (float) Math.pow(headDim, -0.25);
@@ -134,7 +144,7 @@ public class MultiHeadAttention extends Module {
             double s = Math.pow(headDim, -0.25);
             scale = (float) (s * s / temperature);
         }
-        return Fused.attentionPacked(qkvOut, heads, causal, mask, scale);
+        return Fused.attentionPacked(qkvOut, heads, causal, mask, scale, into);
     }
 
     @Override

@@ -174,6 +174,25 @@ class LayersTest {
     }
 
     @Test
+    void linearIntoAGivenArrayIsTheSameAndOnlyForInference() {
+        Linear l = new Linear(7, 5, true, new Rng(3));
+        Tensor x = Tensor.randn(new Rng(4), 2, 3, 7);
+        float[] want;
+        float[] into = new float[6 * 5];
+        java.util.Arrays.fill(into, Float.NaN); // overwritten, never read
+        Tensor got;
+        try (var ng = dev.biflow.engine.Grad.noGrad()) {
+            want = l.forward(x).data();
+            got = l.forwardInto(x, into);
+            assertThrows(IllegalArgumentException.class, () -> l.forwardInto(x, new float[29]), "wrong length");
+        }
+        assertSame(into, got.data());
+        assertArrayEquals(new int[]{2, 3, 5}, got.shape());
+        assertArrayEquals(want, got.data());
+        assertThrows(IllegalStateException.class, () -> l.forwardInto(x, new float[30]), "the weights need grad: a graph would keep the array");
+    }
+
+    @Test
     void sequentialAppliesInOrder() {
         Rng rng = new Rng(6);
         Linear a = new Linear(3, 4, true, rng), b = new Linear(4, 2, false, rng);
