@@ -24,8 +24,6 @@ import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.concurrent.Callable;
-import java.util.regex.Matcher;
-import java.util.regex.Pattern;
 
 @Command(name = "train-features", mixinStandardHelpOptions = true, showDefaultValues = true, sortOptions = false,
         description = {"Train the feature networks as Fashion-MNIST classifiers: convnet (the LPIPS-style perceptual loss), "
@@ -55,8 +53,6 @@ final class TrainFeaturesCommand implements Callable<Integer>, ConfigFile.Config
 
     @Override public ConfigFile.Schema configSchema() { return SCHEMA; }
 
-    /** One per-step line of {@link FeatureNetTrainer#train}'s log: "fashion-convnet step 5  loss 2.1  train-acc 0.125  lr 1.0e-04 ...". */
-    private static final Pattern STEP_LINE = Pattern.compile("\\bstep (\\d+)\\s+loss (\\S+)\\s+train-acc (\\S+)\\s+lr (\\S+)");
 
     @Mixin Common common;
     @picocli.CommandLine.Spec picocli.CommandLine.Model.CommandSpec spec;
@@ -102,16 +98,14 @@ final class TrainFeaturesCommand implements Callable<Integer>, ConfigFile.Config
             FeatureNetTrainer.Result r;
             try (BufferedWriter mw = Files.newBufferedWriter(metrics, StandardOpenOption.CREATE, StandardOpenOption.APPEND);
                  ProgressBar pb = Common.bar(a.id, n, "step")) {
-                r = FeatureNetTrainer.train(net, train, test, o, line -> {
-                    Matcher m = STEP_LINE.matcher(line);
-                    if (!m.find()) return; // the trainer's closing line; the summary below says it
-                    long step = Long.parseLong(m.group(1));
-                    pb.stepTo(step);
-                    pb.setExtraMessage(" loss " + m.group(2) + " acc " + m.group(3));
+                // the trainer's closing line is not needed: the summary below says it
+                r = FeatureNetTrainer.train(net, train, test, o, st -> {
+                    pb.stepTo(st.step());
+                    pb.setExtraMessage(String.format(Locale.ROOT, " loss %.4f acc %.3f", st.loss(), st.trainAccuracy()));
                     try {
                         mw.write(String.format(Locale.ROOT, "{\"arch\":\"%s\",\"step\":%d,\"loss\":%s,\"train_acc\":%s,\"lr\":%s}%n",
-                                a.id, step, num(m.group(2)), num(m.group(3)), num(m.group(4))));
-                        if (step % 50 == 0) mw.flush();
+                                a.id, st.step(), num(st.loss()), num(st.trainAccuracy()), num(st.lr())));
+                        if (st.step() % 50 == 0) mw.flush();
                     } catch (java.io.IOException e) {
                         throw new java.io.UncheckedIOException(e);
                     }
@@ -153,14 +147,6 @@ final class TrainFeaturesCommand implements Callable<Integer>, ConfigFile.Config
         else o.putNull("steps");
         o.put("batch", batch).put("lr", lr).put("seed", seed).put("data", data.toString());
         ConfigFile.write(out.resolve(ConfigFile.FILE_NAME), o);
-    }
-
-    private static String num(String s) {
-        try {
-            return num(Double.parseDouble(s));
-        } catch (NumberFormatException e) {
-            return "null";
-        }
     }
 
     private static String num(double v) { return Double.isFinite(v) ? String.format(Locale.ROOT, "%.6g", v) : "null"; }

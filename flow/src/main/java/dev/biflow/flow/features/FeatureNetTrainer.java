@@ -116,10 +116,39 @@ public final class FeatureNetTrainer {
     }
 
     /**
-     * Trains net in place (it is switched to training mode with gradients on, and left in eval mode
-     * with gradients off). test may be null. log may be null.
+     * One report every {@code logEvery} steps: loss and training accuracy averaged over those steps,
+     * the learning rate of the last one, throughput, wall and CPU seconds since the start.
      */
-    public static Result train(FeatureNet net, ImageDataset train, ImageDataset test, Options o, Consumer<String> log) {
+    public record StepStats(String arch, long step, double loss, double trainAccuracy, double lr, double imagesPerSecond,
+                            double seconds, double cpuSeconds) {
+        /** The log line: "convnet step 5  loss 2.1000  train-acc 0.125  lr 1.00e-04  900 img/s  3s (cpu 6s)". */
+        public String line() {
+            return String.format(Locale.ROOT, "%s step %d  loss %.4f  train-acc %.3f  lr %.2e  %.0f img/s  %.0fs (cpu %.0fs)",
+                    arch, step, loss, trainAccuracy, lr, imagesPerSecond, seconds, cpuSeconds);
+        }
+    }
+
+    /** What a run reports as it goes: the step reports, then one closing line (test accuracy). */
+    public interface Listener {
+        void onStep(StepStats s);
+
+        default void onDone(String summary) {}
+
+        /** Both as text lines, for a log or a terminal. */
+        static Listener lines(Consumer<String> log) {
+            return new Listener() {
+                @Override public void onStep(StepStats s) { log.accept(s.line()); }
+
+                @Override public void onDone(String summary) { log.accept(summary); }
+            };
+        }
+    }
+
+    /**
+     * Trains net in place (it is switched to training mode with gradients on, and left in eval mode
+     * with gradients off). test may be null. listener may be null.
+     */
+    public static Result train(FeatureNet net, ImageDataset train, ImageDataset test, Options o, Listener listener) {
         checkData(net, train);
         if (test != null) checkData(net, test);
         net.train();
@@ -164,11 +193,10 @@ public final class FeatureNetTrainer {
             correct += countCorrect(logits, y);
             count += b;
             step++;
-            if (log != null && o.logEvery() > 0 && step % o.logEvery() == 0) {
+            if (listener != null && o.logEvery() > 0 && step % o.logEvery() == 0) {
                 double el = (System.nanoTime() - t0) / 1e9;
-                log.accept(String.format(Locale.ROOT, "%s step %d  loss %.4f  train-acc %.3f  lr %.2e  %.0f img/s  %.0fs (cpu %.0fs)",
-                        net.config.arch().id, step, lossSum / o.logEvery(), correct / count, lr, step * (double) b / el, el,
-                        processCpuSeconds() - c0));
+                listener.onStep(new StepStats(net.config.arch().id, step, lossSum / o.logEvery(), correct / count, lr,
+                        step * (double) b / el, el, processCpuSeconds() - c0));
                 lossSum = 0;
                 correct = 0;
                 count = 0;
@@ -180,8 +208,8 @@ public final class FeatureNetTrainer {
         double tl = 0;
         for (int i = 0; i < seen; i++) tl += recent[i];
         double acc = test == null ? Double.NaN : accuracy(net, test, 500);
-        if (log != null)
-            log.accept(String.format(Locale.ROOT, "%s done: %d steps in %.1fs (cpu %.1fs), test accuracy %s", net.config.arch().id, step, seconds, cpu,
+        if (listener != null)
+            listener.onDone(String.format(Locale.ROOT, "%s done: %d steps in %.1fs (cpu %.1fs), test accuracy %s", net.config.arch().id, step, seconds, cpu,
                     Double.isNaN(acc) ? "n/a" : String.format(Locale.ROOT, "%.4f", acc)));
         return new Result(step, seconds, cpu, seen == 0 ? Double.NaN : tl / seen, acc);
     }
@@ -288,7 +316,7 @@ public final class FeatureNetTrainer {
         ImageDataset train = ImageDataset.loadIdx(dataDir, "train"), test = ImageDataset.loadIdx(dataDir, "test");
         FeatureNet net = FeatureNets.build(config, new Rng(weightSeed));
         if (log != null) log.accept(net.displayName() + ": " + net.parameterCount() + " parameters, " + Parallel.threads() + " threads");
-        Result r = train(net, train, test, o, log);
+        Result r = train(net, train, test, o, log == null ? null : Listener.lines(log));
         Map<String, String> meta = new LinkedHashMap<>(o.toMetadata());
         meta.putAll(r.toMetadata());
         meta.put("weight_seed", Long.toString(weightSeed));

@@ -60,12 +60,26 @@ class FeatureNetTrainerTest {
         ImageDataset train = TinyNets.quadrants(128, 1);
         FeatureNet net = FeatureNets.build(TinyNets.convnet(), new Rng(3));
         List<String> lines = new ArrayList<>();
+        List<FeatureNetTrainer.StepStats> steps = new ArrayList<>();
+        FeatureNetTrainer.Listener text = FeatureNetTrainer.Listener.lines(lines::add);
         FeatureNetTrainer.Result r = FeatureNetTrainer.train(net, train, null,
-                quick(1_000_000).withSeconds(0.3).withLogEvery(5), lines::add);
+                quick(1_000_000).withSeconds(0.3).withLogEvery(5), new FeatureNetTrainer.Listener() {
+                    @Override public void onStep(FeatureNetTrainer.StepStats s) { steps.add(s); text.onStep(s); }
+
+                    @Override public void onDone(String summary) { text.onDone(summary); }
+                });
         assertTrue(r.steps() > 0 && r.steps() < 1_000_000, "steps " + r.steps());
         assertTrue(r.seconds() < 5, "seconds " + r.seconds());
         assertTrue(Double.isNaN(r.testAccuracy()));
         assertTrue(lines.getLast().contains("done"), lines.toString());
+        // one report per 5 steps, in order, with the numbers a caller needs (no log line to parse)
+        assertEquals(r.steps() / 5, steps.size(), "reports");
+        for (int i = 0; i < steps.size(); i++) {
+            FeatureNetTrainer.StepStats s = steps.get(i);
+            assertEquals(5L * (i + 1), s.step());
+            assertTrue(s.loss() > 0 && s.trainAccuracy() >= 0 && s.trainAccuracy() <= 1 && s.lr() > 0, s.toString());
+            assertEquals(s.line(), lines.get(i));
+        }
     }
 
     @Test
