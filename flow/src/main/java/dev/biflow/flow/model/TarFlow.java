@@ -259,44 +259,39 @@ public final class TarFlow extends Module {
             return Ops.chunk(out, 2, 2);
         }
 
-        /** Inverse of {@link #forward}: z (B, T, Cp^2) -> x, token by token. */
+        /** Inverse of {@link #forward}: z (B, T, Cp^2) -> x, token by token, each step attending over KV caches. */
         public Tensor reverse(Tensor z, int[] y, Guidance g) {
-            int b = z.size(0), t = z.size(1), td = z.size(2);
-            float[] x = order(z, 1).toArray(); // (B, T, Cp^2), solved in place
-            Tensor xt = Tensor.of(x, b, t, td);
-            Tensor pos = order(posEmbed, 0);
-            Tensor cls = classTerm(y);
-            Tensor clsU = classTerm(null);
             KVCache[] cond = KVCache.array(attnBlocks.size()), uncond = KVCache.array(attnBlocks.size());
-            for (int i = 0; i < t - 1; i++) {
-                Tensor[] ab = step(xt, pos, i, cls, 1f, cond);
-                float[] xa = ab[0].data(), xb = ab[1].data();
-                if (g.scale() > 0) {
-                    Tensor[] abU = step(xt, pos, i, clsU, g.attnTemp(), uncond);
-                    float gi = g.annealed() ? (i + 1f) / (t - 1) * g.scale() : g.scale();
-                    xa = guide(xa, abU[0].data(), gi);
-                    xb = guide(xb, abU[1].data(), gi);
-                }
-                for (int s = 0; s < b; s++) {
-                    int base = (s * t + i + 1) * td;
-                    for (int j = 0; j < td; j++) x[base + j] = x[base + j] * (float) Math.exp(xa[s * td + j]) + xb[s * td + j];
-                }
-            }
-            return order(xt, 1);
+            return solve(z, y, g, (xt, pos, i, cls, temp, unconditional) -> step(xt, pos, i, cls, temp, unconditional ? uncond : cond));
         }
 
         /** Reference inverse without caches: step i re-runs tokens 0..i through the causal stack. */
         Tensor reverseUncached(Tensor z, int[] y, Guidance g) {
+            return solve(z, y, g, (xt, pos, i, cls, temp, unconditional) -> prefixParams(xt, pos, i, cls, temp));
+        }
+
+        /** How a solve step gets (a, b) of token i + 1 from the tokens 0..i of xt solved so far. */
+        @FunctionalInterface
+        private interface StepParams {
+            Tensor[] at(Tensor xt, Tensor pos, int i, Tensor cls, float temp, boolean unconditional);
+        }
+
+        /**
+         * The exact inverse, shared by both forms: x_0 = z_0, then for i = 0 .. T-2,
+         * x_{i+1} = z_{i+1} exp(a_i) + b_i with (a_i, b_i) from x_0..x_i; with guidance the
+         * unconditional pass's parameters are extrapolated from, (a + g_i (a - a_u), b likewise).
+         */
+        private Tensor solve(Tensor z, int[] y, Guidance g, StepParams params) {
             int b = z.size(0), t = z.size(1), td = z.size(2);
-            float[] x = order(z, 1).toArray();
+            float[] x = order(z, 1).toArray(); // (B, T, Cp^2), solved in place
             Tensor xt = Tensor.of(x, b, t, td);
             Tensor pos = order(posEmbed, 0);
             Tensor cls = classTerm(y), clsU = classTerm(null);
             for (int i = 0; i < t - 1; i++) {
-                Tensor[] ab = prefixParams(xt, pos, i, cls, 1f);
+                Tensor[] ab = params.at(xt, pos, i, cls, 1f, false);
                 float[] xa = ab[0].data(), xb = ab[1].data();
                 if (g.scale() > 0) {
-                    Tensor[] abU = prefixParams(xt, pos, i, clsU, g.attnTemp());
+                    Tensor[] abU = params.at(xt, pos, i, clsU, g.attnTemp(), true);
                     float gi = g.annealed() ? (i + 1f) / (t - 1) * g.scale() : g.scale();
                     xa = guide(xa, abU[0].data(), gi);
                     xb = guide(xb, abU[1].data(), gi);
