@@ -92,7 +92,14 @@ public final class Fused {
      * LayerNorm over the last axis: (x - mean) / sqrt(var + eps) * weight + bias, biased variance
      * as in PyTorch. weight and bias are (D) and may each be null (no scale / no shift).
      */
-    public static Tensor layerNorm(Tensor x, Tensor weight, Tensor bias, float eps) {
+    public static Tensor layerNorm(Tensor x, Tensor weight, Tensor bias, float eps) { return layerNorm(x, weight, bias, eps, null); }
+
+    /**
+     * The same written into {@code into} (x.numel() floats, overwritten; null: a new array), for inference
+     * temporaries in {@link dev.biflow.engine.kernels.Scratch} arrays; refused when a gradient would be
+     * recorded (the graph would keep an array its owner reuses).
+     */
+    public static Tensor layerNorm(Tensor x, Tensor weight, Tensor bias, float eps, float[] into) {
         if (x.shape.length == 0)
             throw new IllegalArgumentException("layerNorm: x must have rank >= 1 (..., D), got a scalar");
         int d = x.shape[x.shape.length - 1];
@@ -103,8 +110,12 @@ public final class Fused {
         if (!(eps >= 0f) || Float.isInfinite(eps))
             throw new IllegalArgumentException("layerNorm: eps must be a finite value >= 0, got " + eps);
         int rows = x.data.length / d;
+        if (into != null && into.length != x.data.length)
+            throw new IllegalArgumentException("layerNorm: the output array has " + into.length + " floats, x " + Shape.str(x.shape) + " needs " + x.data.length);
+        if (into != null && Grad.anyNeedsGrad(x, weight, bias))
+            throw new IllegalStateException("layerNorm: writing into a given array is for inference; a gradient would be recorded here");
         float[] xd = x.data, wd = weight == null ? null : weight.data, bd = bias == null ? null : bias.data;
-        float[] y = new float[xd.length], mean = new float[rows], rstd = new float[rows];
+        float[] y = into != null ? into : new float[xd.length], mean = new float[rows], rstd = new float[rows];
         Parallel.forRange(rows, grain(3L * d), (lo, hi) -> LayerNorm.forward(xd, wd, bd, y, mean, rstd, d, eps, lo, hi));
         return Grad.record(new Tensor(y, x.shape.clone()), "layer_norm", (g, buf) -> {
             float[] gx = buf.of(x);

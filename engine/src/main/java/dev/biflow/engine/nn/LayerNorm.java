@@ -24,10 +24,13 @@ public class LayerNorm extends Module {
     public LayerNorm(int dim) { this(dim, 1e-5f, true); }
 
     @Override
-    public Tensor forward(Tensor x) {
+    public Tensor forward(Tensor x) { return forwardInto(x, null); }
+
+    /** {@link #forward} written into {@code into} (null: a new array), for inference scratch; see Fused.layerNorm. */
+    public Tensor forwardInto(Tensor x, float[] into) {
         if (x.dim() < 1 || x.size(-1) != dim)
             throw new IllegalArgumentException("LayerNorm(" + dim + "): input " + Shape.str(x.shape()) + " must end in " + dim);
-        return Fused.layerNorm(x, weight, bias, eps);
+        return Fused.layerNorm(x, weight, bias, eps, into);
     }
 
     @Override

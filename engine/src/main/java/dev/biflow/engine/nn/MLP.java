@@ -36,20 +36,22 @@ public class MLP extends Module {
     /** x (..., dim) -> (..., out). */
     @Override
     public Tensor forward(Tensor x) {
-        Tensor in = norm == null ? x : norm.forward(x);
         if (!dev.biflow.engine.Grad.enabled() && ((Activation) main.get(1)).kind == Activation.Kind.GELU) {
-            // inference: fc1 writes into a reused scratch array and GELU runs in place on it, so the widest
-            // tensor of a transformer layer is neither allocated (zeroed, cold) nor copied; the same kernels in
-            // the same order, so the same bits as main.forward
-            float[] h = dev.biflow.engine.kernels.Scratch.borrow(in.numel() / in.size(-1) * fc1().out);
+            // inference: the normalised input and fc1's output live in reused scratch arrays and GELU runs in
+            // place, so the widest tensor of a transformer layer is neither allocated (zeroed, cold) nor copied;
+            // the same kernels in the same order, so the same bits as main.forward
+            float[] n = norm == null ? null : dev.biflow.engine.kernels.Scratch.borrow(x.numel());
+            float[] h = dev.biflow.engine.kernels.Scratch.borrow(x.numel() / x.size(-1) * fc1().out);
             try {
+                Tensor in = norm == null ? x : norm.forwardInto(x, n);
                 Tensor hidden = fc1().forwardInto(in, h);
                 dev.biflow.engine.kernels.Parallel.forRange(h.length, 1 << 14, (lo, hi) -> dev.biflow.engine.kernels.Gelu.forward(h, h, lo, hi));
                 return fc2().forward(hidden); // a new array: the result escapes, the scratch does not
             } finally {
+                dev.biflow.engine.kernels.Scratch.giveBack(n);
                 dev.biflow.engine.kernels.Scratch.giveBack(h);
             }
         }
-        return main.forward(in);
+        return main.forward(norm == null ? x : norm.forward(x));
     }
 }

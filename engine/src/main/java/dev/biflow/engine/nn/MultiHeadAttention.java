@@ -82,18 +82,22 @@ public class MultiHeadAttention extends Module {
             throw new IllegalArgumentException("MultiHeadAttention(dim=" + dim + "): input " + Shape.str(x.shape()) + " must end in " + dim);
         if (!(temperature > 0)) throw new IllegalArgumentException("MultiHeadAttention: temperature must be > 0, got " + temperature);
         int b = x.size(0), t = x.size(1);
-        Tensor h = norm == null ? x : norm.forward(x);
         if (cache == null && !Grad.enabled()) {
-            // inference: the qkv projection and the merged heads live in reused scratch arrays (see attendPacked)
+            // inference: the normalised input, the qkv projection and the merged heads live in reused scratch
+            // arrays (kernels.Scratch: no zeroing of fresh arrays, warm caches); only proj's output escapes
             int rows = b * t;
+            float[] nBuf = norm == null ? null : dev.biflow.engine.kernels.Scratch.borrow(rows * dim);
             float[] qkvBuf = dev.biflow.engine.kernels.Scratch.borrow(rows * 3 * dim), oBuf = dev.biflow.engine.kernels.Scratch.borrow(rows * dim);
             try {
+                Tensor h = norm == null ? x : norm.forwardInto(x, nBuf);
                 return proj.forward(attendPacked(qkv.forwardInto(h, qkvBuf), mask, temperature, oBuf)); // a new array escapes
             } finally {
+                dev.biflow.engine.kernels.Scratch.giveBack(nBuf);
                 dev.biflow.engine.kernels.Scratch.giveBack(qkvBuf);
                 dev.biflow.engine.kernels.Scratch.giveBack(oBuf);
             }
         }
+        Tensor h = norm == null ? x : norm.forward(x);
         Tensor packed = Ops.permute(Ops.reshape(qkv.forward(h), b, t, 3 * heads, headDim), 0, 2, 1, 3); // (B, 3H, T, Dh)
         Tensor[] qkvs = Ops.chunk(packed, 3, 1);
         Tensor q = qkvs[0], k = qkvs[1], v = qkvs[2]; // (B, H, T, Dh)
