@@ -32,6 +32,19 @@ public interface Backend {
         sgemm(transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, 1f, c, cOff, ldc);
     }
 
+    /**
+     * gelu({@link #sgemmBias}) with the exact (erf) GELU: a Linear layer and its activation for inference
+     * (bias may be null). The default runs the GEMM, then GELU over C; the CPU backend applies GELU to each
+     * C tile while it is in L1 (same bits).
+     */
+    default void sgemmBiasGelu(boolean transA, boolean transB, int m, int n, int k, float alpha,
+                               float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
+                               float beta, float[] c, int cOff, int ldc, float[] bias, int biasOff) {
+        if (bias != null) sgemmBias(transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc, bias, biasOff);
+        else sgemm(transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc);
+        for (int i = 0; i < m; i++) dev.biflow.engine.kernels.Gelu.forward(c, c, cOff + i * ldc, cOff + i * ldc + n);
+    }
+
     // The methods below are kernels an accelerator may override; the defaults run the CPU kernels,
     // so a backend that implements only sgemm is complete. Arrays are contiguous and
     // start at offset 0 unless an offset is given.
@@ -167,6 +180,13 @@ public interface Backend {
                               float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
                               float beta, float[] c, int cOff, int ldc, float[] bias, int biasOff) {
             Gemm.sgemmBias(transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc, bias, biasOff);
+        }
+
+        @Override
+        public void sgemmBiasGelu(boolean transA, boolean transB, int m, int n, int k, float alpha,
+                                  float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
+                                  float beta, float[] c, int cOff, int ldc, float[] bias, int biasOff) {
+            Gemm.sgemmBiasGelu(transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc, bias, biasOff);
         }
     };
 

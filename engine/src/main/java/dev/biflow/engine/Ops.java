@@ -624,7 +624,20 @@ public final class Ops {
      * given array is refused when a gradient would be recorded: the graph would keep an array its owner
      * reuses.
      */
-    public static Tensor linear(Tensor x, Tensor w, Tensor b, float[] into) {
+    /**
+     * gelu(x w^T + b) (exact GELU) for inference, the activation applied to each output tile while it is in
+     * cache (Backend.sgemmBiasGelu): the same bits as {@code gelu(linear(x, w, b))}. into as in
+     * {@link #linear(Tensor, Tensor, Tensor, float[])}. Records no gradient: refused when one would be.
+     */
+    public static Tensor linearGelu(Tensor x, Tensor w, Tensor b, float[] into) {
+        if (Grad.anyNeedsGrad(x, w, b))
+            throw new IllegalStateException("linearGelu is for inference; a gradient would be recorded here: use gelu(linear(x, w, b))");
+        return linear(x, w, b, into, true);
+    }
+
+    public static Tensor linear(Tensor x, Tensor w, Tensor b, float[] into) { return linear(x, w, b, into, false); }
+
+    private static Tensor linear(Tensor x, Tensor w, Tensor b, float[] into, boolean gelu) {
         if (x.shape.length != 2 || w.shape.length != 2 || x.shape[1] != w.shape[1])
             throw new IllegalArgumentException("linear: x " + Shape.str(x.shape) + " and weight " + Shape.str(w.shape)
                     + " must be (N, in) and (out, in)");
@@ -640,7 +653,8 @@ public final class Ops {
         float[] xd = x.data, wd = w.data;
         int ldx = Math.max(1, in), ldc = Math.max(1, out);
         // y = x W^T + b with b as the GEMM's start value (formed in the GEMM, tile by tile: no pass over y)
-        if (b != null) be.sgemmBias(false, true, n, out, in, 1f, xd, 0, ldx, wd, 0, ldx, 0f, c, 0, ldc, b.data, 0);
+        if (gelu) be.sgemmBiasGelu(false, true, n, out, in, 1f, xd, 0, ldx, wd, 0, ldx, 0f, c, 0, ldc, b == null ? null : b.data, 0);
+        else if (b != null) be.sgemmBias(false, true, n, out, in, 1f, xd, 0, ldx, wd, 0, ldx, 0f, c, 0, ldc, b.data, 0);
         else be.sgemm(false, true, n, out, in, 1f, xd, 0, ldx, wd, 0, ldx, 0f, c, 0, ldc);
         Tensor y = new Tensor(c, new int[]{n, out});
         return Grad.record(y, "linear", (g, buf) -> {

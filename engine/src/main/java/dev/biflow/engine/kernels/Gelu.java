@@ -22,12 +22,20 @@ public final class Gelu {
     private static final float P = 0.3275911f, A1 = 0.254829592f, A2 = -0.284496736f, A3 = 1.421413741f,
             A4 = -1.453152027f, A5 = 1.061405429f;
 
-    /** erf(u) for one float (same approximation as the vector path). */
+    /**
+     * erf(u) for one float: the vector path's operations one for one (the same fmas, the same order), so
+     * a tail element gets the bits it would get in a lane and a result never depends on where a range was
+     * split (threads, tiles).
+     */
     public static float erf(float u) {
         float a = Math.abs(u);
-        float t = 1f / (1f + P * a);
-        float poly = ((((A5 * t + A4) * t + A3) * t + A2) * t + A1) * t;
-        float r = 1f - poly * Softmax.exp(-a * a);
+        float t = 1f / Math.fma(a, P, 1f);
+        float poly = Math.fma(t, A5, A4);
+        poly = Math.fma(poly, t, A3);
+        poly = Math.fma(poly, t, A2);
+        poly = Math.fma(poly, t, A1);
+        poly = poly * t;
+        float r = 1f - poly * Softmax.exp(-(a * a));
         return u < 0 ? -r : r;
     }
 
@@ -54,10 +62,11 @@ public final class Gelu {
             FloatVector d = v.fma(pdf, cdf);
             FloatVector.fromArray(S, g, i).fma(d, FloatVector.fromArray(S, gx, i)).intoArray(gx, i);
         }
-        for (; i < hi; i++) {
+        for (; i < hi; i++) { // the lanes' operations one for one (see erf)
             float v = x[i];
-            float d = 0.5f * (1f + erf(v * INV_SQRT2)) + v * Softmax.exp(-0.5f * v * v) * INV_SQRT_2PI;
-            gx[i] += g[i] * d;
+            float cdf = (erf(v * INV_SQRT2) + 1f) * 0.5f;
+            float pdf = Softmax.exp(v * v * -0.5f) * INV_SQRT_2PI;
+            gx[i] = Math.fma(g[i], Math.fma(v, pdf, cdf), gx[i]);
         }
     }
 

@@ -99,6 +99,20 @@ public final class Gemm {
         sgemmWith(MR, true, transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc, bias, biasOff);
     }
 
+    /**
+     * C = gelu(alpha op(A) op(B) + (beta C + bias)) with the exact (erf) GELU of {@link Gelu}: a Linear layer
+     * and its activation for inference. The activation is applied to each C tile while it is still in L1,
+     * right after its last K panel, instead of in a second pass over C; the bits are those of
+     * {@link #sgemmBias} followed by {@link Gelu#forward} over C. bias may be null.
+     */
+    public static void sgemmBiasGelu(boolean transA, boolean transB, int m, int n, int k, float alpha,
+                                     float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
+                                     float beta, float[] c, int cOff, int ldc, float[] bias, int biasOff) {
+        if (bias != null && (biasOff < 0 || (long) biasOff + n > bias.length))
+            throw new IllegalArgumentException("sgemmBiasGelu: bias needs " + n + " floats from offset " + biasOff + ", has " + bias.length);
+        sgemmWith(MR, true, transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc, bias, biasOff, true);
+    }
+
     /** C[i, j] = beta C[i, j] + bias[j] (C not read when beta == 0): the start value {@link #sgemmBias} uses. */
     public static void prefillBias(int m, int n, float beta, float[] c, int cOff, int ldc, float[] bias, int biasOff) {
         for (int i = 0; i < m; i++) startRow(beta, c, cOff + i * ldc, bias, biasOff, n);
@@ -124,6 +138,13 @@ public final class Gemm {
     static void sgemmWith(int mr, boolean allowSmall, boolean transA, boolean transB, int m, int n, int k,
                           float alpha, float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
                           float beta, float[] c, int cOff, int ldc, float[] bias, int biasOff) {
+        sgemmWith(mr, allowSmall, transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc, bias, biasOff, false);
+    }
+
+    /** As above, and GELU on the result when gelu (see {@link #sgemmBiasGelu}). */
+    static void sgemmWith(int mr, boolean allowSmall, boolean transA, boolean transB, int m, int n, int k,
+                          float alpha, float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
+                          float beta, float[] c, int cOff, int ldc, float[] bias, int biasOff, boolean gelu) {
         if (mr != 4 && mr != 12) throw new IllegalArgumentException("tile height must be 4 or 12, got " + mr);
         checkArgs(transA, transB, m, n, k, a, aOff, lda, b, bOff, ldb, c, cOff, ldc);
         if (m == 0 || n == 0) return;
@@ -135,9 +156,10 @@ public final class Gemm {
             }
             if (k == 0 || alpha == 0f) scale(m, n, beta, c, cOff, ldc);
             else small(transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc);
+            if (gelu) for (int i = 0; i < m; i++) Gelu.forward(c, c, cOff + i * ldc, cOff + i * ldc + n);
             return;
         }
-        blocked(mr, transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc, bias, biasOff);
+        blocked(mr, transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc, bias, biasOff, gelu);
     }
 
     // ---------------------------------------------------------------- argument checks
@@ -220,7 +242,7 @@ public final class Gemm {
 
     private static void blocked(int mr, boolean transA, boolean transB, int m, int n, int k, float alpha,
                                 float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
-                                float beta, float[] c, int cOff, int ldc, float[] bias, int biasOff) {
+                                float beta, float[] c, int cOff, int ldc, float[] bias, int biasOff, boolean gelu) {
         Workspace own = Workspace.get();
         int threads = Parallel.threads();
         int rowSlivers = (m + mr - 1) / mr;
@@ -231,6 +253,7 @@ public final class Gemm {
                 int kc = Math.min(KC, k - pc);
                 float betaNow = pc == 0 ? beta : 1f;
                 float[] biasNow = pc == 0 ? bias : null; // the start value is formed once, before the first panel
+                boolean geluNow = gelu && pc + kc >= k;  // the activation once, after the last panel
                 // Pack the shared panel of B, split across threads when it is big enough to pay.
                 float[] bp = own.b(colSlivers * NR * kc);
                 int jc0 = jc, pc0 = pc;
@@ -245,12 +268,12 @@ public final class Gemm {
                     int grain = (int) Math.max(1, Math.min(Integer.MAX_VALUE, MIN_FLOPS_PER_THREAD / flopsPerRowSliver));
                     shared(rowSlivers, grain, threads, (lo, hi) ->
                             macro(mr, transA, alpha, a, aOff, lda, pc0, kc, lo * mr, Math.min(m, hi * mr),
-                                  bp, jc0, nc, 0, colSlivers, betaNow, c, cOff, ldc, biasNow, biasOff));
+                                  bp, jc0, nc, 0, colSlivers, betaNow, c, cOff, ldc, biasNow, biasOff, geluNow));
                 } else {
                     int grain = (int) Math.max(1, Math.min(Integer.MAX_VALUE, MIN_FLOPS_PER_THREAD / flopsPerColSliver));
                     shared(colSlivers, grain, threads, (lo, hi) ->
                             macro(mr, transA, alpha, a, aOff, lda, pc0, kc, 0, m,
-                                  bp, jc0, nc, lo, hi, betaNow, c, cOff, ldc, biasNow, biasOff));
+                                  bp, jc0, nc, lo, hi, betaNow, c, cOff, ldc, biasNow, biasOff, geluNow));
                 }
             }
         }
@@ -283,7 +306,7 @@ public final class Gemm {
      */
     private static void macro(int mr, boolean transA, float alpha, float[] a, int aOff, int lda, int pc, int kc,
                               int i0, int i1, float[] bp, int jc, int nc, int s0, int s1,
-                              float beta, float[] c, int cOff, int ldc, float[] bias, int biasOff) {
+                              float beta, float[] c, int cOff, int ldc, float[] bias, int biasOff, boolean gelu) {
         Workspace ws = Workspace.get();
         float[] ap = ws.a(mr * KC);
         float[] tile = ws.tile;
@@ -306,6 +329,7 @@ public final class Gemm {
                     } else if (beta == 0f) for (int r = 0; r < mr; r++) Arrays.fill(c, co + r * ldc, co + r * ldc + NR, 0f);
                     if (mr == 12) kernel12x2(kc, ap, 0, bp, bi, c, co, ldc, kb);
                     else kernel4x2(kc, ap, 0, bp, bi, c, co, ldc, kb);
+                    if (gelu) for (int r = 0; r < mr; r++) Gelu.forward(c, c, co + r * ldc, co + r * ldc + NR); // the tile is in L1
                 } else {
                     Arrays.fill(tile, 0f);
                     if (mr == 12) kernel12x2(kc, ap, 0, bp, bi, tile, 0, NR, 0f);
@@ -314,6 +338,7 @@ public final class Gemm {
                         for (int r = 0; r < rows; r++) startRow(beta, c, co + r * ldc, bias, biasOff + jc + j, cols);
                         mergeTile(tile, rows, cols, c, co, ldc, 1f);
                     } else mergeTile(tile, rows, cols, c, co, ldc, beta);
+                    if (gelu) for (int r = 0; r < rows; r++) Gelu.forward(c, c, co + r * ldc, co + r * ldc + cols);
                 }
             }
         }

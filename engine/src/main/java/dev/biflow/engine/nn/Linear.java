@@ -39,13 +39,18 @@ public class Linear extends Module {
      * {@link #forward} written into {@code into} (x.numel() / in * out floats; null: a new array): for
      * inference temporaries held in {@link dev.biflow.engine.kernels.Scratch} arrays, see Ops.linear.
      */
-    public Tensor forwardInto(Tensor x, float[] into) {
+    public Tensor forwardInto(Tensor x, float[] into) { return forwardInto(x, into, false); }
+
+    /** gelu(forward(x)) for inference, into {@code into} (null: a new array), the activation fused into the GEMM (Ops.linearGelu). */
+    public Tensor forwardGeluInto(Tensor x, float[] into) { return forwardInto(x, into, true); }
+
+    private Tensor forwardInto(Tensor x, float[] into, boolean gelu) {
         if (x.dim() < 1 || x.size(-1) != in)
             throw new IllegalArgumentException("Linear(" + in + " -> " + out + "): input " + Shape.str(x.shape())
                     + " must end in " + in + " features");
         int[] s = x.shape();
         Tensor x2 = x.dim() == 2 ? x : Ops.reshape(x, -1, in);
-        Tensor y = Ops.linear(x2, weight, bias, into); // (N, out)
+        Tensor y = gelu ? Ops.linearGelu(x2, weight, bias, into) : Ops.linear(x2, weight, bias, into); // (N, out)
         if (x.dim() == 2) return y;
         s[s.length - 1] = out;
         return Ops.reshape(y, s);

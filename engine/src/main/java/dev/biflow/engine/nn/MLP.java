@@ -37,15 +37,14 @@ public class MLP extends Module {
     @Override
     public Tensor forward(Tensor x) {
         if (!dev.biflow.engine.Grad.enabled() && ((Activation) main.get(1)).kind == Activation.Kind.GELU) {
-            // inference: the normalised input and fc1's output live in reused scratch arrays and GELU runs in
-            // place, so the widest tensor of a transformer layer is neither allocated (zeroed, cold) nor copied;
-            // the same kernels in the same order, so the same bits as main.forward
+            // inference: the normalised input and fc1's output live in reused scratch arrays and GELU is applied
+            // inside the fc1 GEMM, so the widest tensor of a transformer layer is neither allocated (zeroed,
+            // cold) nor passed over again; the same kernels on the same values, so the same bits as main.forward
             float[] n = norm == null ? null : dev.biflow.engine.kernels.Scratch.borrow(x.numel());
             float[] h = dev.biflow.engine.kernels.Scratch.borrow(x.numel() / x.size(-1) * fc1().out);
             try {
                 Tensor in = norm == null ? x : norm.forwardInto(x, n);
-                Tensor hidden = fc1().forwardInto(in, h);
-                dev.biflow.engine.kernels.Parallel.forRange(h.length, 1 << 14, (lo, hi) -> dev.biflow.engine.kernels.Gelu.forward(h, h, lo, hi));
+                Tensor hidden = fc1().forwardGeluInto(in, h); // GELU on each output tile while it is in L1
                 return fc2().forward(hidden); // a new array: the result escapes, the scratch does not
             } finally {
                 dev.biflow.engine.kernels.Scratch.giveBack(n);

@@ -149,6 +149,36 @@ class GemmTest {
     }
 
     /**
+     * GELU applied to each C tile after its last K panel (inference's Linear + GELU) gives the bits of the
+     * GEMM followed by a GELU pass over C: tile edges, KC, both kernels, the small path, with and without a
+     * bias, beta 0 (with NaN in C) and 1, 1 and 2 threads.
+     */
+    @Test
+    void geluEpilogueIsBitIdenticalToAGeluPass() {
+        Gen<Dims> dims = integers().between(1, 80).zip(integers().between(1, 80), integers().between(1, 300), Dims::new);
+        Gen<Mode> modes = booleans().all().zip(booleans().all(), arbitrary().pick(4, 12), booleans().all(), Mode::new);
+        qt().withExamples(100).forAll(dims, modes, arbitrary().pick(0f, 1f), longs().all()).checkAssert((d, mo, beta, seed) -> {
+            SplittableRandom r = new SplittableRandom(seed);
+            int m = d.m(), n = d.n(), k = d.k();
+            float[] a = random(r, m * k), b = random(r, k * n), bias = r.nextBoolean() ? random(r, n) : null;
+            float[] c0 = random(r, m * n);
+            if (beta == 0f) Arrays.fill(c0, Float.NaN);
+            int lda = mo.transA() ? m : k, ldb = mo.transB() ? k : n;
+            float[] fused = c0.clone(), twoPass = c0.clone();
+            withThreads(1 + r.nextInt(2), () -> {
+                Gemm.sgemmWith(mo.mr(), mo.allowSmall(), mo.transA(), mo.transB(), m, n, k, 1f, a, 0, lda, b, 0, ldb,
+                        beta, fused, 0, n, bias, 0, true);
+                Gemm.sgemmWith(mo.mr(), mo.allowSmall(), mo.transA(), mo.transB(), m, n, k, 1f, a, 0, lda, b, 0, ldb,
+                        beta, twoPass, 0, n, bias, 0);
+                Gelu.forward(twoPass, twoPass, 0, twoPass.length);
+            });
+            for (int i = 0; i < fused.length; i++)
+                if (Float.floatToRawIntBits(fused[i]) != Float.floatToRawIntBits(twoPass[i]))
+                    fail(d + " " + mo + " beta " + beta + (bias == null ? ", no bias" : "") + ": C[" + i + "] = " + fused[i] + " fused, " + twoPass[i] + " two-pass");
+        });
+    }
+
+    /**
      * Crosses KC (256) and both tile edges, on 1 and 2 threads; the bits must not depend on the
      * thread count. Each transpose combination runs one of the two micro-kernels.
      */

@@ -190,6 +190,15 @@ class LayersTest {
         assertArrayEquals(new int[]{2, 3, 5}, got.shape());
         assertArrayEquals(want, got.data());
         assertThrows(IllegalStateException.class, () -> l.forwardInto(x, new float[30]), "the weights need grad: a graph would keep the array");
+        assertThrows(IllegalStateException.class, () -> l.forwardGeluInto(x, null), "linear + GELU records no gradient");
+        float[] geluWant;
+        Tensor geluGot;
+        try (var ng = dev.biflow.engine.Grad.noGrad()) {
+            geluWant = dev.biflow.engine.Ops.gelu(l.forward(x)).data();
+            geluGot = l.forwardGeluInto(x, null);
+        }
+        for (int i = 0; i < geluWant.length; i++)
+            assertEquals(Float.floatToRawIntBits(geluWant[i]), Float.floatToRawIntBits(geluGot.data()[i]), "gelu(linear) element " + i);
     }
 
     @Test
