@@ -71,25 +71,12 @@ final class Ref {
             for (int h = 0; h < nh; h++) {
                 int s = b * nh + h;
                 for (int i = 0; i < tq; i++) {
-                    double[] sc = new double[tk];
+                    double[] p = new double[tk];
                     boolean[] ok = new boolean[tk];
-                    double m = Double.NEGATIVE_INFINITY;
-                    for (int j = 0; j < tk; j++) {
-                        ok[j] = (!causal || j <= i + tk - tq)
-                                && (mask == null || mask[b * st[0] + h * st[1] + i * st[2] + j * st[3]] != 0f);
-                        if (!ok[j]) continue;
-                        double d = 0;
-                        for (int e = 0; e < dh; e++) d += (double) q[(s * tq + i) * dh + e] * k[(s * tk + j) * dh + e];
-                        sc[j] = d * scale;
-                        m = Math.max(m, sc[j]);
-                    }
-                    if (m == Double.NEGATIVE_INFINITY) continue; // no key: zeros
-                    double z = 0;
-                    for (int j = 0; j < tk; j++) if (ok[j]) z += Math.exp(sc[j] - m);
+                    if (!probabilities(q, k, b, h, s, i, tq, tk, dh, causal, mask, st, scale, p, ok)) continue; // no key: zeros
                     for (int j = 0; j < tk; j++) {
                         if (!ok[j]) continue;
-                        double p = Math.exp(sc[j] - m) / z;
-                        for (int e = 0; e < dv; e++) out[(s * tq + i) * dv + e] += p * v[(s * tk + j) * dv + e];
+                        for (int e = 0; e < dv; e++) out[(s * tq + i) * dv + e] += p[j] * v[(s * tk + j) * dv + e];
                     }
                 }
             }
@@ -112,22 +99,10 @@ final class Ref {
                 for (int i = 0; i < tq; i++) {
                     double[] p = new double[tk], dp = new double[tk];
                     boolean[] ok = new boolean[tk];
-                    double m = Double.NEGATIVE_INFINITY;
-                    for (int j = 0; j < tk; j++) {
-                        ok[j] = (!causal || j <= i + tk - tq)
-                                && (mask == null || mask[b * st[0] + h * st[1] + i * st[2] + j * st[3]] != 0f);
-                        if (!ok[j]) continue;
-                        double d = 0;
-                        for (int e = 0; e < dh; e++) d += (double) q[(s * tq + i) * dh + e] * k[(s * tk + j) * dh + e];
-                        p[j] = d * scale;
-                        m = Math.max(m, p[j]);
-                    }
-                    if (m == Double.NEGATIVE_INFINITY) continue; // no key: no gradient
-                    double z = 0, delta = 0;
-                    for (int j = 0; j < tk; j++) if (ok[j]) z += Math.exp(p[j] - m);
+                    if (!probabilities(q, k, b, h, s, i, tq, tk, dh, causal, mask, st, scale, p, ok)) continue; // no key: no gradient
+                    double delta = 0;
                     for (int j = 0; j < tk; j++) {
                         if (!ok[j]) continue;
-                        p[j] = Math.exp(p[j] - m) / z;
                         for (int e = 0; e < dv; e++) dp[j] += (double) dout[(s * tq + i) * dv + e] * v[(s * tk + j) * dv + e];
                         delta += p[j] * dp[j];
                     }
@@ -150,6 +125,29 @@ final class Ref {
                 }
             }
         return new double[][]{gq, gk, gv, aq, ak, av};
+    }
+
+    /**
+     * Query i of slice s = (b, h): p[j] = softmax over the keys it sees (ok[j]: causal limit and mask) of
+     * scale q_i . k_j, in double; false when it sees no key (p untouched). Shared by the forward and backward
+     * references.
+     */
+    private static boolean probabilities(float[] q, float[] k, int b, int h, int s, int i, int tq, int tk, int dh, boolean causal,
+                                         float[] mask, int[] st, float scale, double[] p, boolean[] ok) {
+        double m = Double.NEGATIVE_INFINITY;
+        for (int j = 0; j < tk; j++) {
+            ok[j] = (!causal || j <= i + tk - tq) && (mask == null || mask[b * st[0] + h * st[1] + i * st[2] + j * st[3]] != 0f);
+            if (!ok[j]) continue;
+            double d = 0;
+            for (int e = 0; e < dh; e++) d += (double) q[(s * tq + i) * dh + e] * k[(s * tk + j) * dh + e];
+            p[j] = d * scale;
+            m = Math.max(m, p[j]);
+        }
+        if (m == Double.NEGATIVE_INFINITY) return false;
+        double z = 0;
+        for (int j = 0; j < tk; j++) if (ok[j]) z += Math.exp(p[j] - m);
+        for (int j = 0; j < tk; j++) p[j] = ok[j] ? Math.exp(p[j] - m) / z : 0;
+        return true;
     }
 
     static void assertClose(String what, double[] want, float[] got, int n, double atol, double rtol) {
