@@ -46,23 +46,14 @@ final class AttentionBackwardKernel extends Kernel {
             float l = lse[gid];
             float dl = 0f;
             for (int j = 0; j < lim; j++) {
-                if (hasMask == 0 || mask[mo + j * ms3] != 0f) {
-                    float sc = 0f;
-                    for (int d = 0; d < dh; d++) sc += q[qo + d] * k[ko + j * dh + d];
-                    float dp = 0f;
-                    for (int d = 0; d < dvd; d++) dp += dout[oo + d] * v[vo + j * dvd + d];
-                    dl += exp(sc * scale - l) * dp;
-                }
+                if (hasMask == 0 || mask[mo + j * ms3] != 0f)
+                    dl += exp(qk(qo, ko + j * dh) * scale - l) * doutV(oo, vo + j * dvd);
             }
             delta[gid] = dl;
             for (int d = 0; d < dh; d++) dq[qo + d] = 0f;
             for (int j = 0; j < lim; j++) {
                 if (hasMask == 0 || mask[mo + j * ms3] != 0f) {
-                    float sc = 0f;
-                    for (int d = 0; d < dh; d++) sc += q[qo + d] * k[ko + j * dh + d];
-                    float dp = 0f;
-                    for (int d = 0; d < dvd; d++) dp += dout[oo + d] * v[vo + j * dvd + d];
-                    float ds = exp(sc * scale - l) * (dp - dl) * scale;
+                    float ds = exp(qk(qo, ko + j * dh) * scale - l) * (doutV(oo, vo + j * dvd) - dl) * scale;
                     for (int d = 0; d < dh; d++) dq[qo + d] += ds * k[ko + j * dh + d];
                 }
             }
@@ -83,16 +74,26 @@ final class AttentionBackwardKernel extends Kernel {
                 if (hasMask == 0 || mask[mo + i * ms2] != 0f) {
                     int r = s * tq + i;
                     int qo = r * dh, oo = r * dvd;
-                    float sc = 0f;
-                    for (int d = 0; d < dh; d++) sc += q[qo + d] * k[ko + d];
-                    float dp = 0f;
-                    for (int d = 0; d < dvd; d++) dp += dout[oo + d] * v[vo + d];
-                    float p = exp(sc * scale - lse[r]);
+                    float p = exp(qk(qo, ko) * scale - lse[r]);
                     for (int d = 0; d < dvd; d++) dv[vo + d] += p * dout[oo + d];
-                    float ds = p * (dp - delta[r]) * scale;
+                    float ds = p * (doutV(oo, vo) - delta[r]) * scale;
                     for (int d = 0; d < dh; d++) dk[ko + d] += ds * q[qo + d];
                 }
             }
         }
+    }
+
+    /** q row at qo . k row at ko (dh terms, in order): the score before scaling. */
+    private float qk(int qo, int ko) {
+        float sc = 0f;
+        for (int d = 0; d < dh; d++) sc += q[qo + d] * k[ko + d];
+        return sc;
+    }
+
+    /** dout row at oo . v row at vo (dv terms, in order): dP for one (query, key). */
+    private float doutV(int oo, int vo) {
+        float dp = 0f;
+        for (int d = 0; d < dvd; d++) dp += dout[oo + d] * v[vo + d];
+        return dp;
     }
 }
