@@ -16,9 +16,9 @@ import jdk.incubator.vector.VectorSpecies;
  * <li>a KC x NC panel of op(B) is packed once into slivers NR = 2 vectors wide and shared by all
  *     threads (packed in parallel, read by all, never packed twice);</li>
  * <li>each thread packs alpha * op(A), one MR x KC sliver at a time, just before use: the sliver
- *     stays in L1 while the micro-kernel runs along that band of C, streaming the B panel. It is
- *     interleaved by step (the MR values of step p together), so the kernel's A loads sit at
- *     constant offsets from one induction variable;</li>
+ *     stays in L1 while the micro-kernel runs along that band of C, streaming the B panel. Its rows
+ *     sit KC apart, so untransposed A packs with vector copies and the kernel's A loads have
+ *     constant offsets;</li>
  * <li>the micro-kernel keeps an MR x NR tile of C in 2*MR vector accumulators for KC steps:
  *     12 x 2L where vectors are 512 bits wide (32 registers), 4 x 2L otherwise (AVX2 has 16;
  *     larger tiles there make C2 spill an accumulator every step);</li>
@@ -58,7 +58,8 @@ public final class Gemm {
      */
     static final int MR = Integer.getInteger("biflow.gemm.mr", L >= 16 ? 12 : 4) == 4 ? 4 : 12;
     /**
-     * Depth of a packed panel: an MR x KC sliver of A sits in L1; fewer, longer passes over C.
+     * Depth of a packed panel: an MR x KC sliver of A sits in L1; fewer, longer passes over C. Also
+     * the row stride of a packed A sliver, a constant so the kernel's A loads have fixed offsets.
      */
     static final int KC = Math.max(1, Integer.getInteger("biflow.gemm.kc", 256));
     /** Columns of B packed at a time: the shared KC x NC panel is streamed from L2. */
@@ -353,27 +354,27 @@ public final class Gemm {
     }
 
     /**
-     * Packs alpha * op(A)[i0..i0+rows, p0..p0+kc) (rows <= mr) as one sliver, step by step: the mr values of
-     * step p at ap[p * mr .. p * mr + mr), rows past the end zero. Interleaved by step so the kernel walks
-     * A and B with one induction variable each and loads A at small constant offsets: ~13% more kernel
-     * throughput than rows KC apart, whose address arithmetic (three index ops a step on top of 24 FMAs and
-     * 14 loads) kept the loop at the 4-uop/cycle front-end limit (measured in one JVM, alternating).
+     * Packs alpha * op(A)[i0..i0+rows, p0..p0+kc) (rows <= mr) as one sliver: row r at ap[r * KC],
+     * kc floats; rows past the end are zero. Untransposed A is row copies (vector speed), which
+     * keeps packing cheap when N is small and the sliver is used by few kernel calls (P V in
+     * attention: N = head dim).
      */
     private static void packA(int mr, boolean transA, float alpha, float[] a, int aOff, int lda,
                               int i0, int rows, int p0, int kc, float[] ap) {
         if (!transA) {
+            FloatVector va = FloatVector.broadcast(S, alpha);
             for (int r = 0; r < rows; r++) {
-                int src = aOff + (i0 + r) * lda + p0;
-                for (int p = 0, d = r; p < kc; p++, d += mr) ap[d] = alpha * a[src + p];
+                int src = aOff + (i0 + r) * lda + p0, dst = r * KC, p = 0;
+                for (; p <= kc - L; p += L) FloatVector.fromArray(S, a, src + p).mul(va).intoArray(ap, dst + p);
+                for (; p < kc; p++) ap[dst + p] = alpha * a[src + p];
             }
         } else {
             for (int p = 0; p < kc; p++) {
-                int src = aOff + (p0 + p) * lda + i0, d = p * mr;
-                for (int r = 0; r < rows; r++) ap[d + r] = alpha * a[src + r];
+                int src = aOff + (p0 + p) * lda + i0;
+                for (int r = 0; r < rows; r++) ap[r * KC + p] = alpha * a[src + r];
             }
         }
-        if (rows < mr)
-            for (int p = 0; p < kc; p++) Arrays.fill(ap, p * mr + rows, p * mr + mr, 0f);
+        for (int r = rows; r < mr; r++) Arrays.fill(ap, r * KC, r * KC + kc, 0f);
     }
 
     /**
@@ -425,10 +426,15 @@ public final class Gemm {
 
     /**
      * C[0..12, 0..2L) (row stride ldc, at co) = A sliver * B sliver + beta * C, over kc steps. The A sliver
-     * is kc steps of 12 floats from ai (see {@link #packA}: the 12 broadcasts per step are plain loads at
-     * fixed offsets from one index); the B sliver is 2L floats per step from bi. C is always read: for beta == 0
-     * the caller zeroes the tile first, so the kernel has no branch for C2 to deoptimise on. Written out in
-     * one method on purpose: a helper call pushes it over C2's inline limit and the vectors get boxed.
+     * is 12 rows of kc floats, KC apart, from ai (a constant stride: the 12 broadcasts per step are plain
+     * loads at fixed offsets from one index); the loop steps that index and B's as two induction variables
+     * (one add each) rather than deriving both from p, which cost ~3 more integer ops a step and kept the
+     * loop at the front end's 4 uops/cycle: ~8% more throughput for the kernel alone on L1-resident slivers,
+     * ~1-2% for a whole GEMM (measured in one JVM, alternating). (Packing A step by step instead, so one
+     * index serves both, gained 3% more in the kernel but lost 15-40% on the transformer's shapes, where
+     * the transposing pack is not amortised.) The B sliver is 2L floats per step from bi. C is always read:
+     * for beta == 0 the caller zeroes the tile first, so the kernel has no branch for C2 to deoptimise on.
+     * Written out in one method on purpose: a helper call pushes it over C2's inline limit and the vectors get boxed.
      */
     static void kernel12x2(int kc, float[] ap, int ai, float[] bp, int bi, float[] c, int co, int ldc, float beta) {
         FloatVector c00 = FloatVector.zero(S), c01 = FloatVector.zero(S);
@@ -443,32 +449,32 @@ public final class Gemm {
         FloatVector c90 = FloatVector.zero(S), c91 = FloatVector.zero(S);
         FloatVector c100 = FloatVector.zero(S), c101 = FloatVector.zero(S);
         FloatVector c110 = FloatVector.zero(S), c111 = FloatVector.zero(S);
-        for (int pa = ai, pb = bi, end = ai + 12 * kc; pa < end; pa += 12, pb += 2 * L) {
+        for (int pa = ai, pb = bi, end = ai + kc; pa < end; pa++, pb += 2 * L) {
             FloatVector b0 = FloatVector.fromArray(S, bp, pb);
             FloatVector b1 = FloatVector.fromArray(S, bp, pb + L);
             FloatVector a0 = FloatVector.broadcast(S, ap[pa]);
             c00 = a0.fma(b0, c00); c01 = a0.fma(b1, c01);
-            FloatVector a1 = FloatVector.broadcast(S, ap[pa + 1]);
+            FloatVector a1 = FloatVector.broadcast(S, ap[pa + KC]);
             c10 = a1.fma(b0, c10); c11 = a1.fma(b1, c11);
-            FloatVector a2 = FloatVector.broadcast(S, ap[pa + 2]);
+            FloatVector a2 = FloatVector.broadcast(S, ap[pa + 2 * KC]);
             c20 = a2.fma(b0, c20); c21 = a2.fma(b1, c21);
-            FloatVector a3 = FloatVector.broadcast(S, ap[pa + 3]);
+            FloatVector a3 = FloatVector.broadcast(S, ap[pa + 3 * KC]);
             c30 = a3.fma(b0, c30); c31 = a3.fma(b1, c31);
-            FloatVector a4 = FloatVector.broadcast(S, ap[pa + 4]);
+            FloatVector a4 = FloatVector.broadcast(S, ap[pa + 4 * KC]);
             c40 = a4.fma(b0, c40); c41 = a4.fma(b1, c41);
-            FloatVector a5 = FloatVector.broadcast(S, ap[pa + 5]);
+            FloatVector a5 = FloatVector.broadcast(S, ap[pa + 5 * KC]);
             c50 = a5.fma(b0, c50); c51 = a5.fma(b1, c51);
-            FloatVector a6 = FloatVector.broadcast(S, ap[pa + 6]);
+            FloatVector a6 = FloatVector.broadcast(S, ap[pa + 6 * KC]);
             c60 = a6.fma(b0, c60); c61 = a6.fma(b1, c61);
-            FloatVector a7 = FloatVector.broadcast(S, ap[pa + 7]);
+            FloatVector a7 = FloatVector.broadcast(S, ap[pa + 7 * KC]);
             c70 = a7.fma(b0, c70); c71 = a7.fma(b1, c71);
-            FloatVector a8 = FloatVector.broadcast(S, ap[pa + 8]);
+            FloatVector a8 = FloatVector.broadcast(S, ap[pa + 8 * KC]);
             c80 = a8.fma(b0, c80); c81 = a8.fma(b1, c81);
-            FloatVector a9 = FloatVector.broadcast(S, ap[pa + 9]);
+            FloatVector a9 = FloatVector.broadcast(S, ap[pa + 9 * KC]);
             c90 = a9.fma(b0, c90); c91 = a9.fma(b1, c91);
-            FloatVector a10 = FloatVector.broadcast(S, ap[pa + 10]);
+            FloatVector a10 = FloatVector.broadcast(S, ap[pa + 10 * KC]);
             c100 = a10.fma(b0, c100); c101 = a10.fma(b1, c101);
-            FloatVector a11 = FloatVector.broadcast(S, ap[pa + 11]);
+            FloatVector a11 = FloatVector.broadcast(S, ap[pa + 11 * KC]);
             c110 = a11.fma(b0, c110); c111 = a11.fma(b1, c111);
         }
         FloatVector bt = FloatVector.broadcast(S, beta);
@@ -504,16 +510,16 @@ public final class Gemm {
         FloatVector c10 = FloatVector.zero(S), c11 = FloatVector.zero(S);
         FloatVector c20 = FloatVector.zero(S), c21 = FloatVector.zero(S);
         FloatVector c30 = FloatVector.zero(S), c31 = FloatVector.zero(S);
-        for (int pa = ai, pb = bi, end = ai + 4 * kc; pa < end; pa += 4, pb += 2 * L) {
+        for (int pa = ai, pb = bi, end = ai + kc; pa < end; pa++, pb += 2 * L) {
             FloatVector b0 = FloatVector.fromArray(S, bp, pb);
             FloatVector b1 = FloatVector.fromArray(S, bp, pb + L);
             FloatVector a0 = FloatVector.broadcast(S, ap[pa]);
             c00 = a0.fma(b0, c00); c01 = a0.fma(b1, c01);
-            FloatVector a1 = FloatVector.broadcast(S, ap[pa + 1]);
+            FloatVector a1 = FloatVector.broadcast(S, ap[pa + KC]);
             c10 = a1.fma(b0, c10); c11 = a1.fma(b1, c11);
-            FloatVector a2 = FloatVector.broadcast(S, ap[pa + 2]);
+            FloatVector a2 = FloatVector.broadcast(S, ap[pa + 2 * KC]);
             c20 = a2.fma(b0, c20); c21 = a2.fma(b1, c21);
-            FloatVector a3 = FloatVector.broadcast(S, ap[pa + 3]);
+            FloatVector a3 = FloatVector.broadcast(S, ap[pa + 3 * KC]);
             c30 = a3.fma(b0, c30); c31 = a3.fma(b1, c31);
         }
         FloatVector bt = FloatVector.broadcast(S, beta);
