@@ -3,6 +3,7 @@ package dev.biflow.engine.kernels;
 
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.IntVector;
+import jdk.incubator.vector.VectorMask;
 import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorShuffle;
 import jdk.incubator.vector.VectorSpecies;
@@ -84,7 +85,11 @@ public final class Softmax {
      * clips the last 0.4 of the float range; softmax only ever passes x <= 0), NaN stays NaN.
      */
     public static FloatVector exp(FloatVector x) {
-        FloatVector xc = x.max(EXP_LO).min(EXP_HI);
+        // Clamped by compare and blend, not max/min: FloatVector.max/min carry Math.max's NaN and -0.0 rules,
+        // which C2 spells as a chain of ~5 instructions each (2.5 ns per op measured, against 0.5 for a
+        // blend); the out-of-range lanes are overwritten below anyway, and NaN passes through either way.
+        VectorMask<Float> under = x.lt(EXP_LO), over = x.compare(VectorOperators.GT, EXP_HI);
+        FloatVector xc = x.blend(EXP_LO, under).blend(EXP_HI, over);
         FloatVector t = xc.fma(LOG2E, MAGIC);
         FloatVector n = t.sub(MAGIC);
         FloatVector r = n.fma(FloatVector.broadcast(S, -LN2_HI), xc);
@@ -98,8 +103,7 @@ public final class Softmax {
         FloatVector scale = t.reinterpretAsInts().sub(MAGIC_BITS - 127).lanewise(VectorOperators.LSHL, 23)
                 .reinterpretAsFloats();
         FloatVector e = y.mul(scale);
-        e = e.blend(0f, x.lt(EXP_LO));
-        return e.blend(Float.POSITIVE_INFINITY, x.compare(VectorOperators.GT, EXP_HI));
+        return e.blend(0f, under).blend(Float.POSITIVE_INFINITY, over);
     }
 
     /** The scalar twin of {@link #exp(FloatVector)}: the same operations, so the same bits as a lane. */
