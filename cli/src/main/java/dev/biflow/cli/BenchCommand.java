@@ -30,7 +30,10 @@ final class BenchCommand implements Callable<Integer> {
     @Option(names = "--threads-list", split = ",", description = "Thread counts to time.") int[] threadsList = {1, 2};
     @Option(names = "--batch", description = "Training batch size.") int batch = 64;
     @Option(names = "--sample-batch", description = "Images sampled together.") int sampleBatch = 64;
-    @Option(names = "--repeats", description = "Timed repetitions (median reported) after one warm-up.") int repeats = 3;
+    @Option(names = "--repeats", description = "Timed repetitions (median reported) after the warm-up.") int repeats = 3;
+    @Option(names = "--warmup", description = "Seconds of untimed passes before the timed ones, at least one pass "
+            + "(default: ${DEFAULT-VALUE}): the JIT is still recompiling the GEMM kernel a few seconds in, so one pass is not enough.")
+    double warmup = 3;
     @Option(names = "--what", split = ",", description = "train, sample, bidir (an 8-layer bidirectional pass of the size of the BiFlow backward model), "
             + "exact-cfg (TARFlow sampling: exact inverse with guidance 1 and score denoising; with --device opencl also a row for the exact inverse "
             + "with guidance as one resident device program, without denoising), biflow (BiFlow G, 1-NFE with training-time CFG; with --device opencl one resident device pass)") String[] what = {"train", "sample", "bidir"};
@@ -111,13 +114,24 @@ final class BenchCommand implements Callable<Integer> {
         return 0;
     }
 
+    /**
+     * Runs pass (which times its own work and returns seconds) untimed for the warm-up, at least once, then
+     * repeats times, returning those timings.
+     */
+    private double[] measure(java.util.function.DoubleSupplier pass) {
+        long end = System.nanoTime() + (long) (warmup * 1e9);
+        do pass.getAsDouble(); while (System.nanoTime() < end);
+        double[] t = new double[repeats];
+        for (int r = 0; r < repeats; r++) t[r] = pass.getAsDouble();
+        return t;
+    }
+
     private double[] timeTrain(TarFlowConfig cfg) {
         TarFlow m = new TarFlow(cfg, new Rng(1));
         randomiseOutput(m);
         AdamW opt = new AdamW(m.parameters(), 1e-4, 0.9, 0.95, 1e-8, 1e-4);
         Rng rng = new Rng(2);
-        double[] t = new double[repeats];
-        for (int r = -1; r < repeats; r++) {
+        double[] t = measure(() -> {
             Tensor x = Tensor.randn(rng, batch, 1, 28, 28);
             int[] y = new int[batch];
             for (int i = 0; i < batch; i++) y[i] = i % 10;
@@ -126,8 +140,8 @@ final class BenchCommand implements Callable<Integer> {
             Tensor loss = TarFlow.loss(m.forward(x, y));
             loss.backward();
             opt.step();
-            if (r >= 0) t[r] = (System.nanoTime() - t0) / 1e9;
-        }
+            return (System.nanoTime() - t0) / 1e9;
+        });
         return t;
     }
 
@@ -135,15 +149,15 @@ final class BenchCommand implements Callable<Integer> {
         TarFlow m = new TarFlow(cfg, new Rng(1));
         randomiseOutput(m);
         Rng rng = new Rng(3);
-        double[] t = new double[repeats];
+        double[] t;
         int[] y = new int[sampleBatch];
         for (int i = 0; i < sampleBatch; i++) y[i] = i % 10;
-        for (int r = -1; r < repeats; r++) {
+        t = measure(() -> {
             Tensor z = Tensor.randn(rng, sampleBatch, cfg.tokens(), cfg.tokenDim());
             long t0 = System.nanoTime();
             m.reverse(z, y, TarFlow.Guidance.NONE);
-            if (r >= 0) t[r] = (System.nanoTime() - t0) / 1e9;
-        }
+            return (System.nanoTime() - t0) / 1e9;
+        });
         return t;
     }
 
@@ -162,8 +176,7 @@ final class BenchCommand implements Callable<Integer> {
             mlps.add(new dev.biflow.engine.nn.MLP(128, 4, true, rng));
         }
         dev.biflow.engine.nn.Linear out = new dev.biflow.engine.nn.Linear(128, cfg.tokenDim(), true, rng);
-        double[] t = new double[repeats];
-        for (int r = -1; r < repeats; r++) {
+        double[] t = measure(() -> {
             Tensor z = Tensor.randn(rng, sampleBatch, cfg.tokens(), cfg.tokenDim());
             long t0 = System.nanoTime();
             try (var ng = Grad.noGrad()) {
@@ -174,8 +187,8 @@ final class BenchCommand implements Callable<Integer> {
                 }
                 out.forward(h);
             }
-            if (r >= 0) t[r] = (System.nanoTime() - t0) / 1e9;
-        }
+            return (System.nanoTime() - t0) / 1e9;
+        });
         return t;
     }
 
@@ -205,15 +218,17 @@ final class BenchCommand implements Callable<Integer> {
         Rng rng = new Rng(3);
         int[] y = new int[sampleBatch];
         for (int i = 0; i < sampleBatch; i++) y[i] = i % 10;
-        double[] t = new double[repeats];
+        double[] t;
+        var res = resident;
+        var smp = sampler;
         try {
-            for (int r = -1; r < repeats; r++) {
+            t = measure(() -> {
                 Tensor z = Tensor.randn(rng, sampleBatch, cfg.tokens(), cfg.tokenDim());
                 long t0 = System.nanoTime();
-                if (resident != null) resident.sample(z, y, 1f);
-                else sampler.sample(z, y, 1f);
-                if (r >= 0) t[r] = (System.nanoTime() - t0) / 1e9;
-            }
+                if (res != null) res.sample(z, y, 1f);
+                else smp.sample(z, y, 1f);
+                return (System.nanoTime() - t0) / 1e9;
+            });
         } finally {
             if (resident != null) resident.close();
         }
@@ -232,14 +247,14 @@ final class BenchCommand implements Callable<Integer> {
         int[] y = new int[sampleBatch];
         for (int i = 0; i < sampleBatch; i++) y[i] = i % 10;
         TarFlow.Guidance g = new TarFlow.Guidance(1f, false, 1f); // FrozenFlow.exactInverse(eps, y, w = 1)
-        double[] t = new double[repeats];
+        double[] t;
         try (dev.biflow.flow.model.ResidentTarFlow resident = dev.biflow.flow.model.ResidentTarFlow.of(m, cl, sampleBatch)) {
-            for (int r = -1; r < repeats; r++) {
+            t = measure(() -> {
                 Tensor z = Tensor.randn(rng, sampleBatch, cfg.tokens(), cfg.tokenDim());
                 long t0 = System.nanoTime();
                 resident.reverse(z, y, g);
-                if (r >= 0) t[r] = (System.nanoTime() - t0) / 1e9;
-            }
+                return (System.nanoTime() - t0) / 1e9;
+            });
         }
         return t;
     }

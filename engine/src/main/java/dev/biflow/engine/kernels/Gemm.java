@@ -37,8 +37,10 @@ import jdk.incubator.vector.VectorSpecies;
  * ~120 GFLOP/s, 8 x 2L ~110, 6 x 4L ~100; the inner loop is 24 FMAs, 14 loads and ~7 index ops,
  * no spills, no bounds checks (checked in the disassembly). Unrolling the k loop by two gained ~8%
  * but C1 then cannot compile the method ("out of virtual registers"), so it runs interpreted
- * until C2 is done: seconds of warm-up at 0.5 GFLOP/s; not worth it. A branch on beta in the
- * kernel's epilogue deoptimised it once per JVM (unstable_if), hence the zeroed tile for beta == 0.
+ * until C2 is done: seconds of warm-up at 0.5 GFLOP/s; not worth it. The epilogue's one branch (read C
+ * or not) may deoptimise the kernel once per JVM (unstable_if) when a path is first taken after C2
+ * compiled it; zeroing or copying the bias into each tile so the kernel could always read C cost ~8%
+ * on the transformer's K = 128 products, far more than that one recompilation.
  *
  * <p>Blocking can be overridden for experiments with -Dbiflow.gemm.mr (4 or 12) / .kc / .nc / .small
  * (read once at class load).
@@ -320,20 +322,27 @@ public final class Gemm {
                 int bi = s * NR * kc;
                 int co = cRow + j;
                 if (rows == mr && cols == NR) {
-                    // beta == 0 must not read C (it may hold NaN): zero the tile, it is in L1 right after.
-                    // With a bias the tile starts as beta C + bias, formed here for the same reason.
-                    float kb = beta;
-                    if (bias != null) {
-                        for (int r = 0; r < mr; r++) startRow(beta, c, co + r * ldc, bias, biasOff + jc + j, NR);
-                        kb = 1f;
-                    } else if (beta == 0f) for (int r = 0; r < mr; r++) Arrays.fill(c, co + r * ldc, co + r * ldc + NR, 0f);
-                    if (mr == 12) kernel12x2(kc, ap, 0, bp, bi, c, co, ldc, kb);
-                    else kernel4x2(kc, ap, 0, bp, bi, c, co, ldc, kb);
+                    if (beta == 0f) {
+                        // the start value is the bias or 0: the kernel adds it in registers and writes C without
+                        // reading it (C may hold NaN; and no fill or copy of the tile first: ~8% at K = 128)
+                        float[] st = bias == null ? ZEROS : bias;
+                        int so = bias == null ? 0 : biasOff + jc + j;
+                        if (mr == 12) kernel12x2(kc, ap, 0, bp, bi, c, co, ldc, ZEROS, 0, NR, 0f, st, so);
+                        else kernel4x2(kc, ap, 0, bp, bi, c, co, ldc, ZEROS, 0, NR, 0f, st, so);
+                    } else {
+                        // C is read: with a bias the tile starts as beta C + bias, formed here while it is in L1
+                        float kb = beta;
+                        if (bias != null) {
+                            for (int r = 0; r < mr; r++) startRow(beta, c, co + r * ldc, bias, biasOff + jc + j, NR);
+                            kb = 1f;
+                        }
+                        if (mr == 12) kernel12x2(kc, ap, 0, bp, bi, c, co, ldc, c, co, ldc, kb, ZEROS, 0);
+                        else kernel4x2(kc, ap, 0, bp, bi, c, co, ldc, c, co, ldc, kb, ZEROS, 0);
+                    }
                     if (gelu) for (int r = 0; r < mr; r++) Gelu.forward(c, c, co + r * ldc, co + r * ldc + NR); // the tile is in L1
                 } else {
-                    Arrays.fill(tile, 0f);
-                    if (mr == 12) kernel12x2(kc, ap, 0, bp, bi, tile, 0, NR, 0f);
-                    else kernel4x2(kc, ap, 0, bp, bi, tile, 0, NR, 0f);
+                    if (mr == 12) kernel12x2(kc, ap, 0, bp, bi, tile, 0, NR, ZEROS, 0, NR, 0f, ZEROS, 0);
+                    else kernel4x2(kc, ap, 0, bp, bi, tile, 0, NR, ZEROS, 0, NR, 0f, ZEROS, 0);
                     if (bias != null) {
                         for (int r = 0; r < rows; r++) startRow(beta, c, co + r * ldc, bias, biasOff + jc + j, cols);
                         mergeTile(tile, rows, cols, c, co, ldc, 1f);
@@ -407,6 +416,9 @@ public final class Gemm {
         }
     }
 
+    /** A zero tile (12 rows of NR, row stride NR): the kernels' X when C is not to be read, and their zero start row. */
+    private static final float[] ZEROS = new float[12 * NR];
+
     static int roundUp(int x, int m) { return (x + m - 1) / m * m; }
 
     /** Per-thread pack buffers, grown on demand and kept: repeated calls allocate nothing. */
@@ -432,11 +444,15 @@ public final class Gemm {
      * loop at the front end's 4 uops/cycle: ~8% more throughput for the kernel alone on L1-resident slivers,
      * ~1-2% for a whole GEMM (measured in one JVM, alternating). (Packing A step by step instead, so one
      * index serves both, gained 3% more in the kernel but lost 15-40% on the transformer's shapes, where
-     * the transposing pack is not amortised.) The B sliver is 2L floats per step from bi. C is always read:
-     * for beta == 0 the caller zeroes the tile first, so the kernel has no branch for C2 to deoptimise on.
+     * the transposing pack is not amortised.) The B sliver is 2L floats per step from bi. The tile
+     * becomes beta X + (start + acc): X is C (x = c, xo = co, ldx = ldc) or {@link #ZEROS} (then C is only
+     * written, never read: it may hold NaN), start a bias row or ZEROS. No branch: one written out for
+     * "read C or not" made C2 recompile the kernel as each path was first taken and left the bidirectional
+     * pass bimodal, 1.8 or 2.3 ms/img from one JVM to the next.
      * Written out in one method on purpose: a helper call pushes it over C2's inline limit and the vectors get boxed.
      */
-    static void kernel12x2(int kc, float[] ap, int ai, float[] bp, int bi, float[] c, int co, int ldc, float beta) {
+    static void kernel12x2(int kc, float[] ap, int ai, float[] bp, int bi, float[] c, int co, int ldc,
+                           float[] x, int xo, int ldx, float beta, float[] start, int so) {
         FloatVector c00 = FloatVector.zero(S), c01 = FloatVector.zero(S);
         FloatVector c10 = FloatVector.zero(S), c11 = FloatVector.zero(S);
         FloatVector c20 = FloatVector.zero(S), c21 = FloatVector.zero(S);
@@ -477,35 +493,38 @@ public final class Gemm {
             FloatVector a11 = FloatVector.broadcast(S, ap[pa + 11 * KC]);
             c110 = a11.fma(b0, c110); c111 = a11.fma(b1, c111);
         }
+        // C = beta X + (start + acc): X is C itself or zeros, start a bias row or zeros (see the contract above)
         FloatVector bt = FloatVector.broadcast(S, beta);
-        FloatVector.fromArray(S, c, co).fma(bt, c00).intoArray(c, co);
-        FloatVector.fromArray(S, c, co + L).fma(bt, c01).intoArray(c, co + L);
-        FloatVector.fromArray(S, c, co + ldc).fma(bt, c10).intoArray(c, co + ldc);
-        FloatVector.fromArray(S, c, co + ldc + L).fma(bt, c11).intoArray(c, co + ldc + L);
-        FloatVector.fromArray(S, c, co + 2 * ldc).fma(bt, c20).intoArray(c, co + 2 * ldc);
-        FloatVector.fromArray(S, c, co + 2 * ldc + L).fma(bt, c21).intoArray(c, co + 2 * ldc + L);
-        FloatVector.fromArray(S, c, co + 3 * ldc).fma(bt, c30).intoArray(c, co + 3 * ldc);
-        FloatVector.fromArray(S, c, co + 3 * ldc + L).fma(bt, c31).intoArray(c, co + 3 * ldc + L);
-        FloatVector.fromArray(S, c, co + 4 * ldc).fma(bt, c40).intoArray(c, co + 4 * ldc);
-        FloatVector.fromArray(S, c, co + 4 * ldc + L).fma(bt, c41).intoArray(c, co + 4 * ldc + L);
-        FloatVector.fromArray(S, c, co + 5 * ldc).fma(bt, c50).intoArray(c, co + 5 * ldc);
-        FloatVector.fromArray(S, c, co + 5 * ldc + L).fma(bt, c51).intoArray(c, co + 5 * ldc + L);
-        FloatVector.fromArray(S, c, co + 6 * ldc).fma(bt, c60).intoArray(c, co + 6 * ldc);
-        FloatVector.fromArray(S, c, co + 6 * ldc + L).fma(bt, c61).intoArray(c, co + 6 * ldc + L);
-        FloatVector.fromArray(S, c, co + 7 * ldc).fma(bt, c70).intoArray(c, co + 7 * ldc);
-        FloatVector.fromArray(S, c, co + 7 * ldc + L).fma(bt, c71).intoArray(c, co + 7 * ldc + L);
-        FloatVector.fromArray(S, c, co + 8 * ldc).fma(bt, c80).intoArray(c, co + 8 * ldc);
-        FloatVector.fromArray(S, c, co + 8 * ldc + L).fma(bt, c81).intoArray(c, co + 8 * ldc + L);
-        FloatVector.fromArray(S, c, co + 9 * ldc).fma(bt, c90).intoArray(c, co + 9 * ldc);
-        FloatVector.fromArray(S, c, co + 9 * ldc + L).fma(bt, c91).intoArray(c, co + 9 * ldc + L);
-        FloatVector.fromArray(S, c, co + 10 * ldc).fma(bt, c100).intoArray(c, co + 10 * ldc);
-        FloatVector.fromArray(S, c, co + 10 * ldc + L).fma(bt, c101).intoArray(c, co + 10 * ldc + L);
-        FloatVector.fromArray(S, c, co + 11 * ldc).fma(bt, c110).intoArray(c, co + 11 * ldc);
-        FloatVector.fromArray(S, c, co + 11 * ldc + L).fma(bt, c111).intoArray(c, co + 11 * ldc + L);
+        FloatVector s0 = FloatVector.fromArray(S, start, so), s1 = FloatVector.fromArray(S, start, so + L);
+        FloatVector.fromArray(S, x, xo).fma(bt, s0.add(c00)).intoArray(c, co);
+        FloatVector.fromArray(S, x, xo + L).fma(bt, s1.add(c01)).intoArray(c, co + L);
+        FloatVector.fromArray(S, x, xo + ldx).fma(bt, s0.add(c10)).intoArray(c, co + ldc);
+        FloatVector.fromArray(S, x, xo + ldx + L).fma(bt, s1.add(c11)).intoArray(c, co + ldc + L);
+        FloatVector.fromArray(S, x, xo + 2 * ldx).fma(bt, s0.add(c20)).intoArray(c, co + 2 * ldc);
+        FloatVector.fromArray(S, x, xo + 2 * ldx + L).fma(bt, s1.add(c21)).intoArray(c, co + 2 * ldc + L);
+        FloatVector.fromArray(S, x, xo + 3 * ldx).fma(bt, s0.add(c30)).intoArray(c, co + 3 * ldc);
+        FloatVector.fromArray(S, x, xo + 3 * ldx + L).fma(bt, s1.add(c31)).intoArray(c, co + 3 * ldc + L);
+        FloatVector.fromArray(S, x, xo + 4 * ldx).fma(bt, s0.add(c40)).intoArray(c, co + 4 * ldc);
+        FloatVector.fromArray(S, x, xo + 4 * ldx + L).fma(bt, s1.add(c41)).intoArray(c, co + 4 * ldc + L);
+        FloatVector.fromArray(S, x, xo + 5 * ldx).fma(bt, s0.add(c50)).intoArray(c, co + 5 * ldc);
+        FloatVector.fromArray(S, x, xo + 5 * ldx + L).fma(bt, s1.add(c51)).intoArray(c, co + 5 * ldc + L);
+        FloatVector.fromArray(S, x, xo + 6 * ldx).fma(bt, s0.add(c60)).intoArray(c, co + 6 * ldc);
+        FloatVector.fromArray(S, x, xo + 6 * ldx + L).fma(bt, s1.add(c61)).intoArray(c, co + 6 * ldc + L);
+        FloatVector.fromArray(S, x, xo + 7 * ldx).fma(bt, s0.add(c70)).intoArray(c, co + 7 * ldc);
+        FloatVector.fromArray(S, x, xo + 7 * ldx + L).fma(bt, s1.add(c71)).intoArray(c, co + 7 * ldc + L);
+        FloatVector.fromArray(S, x, xo + 8 * ldx).fma(bt, s0.add(c80)).intoArray(c, co + 8 * ldc);
+        FloatVector.fromArray(S, x, xo + 8 * ldx + L).fma(bt, s1.add(c81)).intoArray(c, co + 8 * ldc + L);
+        FloatVector.fromArray(S, x, xo + 9 * ldx).fma(bt, s0.add(c90)).intoArray(c, co + 9 * ldc);
+        FloatVector.fromArray(S, x, xo + 9 * ldx + L).fma(bt, s1.add(c91)).intoArray(c, co + 9 * ldc + L);
+        FloatVector.fromArray(S, x, xo + 10 * ldx).fma(bt, s0.add(c100)).intoArray(c, co + 10 * ldc);
+        FloatVector.fromArray(S, x, xo + 10 * ldx + L).fma(bt, s1.add(c101)).intoArray(c, co + 10 * ldc + L);
+        FloatVector.fromArray(S, x, xo + 11 * ldx).fma(bt, s0.add(c110)).intoArray(c, co + 11 * ldc);
+        FloatVector.fromArray(S, x, xo + 11 * ldx + L).fma(bt, s1.add(c111)).intoArray(c, co + 11 * ldc + L);
     }
 
     /** The 4 x 2L tile: 8 accumulators. See {@link #kernel12x2} for the contract. */
-    static void kernel4x2(int kc, float[] ap, int ai, float[] bp, int bi, float[] c, int co, int ldc, float beta) {
+    static void kernel4x2(int kc, float[] ap, int ai, float[] bp, int bi, float[] c, int co, int ldc,
+                           float[] x, int xo, int ldx, float beta, float[] start, int so) {
         FloatVector c00 = FloatVector.zero(S), c01 = FloatVector.zero(S);
         FloatVector c10 = FloatVector.zero(S), c11 = FloatVector.zero(S);
         FloatVector c20 = FloatVector.zero(S), c21 = FloatVector.zero(S);
@@ -522,14 +541,16 @@ public final class Gemm {
             FloatVector a3 = FloatVector.broadcast(S, ap[pa + 3 * KC]);
             c30 = a3.fma(b0, c30); c31 = a3.fma(b1, c31);
         }
+        // C = beta X + (start + acc): X is C itself or zeros, start a bias row or zeros (see the contract above)
         FloatVector bt = FloatVector.broadcast(S, beta);
-        FloatVector.fromArray(S, c, co).fma(bt, c00).intoArray(c, co);
-        FloatVector.fromArray(S, c, co + L).fma(bt, c01).intoArray(c, co + L);
-        FloatVector.fromArray(S, c, co + ldc).fma(bt, c10).intoArray(c, co + ldc);
-        FloatVector.fromArray(S, c, co + ldc + L).fma(bt, c11).intoArray(c, co + ldc + L);
-        FloatVector.fromArray(S, c, co + 2 * ldc).fma(bt, c20).intoArray(c, co + 2 * ldc);
-        FloatVector.fromArray(S, c, co + 2 * ldc + L).fma(bt, c21).intoArray(c, co + 2 * ldc + L);
-        FloatVector.fromArray(S, c, co + 3 * ldc).fma(bt, c30).intoArray(c, co + 3 * ldc);
-        FloatVector.fromArray(S, c, co + 3 * ldc + L).fma(bt, c31).intoArray(c, co + 3 * ldc + L);
+        FloatVector s0 = FloatVector.fromArray(S, start, so), s1 = FloatVector.fromArray(S, start, so + L);
+        FloatVector.fromArray(S, x, xo).fma(bt, s0.add(c00)).intoArray(c, co);
+        FloatVector.fromArray(S, x, xo + L).fma(bt, s1.add(c01)).intoArray(c, co + L);
+        FloatVector.fromArray(S, x, xo + ldx).fma(bt, s0.add(c10)).intoArray(c, co + ldc);
+        FloatVector.fromArray(S, x, xo + ldx + L).fma(bt, s1.add(c11)).intoArray(c, co + ldc + L);
+        FloatVector.fromArray(S, x, xo + 2 * ldx).fma(bt, s0.add(c20)).intoArray(c, co + 2 * ldc);
+        FloatVector.fromArray(S, x, xo + 2 * ldx + L).fma(bt, s1.add(c21)).intoArray(c, co + 2 * ldc + L);
+        FloatVector.fromArray(S, x, xo + 3 * ldx).fma(bt, s0.add(c30)).intoArray(c, co + 3 * ldc);
+        FloatVector.fromArray(S, x, xo + 3 * ldx + L).fma(bt, s1.add(c31)).intoArray(c, co + 3 * ldc + L);
     }
 }
