@@ -182,8 +182,8 @@ final class BenchCommand implements Callable<Integer> {
             try (var ng = Grad.noGrad()) {
                 Tensor h = in.forward(z);
                 for (int l = 0; l < 8; l++) {
-                    h = h.add(attn.get(l).forward(h));
-                    h = h.add(mlps.get(l).forward(h));
+                    h = attn.get(l).forwardAdd(h); // h + attn(h), the add inside proj's GEMM
+                    h = mlps.get(l).forwardAdd(h); // h + mlp(h), the add inside fc2's GEMM
                 }
                 out.forward(h);
             }

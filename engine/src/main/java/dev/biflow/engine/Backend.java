@@ -45,6 +45,20 @@ public interface Backend {
         for (int i = 0; i < m; i++) dev.biflow.engine.kernels.Gelu.forward(c, c, cOff + i * ldc, cOff + i * ldc + n);
     }
 
+    /**
+     * C = (op(A) op(B) + bias) + R (bias may be null; R an M x N matrix, rows ldr apart from rOff, not C): a
+     * Linear layer and the residual add after it, for inference. The default runs the GEMM, then adds R row by
+     * row; the CPU backend adds R to each C tile while it is in L1 (same bits: {@code r + c}).
+     */
+    default void sgemmBiasAdd(boolean transA, boolean transB, int m, int n, int k,
+                              float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
+                              float[] c, int cOff, int ldc, float[] bias, int biasOff, float[] r, int rOff, int ldr) {
+        if (bias != null) sgemmBias(transA, transB, m, n, k, 1f, a, aOff, lda, b, bOff, ldb, 0f, c, cOff, ldc, bias, biasOff);
+        else sgemm(transA, transB, m, n, k, 1f, a, aOff, lda, b, bOff, ldb, 0f, c, cOff, ldc);
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++) c[cOff + i * ldc + j] = r[rOff + i * ldr + j] + c[cOff + i * ldc + j];
+    }
+
     // The methods below are kernels an accelerator may override; the defaults run the CPU kernels,
     // so a backend that implements only sgemm is complete. Arrays are contiguous and
     // start at offset 0 unless an offset is given.
@@ -187,6 +201,13 @@ public interface Backend {
                                   float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
                                   float beta, float[] c, int cOff, int ldc, float[] bias, int biasOff) {
             Gemm.sgemmBiasGelu(transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc, bias, biasOff);
+        }
+
+        @Override
+        public void sgemmBiasAdd(boolean transA, boolean transB, int m, int n, int k,
+                                 float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
+                                 float[] c, int cOff, int ldc, float[] bias, int biasOff, float[] r, int rOff, int ldr) {
+            Gemm.sgemmBiasAdd(transA, transB, m, n, k, a, aOff, lda, b, bOff, ldb, c, cOff, ldc, bias, biasOff, r, rOff, ldr);
         }
     };
 

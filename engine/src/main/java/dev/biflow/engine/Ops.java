@@ -635,9 +635,27 @@ public final class Ops {
         return linear(x, w, b, into, true);
     }
 
-    public static Tensor linear(Tensor x, Tensor w, Tensor b, float[] into) { return linear(x, w, b, into, false); }
+    public static Tensor linear(Tensor x, Tensor w, Tensor b, float[] into) { return linear(x, w, b, into, false, null); }
 
-    private static Tensor linear(Tensor x, Tensor w, Tensor b, float[] into, boolean gelu) {
+    /**
+     * residual + (x w^T + b) for inference (a transformer layer's output projection and the residual add after
+     * it), residual (N, out): R is added to each output tile while it is in cache (Backend.sgemmBiasAdd), so the
+     * sum costs no pass over three arrays and no third array. The same bits as {@code add(residual, linear(x, w, b))}.
+     * Records no gradient: refused when one would be.
+     */
+    public static Tensor linearAdd(Tensor x, Tensor w, Tensor b, Tensor residual) {
+        if (Grad.anyNeedsGrad(x, w, b, residual))
+            throw new IllegalStateException("linearAdd is for inference; a gradient would be recorded here: use add(residual, linear(x, w, b))");
+        int n = x.shape.length == 2 ? x.shape[0] : -1, out = w.shape.length == 2 ? w.shape[0] : -1;
+        if (residual.shape.length != 2 || residual.shape[0] != n || residual.shape[1] != out)
+            throw new IllegalArgumentException("linearAdd: residual " + Shape.str(residual.shape) + " must be (N, out) = (" + n + ", " + out
+                    + ") for x " + Shape.str(x.shape) + " and weight " + Shape.str(w.shape));
+        return linear(x, w, b, null, false, residual.data);
+    }
+
+    private static Tensor linear(Tensor x, Tensor w, Tensor b, float[] into, boolean gelu) { return linear(x, w, b, into, gelu, null); }
+
+    private static Tensor linear(Tensor x, Tensor w, Tensor b, float[] into, boolean gelu, float[] residual) {
         if (x.shape.length != 2 || w.shape.length != 2 || x.shape[1] != w.shape[1])
             throw new IllegalArgumentException("linear: x " + Shape.str(x.shape) + " and weight " + Shape.str(w.shape)
                     + " must be (N, in) and (out, in)");
@@ -653,7 +671,8 @@ public final class Ops {
         float[] xd = x.data, wd = w.data;
         int ldx = Math.max(1, in), ldc = Math.max(1, out);
         // y = x W^T + b with b as the GEMM's start value (formed in the GEMM, tile by tile: no pass over y)
-        if (gelu) be.sgemmBiasGelu(false, true, n, out, in, 1f, xd, 0, ldx, wd, 0, ldx, 0f, c, 0, ldc, b == null ? null : b.data, 0);
+        if (residual != null) be.sgemmBiasAdd(false, true, n, out, in, xd, 0, ldx, wd, 0, ldx, c, 0, ldc, b == null ? null : b.data, 0, residual, 0, ldc);
+        else if (gelu) be.sgemmBiasGelu(false, true, n, out, in, 1f, xd, 0, ldx, wd, 0, ldx, 0f, c, 0, ldc, b == null ? null : b.data, 0);
         else if (b != null) be.sgemmBias(false, true, n, out, in, 1f, xd, 0, ldx, wd, 0, ldx, 0f, c, 0, ldc, b.data, 0);
         else be.sgemm(false, true, n, out, in, 1f, xd, 0, ldx, wd, 0, ldx, 0f, c, 0, ldc);
         Tensor y = new Tensor(c, new int[]{n, out});

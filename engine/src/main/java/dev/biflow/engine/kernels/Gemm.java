@@ -112,7 +112,45 @@ public final class Gemm {
                                      float beta, float[] c, int cOff, int ldc, float[] bias, int biasOff) {
         if (bias != null && (biasOff < 0 || (long) biasOff + n > bias.length))
             throw new IllegalArgumentException("sgemmBiasGelu: bias needs " + n + " floats from offset " + biasOff + ", has " + bias.length);
-        sgemmWith(MR, true, transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc, bias, biasOff, true);
+        sgemmWith(MR, true, transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc, bias, biasOff, Epilogue.GELU);
+    }
+
+    /**
+     * C = (op(A) op(B) + bias) + R, R an M x N matrix at rOff with row stride ldr (the residual of a transformer
+     * layer: x + proj(h)); bias may be null. R is added to each C tile while it is in L1, after its last K panel,
+     * instead of in a second pass that reads both arrays and writes a third; the bits are those of
+     * {@link #sgemmBias} (beta = 0) followed by an elementwise r + c. R must not overlap C.
+     */
+    public static void sgemmBiasAdd(boolean transA, boolean transB, int m, int n, int k,
+                                    float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
+                                    float[] c, int cOff, int ldc, float[] bias, int biasOff, float[] r, int rOff, int ldr) {
+        if (bias != null && (biasOff < 0 || (long) biasOff + n > bias.length))
+            throw new IllegalArgumentException("sgemmBiasAdd: bias needs " + n + " floats from offset " + biasOff + ", has " + bias.length);
+        if (r == c) throw new IllegalArgumentException("sgemmBiasAdd: the residual must not be the output array");
+        checkMatrix("r", "ldr", r, rOff, ldr, m, n);
+        sgemmWith(MR, true, transA, transB, m, n, k, 1f, a, aOff, lda, b, bOff, ldb, 0f, c, cOff, ldc, bias, biasOff,
+                new Epilogue(false, r, rOff, ldr));
+    }
+
+    /**
+     * What is done to a finished tile of C while it is in L1, after its last K panel: the exact GELU in place,
+     * or adding R (rows ldr apart from rOff, in C's coordinates). One record instead of a flag per epilogue.
+     */
+    record Epilogue(boolean gelu, float[] r, int rOff, int ldr) {
+        static final Epilogue NONE = new Epilogue(false, null, 0, 0), GELU = new Epilogue(true, null, 0, 0);
+
+        boolean none() { return !gelu && r == null; }
+
+        /** Applies it to C[i, j .. j + n) at ci (row i, column j of C). */
+        void row(float[] c, int ci, int i, int j, int n) {
+            if (gelu) Gelu.forward(c, c, ci, ci + n);
+            if (r != null) {
+                int ri = rOff + i * ldr + j, q = 0;
+                for (int end = S.loopBound(n); q < end; q += L)
+                    FloatVector.fromArray(S, r, ri + q).add(FloatVector.fromArray(S, c, ci + q)).intoArray(c, ci + q);
+                for (; q < n; q++) c[ci + q] = r[ri + q] + c[ci + q];
+            }
+        }
     }
 
     /** C[i, j] = beta C[i, j] + bias[j] (C not read when beta == 0): the start value {@link #sgemmBias} uses. */
@@ -140,13 +178,13 @@ public final class Gemm {
     static void sgemmWith(int mr, boolean allowSmall, boolean transA, boolean transB, int m, int n, int k,
                           float alpha, float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
                           float beta, float[] c, int cOff, int ldc, float[] bias, int biasOff) {
-        sgemmWith(mr, allowSmall, transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc, bias, biasOff, false);
+        sgemmWith(mr, allowSmall, transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc, bias, biasOff, Epilogue.NONE);
     }
 
-    /** As above, and GELU on the result when gelu (see {@link #sgemmBiasGelu}). */
+    /** As above, and the epilogue on the result (see {@link #sgemmBiasGelu}, {@link #sgemmBiasAdd}). */
     static void sgemmWith(int mr, boolean allowSmall, boolean transA, boolean transB, int m, int n, int k,
                           float alpha, float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
-                          float beta, float[] c, int cOff, int ldc, float[] bias, int biasOff, boolean gelu) {
+                          float beta, float[] c, int cOff, int ldc, float[] bias, int biasOff, Epilogue ep) {
         if (mr != 4 && mr != 12) throw new IllegalArgumentException("tile height must be 4 or 12, got " + mr);
         checkArgs(transA, transB, m, n, k, a, aOff, lda, b, bOff, ldb, c, cOff, ldc);
         if (m == 0 || n == 0) return;
@@ -158,10 +196,10 @@ public final class Gemm {
             }
             if (k == 0 || alpha == 0f) scale(m, n, beta, c, cOff, ldc);
             else small(transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc);
-            if (gelu) for (int i = 0; i < m; i++) Gelu.forward(c, c, cOff + i * ldc, cOff + i * ldc + n);
+            if (!ep.none()) for (int i = 0; i < m; i++) ep.row(c, cOff + i * ldc, i, 0, n);
             return;
         }
-        blocked(mr, transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc, bias, biasOff, gelu);
+        blocked(mr, transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc, bias, biasOff, ep);
     }
 
     // ---------------------------------------------------------------- argument checks
@@ -244,7 +282,7 @@ public final class Gemm {
 
     private static void blocked(int mr, boolean transA, boolean transB, int m, int n, int k, float alpha,
                                 float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
-                                float beta, float[] c, int cOff, int ldc, float[] bias, int biasOff, boolean gelu) {
+                                float beta, float[] c, int cOff, int ldc, float[] bias, int biasOff, Epilogue ep) {
         Workspace own = Workspace.get();
         int threads = Parallel.threads();
         int rowSlivers = (m + mr - 1) / mr;
@@ -255,7 +293,7 @@ public final class Gemm {
                 int kc = Math.min(KC, k - pc);
                 float betaNow = pc == 0 ? beta : 1f;
                 float[] biasNow = pc == 0 ? bias : null; // the start value is formed once, before the first panel
-                boolean geluNow = gelu && pc + kc >= k;  // the activation once, after the last panel
+                Epilogue epNow = pc + kc >= k ? ep : Epilogue.NONE; // the epilogue once, after the last panel
                 // Pack the shared panel of B, split across threads when it is big enough to pay.
                 float[] bp = own.b(colSlivers * NR * kc);
                 int jc0 = jc, pc0 = pc;
@@ -270,12 +308,12 @@ public final class Gemm {
                     int grain = (int) Math.max(1, Math.min(Integer.MAX_VALUE, MIN_FLOPS_PER_THREAD / flopsPerRowSliver));
                     shared(rowSlivers, grain, threads, (lo, hi) ->
                             macro(mr, transA, alpha, a, aOff, lda, pc0, kc, lo * mr, Math.min(m, hi * mr),
-                                  bp, jc0, nc, 0, colSlivers, betaNow, c, cOff, ldc, biasNow, biasOff, geluNow));
+                                  bp, jc0, nc, 0, colSlivers, betaNow, c, cOff, ldc, biasNow, biasOff, epNow));
                 } else {
                     int grain = (int) Math.max(1, Math.min(Integer.MAX_VALUE, MIN_FLOPS_PER_THREAD / flopsPerColSliver));
                     shared(colSlivers, grain, threads, (lo, hi) ->
                             macro(mr, transA, alpha, a, aOff, lda, pc0, kc, 0, m,
-                                  bp, jc0, nc, lo, hi, betaNow, c, cOff, ldc, biasNow, biasOff, geluNow));
+                                  bp, jc0, nc, lo, hi, betaNow, c, cOff, ldc, biasNow, biasOff, epNow));
                 }
             }
         }
@@ -308,7 +346,7 @@ public final class Gemm {
      */
     private static void macro(int mr, boolean transA, float alpha, float[] a, int aOff, int lda, int pc, int kc,
                               int i0, int i1, float[] bp, int jc, int nc, int s0, int s1,
-                              float beta, float[] c, int cOff, int ldc, float[] bias, int biasOff, boolean gelu) {
+                              float beta, float[] c, int cOff, int ldc, float[] bias, int biasOff, Epilogue ep) {
         Workspace ws = Workspace.get();
         float[] ap = ws.a(mr * KC);
         float[] tile = ws.tile;
@@ -339,7 +377,7 @@ public final class Gemm {
                         if (mr == 12) kernel12x2(kc, ap, 0, bp, bi, c, co, ldc, c, co, ldc, kb, ZEROS, 0);
                         else kernel4x2(kc, ap, 0, bp, bi, c, co, ldc, c, co, ldc, kb, ZEROS, 0);
                     }
-                    if (gelu) for (int r = 0; r < mr; r++) Gelu.forward(c, c, co + r * ldc, co + r * ldc + NR); // the tile is in L1
+                    if (!ep.none()) for (int r = 0; r < mr; r++) ep.row(c, co + r * ldc, i + r, jc + j, NR); // the tile is in L1
                 } else {
                     if (mr == 12) kernel12x2(kc, ap, 0, bp, bi, tile, 0, NR, ZEROS, 0, NR, 0f, ZEROS, 0);
                     else kernel4x2(kc, ap, 0, bp, bi, tile, 0, NR, ZEROS, 0, NR, 0f, ZEROS, 0);
@@ -347,7 +385,7 @@ public final class Gemm {
                         for (int r = 0; r < rows; r++) startRow(beta, c, co + r * ldc, bias, biasOff + jc + j, cols);
                         mergeTile(tile, rows, cols, c, co, ldc, 1f);
                     } else mergeTile(tile, rows, cols, c, co, ldc, beta);
-                    if (gelu) for (int r = 0; r < rows; r++) Gelu.forward(c, c, co + r * ldc, co + r * ldc + cols);
+                    if (!ep.none()) for (int r = 0; r < rows; r++) ep.row(c, co + r * ldc, i + r, jc + j, cols);
                 }
             }
         }

@@ -44,6 +44,25 @@ public class Linear extends Module {
     /** gelu(forward(x)) for inference, into {@code into} (null: a new array), the activation fused into the GEMM (Ops.linearGelu). */
     public Tensor forwardGeluInto(Tensor x, float[] into) { return forwardInto(x, into, true); }
 
+    /**
+     * residual + forward(x), residual shaped like the output: in a no-grad scope the add is fused into the
+     * GEMM (Ops.linearAdd, the same bits); otherwise the plain {@code Ops.add(residual, forward(x))}.
+     */
+    public Tensor forwardAdd(Tensor x, Tensor residual) {
+        if (dev.biflow.engine.Grad.enabled()) return Ops.add(residual, forward(x));
+        if (x.dim() < 1 || x.size(-1) != in)
+            throw new IllegalArgumentException("Linear(" + in + " -> " + out + "): input " + Shape.str(x.shape())
+                    + " must end in " + in + " features");
+        int[] s = x.shape();
+        s[s.length - 1] = out;
+        if (!java.util.Arrays.equals(s, residual.shape()))
+            throw new IllegalArgumentException("Linear(" + in + " -> " + out + ").forwardAdd: residual " + Shape.str(residual.shape())
+                    + " must have the output's shape " + Shape.str(s));
+        Tensor y = Ops.linearAdd(x.dim() == 2 ? x : Ops.reshape(x, -1, in), weight, bias,
+                residual.dim() == 2 ? residual : Ops.reshape(residual, -1, out)); // (N, out)
+        return x.dim() == 2 ? y : Ops.reshape(y, s);
+    }
+
     private Tensor forwardInto(Tensor x, float[] into, boolean gelu) {
         if (x.dim() < 1 || x.size(-1) != in)
             throw new IllegalArgumentException("Linear(" + in + " -> " + out + "): input " + Shape.str(x.shape())

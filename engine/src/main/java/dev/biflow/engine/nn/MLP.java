@@ -36,21 +36,41 @@ public class MLP extends Module {
     /** x (..., dim) -> (..., out). */
     @Override
     public Tensor forward(Tensor x) {
-        if (!dev.biflow.engine.Grad.enabled() && ((Activation) main.get(1)).kind == Activation.Kind.GELU) {
-            // inference: the normalised input and fc1's output live in reused scratch arrays and GELU is applied
-            // inside the fc1 GEMM, so the widest tensor of a transformer layer is neither allocated (zeroed,
-            // cold) nor passed over again; the same kernels on the same values, so the same bits as main.forward
-            float[] n = norm == null ? null : dev.biflow.engine.kernels.Scratch.borrow(x.numel());
-            float[] h = dev.biflow.engine.kernels.Scratch.borrow(x.numel() / x.size(-1) * fc1().out);
-            try {
-                Tensor in = norm == null ? x : norm.forwardInto(x, n);
-                Tensor hidden = fc1().forwardGeluInto(in, h); // GELU on each output tile while it is in L1
-                return fc2().forward(hidden); // a new array: the result escapes, the scratch does not
-            } finally {
-                dev.biflow.engine.kernels.Scratch.giveBack(n);
-                dev.biflow.engine.kernels.Scratch.giveBack(h);
-            }
-        }
+        if (inference()) return inferencePass(x, null);
         return main.forward(norm == null ? x : norm.forward(x));
+    }
+
+    /**
+     * x + forward(x), the residual block of a transformer layer (needs out == dim). In a no-grad scope the add is
+     * fused into fc2's GEMM (Linear.forwardAdd): no third array and no pass over three; the same bits as
+     * {@code Ops.add(x, forward(x))}, which it is when a gradient is recorded.
+     */
+    public Tensor forwardAdd(Tensor x) {
+        if (inference()) return inferencePass(x, x);
+        return dev.biflow.engine.Ops.add(x, forward(x));
+    }
+
+    private boolean inference() {
+        return !dev.biflow.engine.Grad.enabled() && ((Activation) main.get(1)).kind == Activation.Kind.GELU;
+    }
+
+    /**
+     * Inference: the normalised input and fc1's output live in reused scratch arrays and GELU is applied inside
+     * the fc1 GEMM, so the widest tensor of a transformer layer is neither allocated (zeroed, cold) nor passed
+     * over again; the same kernels on the same values, so the same bits as main.forward. residual: null, or
+     * added inside fc2's GEMM.
+     */
+    private Tensor inferencePass(Tensor x, Tensor residual) {
+        float[] n = norm == null ? null : dev.biflow.engine.kernels.Scratch.borrow(x.numel());
+        float[] h = dev.biflow.engine.kernels.Scratch.borrow(x.numel() / x.size(-1) * fc1().out);
+        try {
+            Tensor in = norm == null ? x : norm.forwardInto(x, n);
+            Tensor hidden = fc1().forwardGeluInto(in, h); // GELU on each output tile while it is in L1
+            // a new array: the result escapes, the scratch does not
+            return residual == null ? fc2().forward(hidden) : fc2().forwardAdd(hidden, residual);
+        } finally {
+            dev.biflow.engine.kernels.Scratch.giveBack(n);
+            dev.biflow.engine.kernels.Scratch.giveBack(h);
+        }
     }
 }

@@ -82,21 +82,7 @@ public class MultiHeadAttention extends Module {
             throw new IllegalArgumentException("MultiHeadAttention(dim=" + dim + "): input " + Shape.str(x.shape()) + " must end in " + dim);
         if (!(temperature > 0)) throw new IllegalArgumentException("MultiHeadAttention: temperature must be > 0, got " + temperature);
         int b = x.size(0), t = x.size(1);
-        if (cache == null && !Grad.enabled()) {
-            // inference: the normalised input, the qkv projection and the merged heads live in reused scratch
-            // arrays (kernels.Scratch: no zeroing of fresh arrays, warm caches); only proj's output escapes
-            int rows = b * t;
-            float[] nBuf = norm == null ? null : dev.biflow.engine.kernels.Scratch.borrow(rows * dim);
-            float[] qkvBuf = dev.biflow.engine.kernels.Scratch.borrow(rows * 3 * dim), oBuf = dev.biflow.engine.kernels.Scratch.borrow(rows * dim);
-            try {
-                Tensor h = norm == null ? x : norm.forwardInto(x, nBuf);
-                return proj.forward(attendPacked(qkv.forwardInto(h, qkvBuf), mask, temperature, oBuf)); // a new array escapes
-            } finally {
-                dev.biflow.engine.kernels.Scratch.giveBack(nBuf);
-                dev.biflow.engine.kernels.Scratch.giveBack(qkvBuf);
-                dev.biflow.engine.kernels.Scratch.giveBack(oBuf);
-            }
-        }
+        if (cache == null && !Grad.enabled()) return inferencePass(x, mask, temperature, null);
         Tensor h = norm == null ? x : norm.forward(x);
         Tensor packed = Ops.permute(Ops.reshape(qkv.forward(h), b, t, 3 * heads, headDim), 0, 2, 1, 3); // (B, 3H, T, Dh)
         Tensor[] qkvs = Ops.chunk(packed, 3, 1);
@@ -126,6 +112,39 @@ public class MultiHeadAttention extends Module {
         } // (B, H, T, Dh)
         o = Ops.reshape(Ops.permute(o, 0, 2, 1, 3), b, t, dim);
         return proj.forward(o);
+    }
+
+    /**
+     * x + forward(x) (plain self-attention), the residual block of a transformer layer. In a no-grad scope the
+     * add is fused into proj's GEMM (Linear.forwardAdd): no third array and no pass over three; the same bits
+     * as {@code Ops.add(x, forward(x))}, which it is when a gradient is recorded.
+     */
+    public Tensor forwardAdd(Tensor x) {
+        if (Grad.enabled()) return Ops.add(x, forward(x));
+        Shape.requireRank(x, 3, "MultiHeadAttention", "(B, T, D)");
+        if (x.size(2) != dim)
+            throw new IllegalArgumentException("MultiHeadAttention(dim=" + dim + "): input " + Shape.str(x.shape()) + " must end in " + dim);
+        return inferencePass(x, null, 1f, x);
+    }
+
+    /**
+     * Inference without a cache: the normalised input, the qkv projection and the merged heads live in reused
+     * scratch arrays (kernels.Scratch: no zeroing of fresh arrays, warm caches); only proj's output escapes.
+     * residual: null, or added inside proj's GEMM.
+     */
+    private Tensor inferencePass(Tensor x, Tensor mask, float temperature, Tensor residual) {
+        int rows = x.size(0) * x.size(1);
+        float[] nBuf = norm == null ? null : dev.biflow.engine.kernels.Scratch.borrow(rows * dim);
+        float[] qkvBuf = dev.biflow.engine.kernels.Scratch.borrow(rows * 3 * dim), oBuf = dev.biflow.engine.kernels.Scratch.borrow(rows * dim);
+        try {
+            Tensor h = norm == null ? x : norm.forwardInto(x, nBuf);
+            Tensor o = attendPacked(qkv.forwardInto(h, qkvBuf), mask, temperature, oBuf);
+            return residual == null ? proj.forward(o) : proj.forwardAdd(o, residual); // a new array escapes
+        } finally {
+            dev.biflow.engine.kernels.Scratch.giveBack(nBuf);
+            dev.biflow.engine.kernels.Scratch.giveBack(qkvBuf);
+            dev.biflow.engine.kernels.Scratch.giveBack(oBuf);
+        }
     }
 
     /**

@@ -167,7 +167,7 @@ class GemmTest {
             float[] fused = c0.clone(), twoPass = c0.clone();
             withThreads(1 + r.nextInt(2), () -> {
                 Gemm.sgemmWith(mo.mr(), mo.allowSmall(), mo.transA(), mo.transB(), m, n, k, 1f, a, 0, lda, b, 0, ldb,
-                        beta, fused, 0, n, bias, 0, true);
+                        beta, fused, 0, n, bias, 0, Gemm.Epilogue.GELU);
                 Gemm.sgemmWith(mo.mr(), mo.allowSmall(), mo.transA(), mo.transB(), m, n, k, 1f, a, 0, lda, b, 0, ldb,
                         beta, twoPass, 0, n, bias, 0);
                 Gelu.forward(twoPass, twoPass, 0, twoPass.length);
@@ -176,6 +176,42 @@ class GemmTest {
                 if (Float.floatToRawIntBits(fused[i]) != Float.floatToRawIntBits(twoPass[i]))
                     fail(d + " " + mo + " beta " + beta + (bias == null ? ", no bias" : "") + ": C[" + i + "] = " + fused[i] + " fused, " + twoPass[i] + " two-pass");
         });
+    }
+
+    /**
+     * The residual added to each C tile after its last K panel (inference's x + proj(h)) gives the bits of the
+     * GEMM with beta 0 followed by r + c over C: tile edges, KC, both kernels, the small path, with and without
+     * a bias, NaN in C beforehand (never read), R with a row stride wider than C's, 1 and 2 threads.
+     */
+    @Test
+    void residualEpilogueIsBitIdenticalToAnAddPass() {
+        Gen<Dims> dims = integers().between(1, 80).zip(integers().between(1, 80), integers().between(1, 300), Dims::new);
+        Gen<Mode> modes = booleans().all().zip(booleans().all(), arbitrary().pick(4, 12), booleans().all(), Mode::new);
+        qt().withExamples(100).forAll(dims, modes, longs().all()).checkAssert((d, mo, seed) -> {
+            SplittableRandom r = new SplittableRandom(seed);
+            int m = d.m(), n = d.n(), k = d.k(), ldr = n + r.nextInt(3), rOff = r.nextInt(5);
+            float[] a = random(r, m * k), b = random(r, k * n), bias = r.nextBoolean() ? random(r, n) : null;
+            float[] res = random(r, rOff + m * ldr);
+            int lda = mo.transA() ? m : k, ldb = mo.transB() ? k : n;
+            float[] fused = new float[m * n], twoPass = new float[m * n];
+            Arrays.fill(fused, Float.NaN);
+            withThreads(1 + r.nextInt(2), () -> {
+                Gemm.sgemmWith(mo.mr(), mo.allowSmall(), mo.transA(), mo.transB(), m, n, k, 1f, a, 0, lda, b, 0, ldb,
+                        0f, fused, 0, n, bias, 0, new Gemm.Epilogue(false, res, rOff, ldr));
+                Gemm.sgemmWith(mo.mr(), mo.allowSmall(), mo.transA(), mo.transB(), m, n, k, 1f, a, 0, lda, b, 0, ldb,
+                        0f, twoPass, 0, n, bias, 0);
+            });
+            for (int i = 0; i < m; i++)
+                for (int j = 0; j < n; j++) twoPass[i * n + j] = res[rOff + i * ldr + j] + twoPass[i * n + j];
+            for (int i = 0; i < fused.length; i++)
+                if (Float.floatToRawIntBits(fused[i]) != Float.floatToRawIntBits(twoPass[i]))
+                    fail(d + " " + mo + (bias == null ? ", no bias" : "") + ": C[" + i + "] = " + fused[i] + " fused, " + twoPass[i] + " two-pass");
+        });
+        float[] c = new float[4];
+        assertThrowsNaming("residual must not be the output", () -> Gemm.sgemmBiasAdd(false, false, 2, 2, 2, new float[4], 0, 2,
+                new float[4], 0, 2, c, 0, 2, null, 0, c, 0, 2));
+        assertThrowsNaming("r is too short", () -> Gemm.sgemmBiasAdd(false, false, 2, 2, 2, new float[4], 0, 2,
+                new float[4], 0, 2, c, 0, 2, null, 0, new float[3], 0, 2));
     }
 
     /**

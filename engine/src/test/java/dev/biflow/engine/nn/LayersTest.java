@@ -199,6 +199,48 @@ class LayersTest {
         }
         for (int i = 0; i < geluWant.length; i++)
             assertEquals(Float.floatToRawIntBits(geluWant[i]), Float.floatToRawIntBits(geluGot.data()[i]), "gelu(linear) element " + i);
+        Tensor res = Tensor.randn(new Rng(12), 2, 3, 5);
+        float[] addWant;
+        Tensor addGot;
+        try (var ng = dev.biflow.engine.Grad.noGrad()) {
+            addWant = dev.biflow.engine.Ops.add(res, l.forward(x)).data();
+            addGot = l.forwardAdd(x, res);
+            Tensor wrong = Tensor.randn(new Rng(13), 2, 5, 3);
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> l.forwardAdd(x, wrong));
+            assertTrue(e.getMessage().contains("residual (2, 5, 3) must have the output's shape (2, 3, 5)"), e.getMessage());
+        }
+        assertArrayEquals(new int[]{2, 3, 5}, addGot.shape());
+        for (int i = 0; i < addWant.length; i++)
+            assertEquals(Float.floatToRawIntBits(addWant[i]), Float.floatToRawIntBits(addGot.data()[i]), "res + linear element " + i);
+        assertArrayEquals(dev.biflow.engine.Ops.add(res, l.forward(x)).data(), l.forwardAdd(x, res).data(), "with gradients: the plain add");
+    }
+
+    /**
+     * MLP and MultiHeadAttention's x + f(x): in a no-grad scope (add fused into the last GEMM) the bits of
+     * Ops.add(x, f(x)); with gradients recorded, the same graph as that add (gradients equal).
+     */
+    @Test
+    void residualBlocksMatchAnExplicitAdd() {
+        Rng rng = new Rng(21);
+        MLP mlp = new MLP(16, 4, true, rng);
+        MultiHeadAttention att = MultiHeadAttention.withHeadDim(16, 8, false, true, rng);
+        Tensor x = Tensor.randn(rng, 3, 7, 16);
+        for (int which = 0; which < 2; which++) {
+            java.util.function.Function<Tensor, Tensor> f = which == 0 ? mlp::forward : att::forward;
+            java.util.function.Function<Tensor, Tensor> fAdd = which == 0 ? mlp::forwardAdd : att::forwardAdd;
+            String name = which == 0 ? "MLP" : "MultiHeadAttention";
+            try (var ng = dev.biflow.engine.Grad.noGrad()) {
+                float[] want = dev.biflow.engine.Ops.add(x, f.apply(x)).data(), got = fAdd.apply(x).data();
+                for (int i = 0; i < want.length; i++)
+                    assertEquals(Float.floatToRawIntBits(want[i]), Float.floatToRawIntBits(got[i]), name + " no-grad element " + i);
+            }
+            Tensor xg = x.detach().requiresGrad(true);
+            fAdd.apply(xg).sum().backward();
+            float[] gFused = xg.grad().data().clone();
+            Tensor xh = x.detach().requiresGrad(true);
+            dev.biflow.engine.Ops.add(xh, f.apply(xh)).sum().backward();
+            assertArrayEquals(xh.grad().data(), gFused, name + ": the input's gradient");
+        }
     }
 
     @Test

@@ -331,7 +331,7 @@ public final class TarFlow extends Module {
 
         public Tensor forward(Tensor x, float temp, KVCache cache) {
             x = Ops.add(x, attention.forward(x, null, temp, cache));
-            return Ops.add(x, mlp.forward(x));
+            return mlp.forwardAdd(x); // x + mlp(x); in a no-grad scope the add is fused into fc2's GEMM (same bits)
         }
     }
 }
