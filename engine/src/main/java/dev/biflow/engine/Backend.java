@@ -46,17 +46,23 @@ public interface Backend {
     }
 
     /**
-     * C = (op(A) op(B) + bias) + R (bias may be null; R an M x N matrix, rows ldr apart from rOff, not C): a
-     * Linear layer and the residual add after it, for inference. The default runs the GEMM, then adds R row by
-     * row; the CPU backend adds R to each C tile while it is in L1 (same bits: {@code r + c}).
+     * C = R + G * (op(A) op(B) + bias) (bias may be null; R an M x N matrix, rows ldr apart from rOff; G null, or
+     * M / gRows rows of N, ldg apart from gOff, row i / gRows scaling C's row i; neither is C): a Linear layer and
+     * the (gated) residual add after it, for inference. The default runs the GEMM, then the elementwise ops; the
+     * CPU backend applies them to each C tile while it is in L1 (same bits: {@code r + g * c}).
      */
     default void sgemmBiasAdd(boolean transA, boolean transB, int m, int n, int k,
                               float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
-                              float[] c, int cOff, int ldc, float[] bias, int biasOff, float[] r, int rOff, int ldr) {
+                              float[] c, int cOff, int ldc, float[] bias, int biasOff, float[] r, int rOff, int ldr,
+                              float[] g, int gOff, int ldg, int gRows) {
         if (bias != null) sgemmBias(transA, transB, m, n, k, 1f, a, aOff, lda, b, bOff, ldb, 0f, c, cOff, ldc, bias, biasOff);
         else sgemm(transA, transB, m, n, k, 1f, a, aOff, lda, b, bOff, ldb, 0f, c, cOff, ldc);
         for (int i = 0; i < m; i++)
-            for (int j = 0; j < n; j++) c[cOff + i * ldc + j] = r[rOff + i * ldr + j] + c[cOff + i * ldc + j];
+            for (int j = 0; j < n; j++) {
+                float y = c[cOff + i * ldc + j];
+                if (g != null) y = g[gOff + (i / gRows) * ldg + j] * y;
+                c[cOff + i * ldc + j] = r[rOff + i * ldr + j] + y;
+            }
     }
 
     // The methods below are kernels an accelerator may override; the defaults run the CPU kernels,
@@ -206,8 +212,9 @@ public interface Backend {
         @Override
         public void sgemmBiasAdd(boolean transA, boolean transB, int m, int n, int k,
                                  float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
-                                 float[] c, int cOff, int ldc, float[] bias, int biasOff, float[] r, int rOff, int ldr) {
-            Gemm.sgemmBiasAdd(transA, transB, m, n, k, a, aOff, lda, b, bOff, ldb, c, cOff, ldc, bias, biasOff, r, rOff, ldr);
+                                 float[] c, int cOff, int ldc, float[] bias, int biasOff, float[] r, int rOff, int ldr,
+                                 float[] g, int gOff, int ldg, int gRows) {
+            Gemm.sgemmBiasGatedAdd(transA, transB, m, n, k, a, aOff, lda, b, bOff, ldb, c, cOff, ldc, bias, biasOff, r, rOff, ldr, g, gOff, ldg, gRows);
         }
     };
 

@@ -635,7 +635,7 @@ public final class Ops {
         return linear(x, w, b, into, true);
     }
 
-    public static Tensor linear(Tensor x, Tensor w, Tensor b, float[] into) { return linear(x, w, b, into, false, null); }
+    public static Tensor linear(Tensor x, Tensor w, Tensor b, float[] into) { return linear(x, w, b, into, false, null, null); }
 
     /**
      * residual + (x w^T + b) for inference (a transformer layer's output projection and the residual add after
@@ -643,19 +643,28 @@ public final class Ops {
      * sum costs no pass over three arrays and no third array. The same bits as {@code add(residual, linear(x, w, b))}.
      * Records no gradient: refused when one would be.
      */
-    public static Tensor linearAdd(Tensor x, Tensor w, Tensor b, Tensor residual) {
-        if (Grad.anyNeedsGrad(x, w, b, residual))
+    public static Tensor linearAdd(Tensor x, Tensor w, Tensor b, Tensor residual) { return linearAdd(x, w, b, residual, null); }
+
+    /**
+     * residual + gate * (x w^T + b), the gated residual of adaLN-Zero, for inference: gate (G, out) scales each
+     * group of N / G consecutive rows (the tokens of one example) with its row, or null (none). The same bits as
+     * {@code add(residual, mul(gate, linear(x, w, b)))} with the gate broadcast over the group.
+     */
+    public static Tensor linearAdd(Tensor x, Tensor w, Tensor b, Tensor residual, Tensor gate) {
+        if (Grad.anyNeedsGrad(x, w, b, residual, gate))
             throw new IllegalStateException("linearAdd is for inference; a gradient would be recorded here: use add(residual, linear(x, w, b))");
         int n = x.shape.length == 2 ? x.shape[0] : -1, out = w.shape.length == 2 ? w.shape[0] : -1;
         if (residual.shape.length != 2 || residual.shape[0] != n || residual.shape[1] != out)
             throw new IllegalArgumentException("linearAdd: residual " + Shape.str(residual.shape) + " must be (N, out) = (" + n + ", " + out
                     + ") for x " + Shape.str(x.shape) + " and weight " + Shape.str(w.shape));
-        return linear(x, w, b, null, false, residual.data);
+        if (gate != null && (gate.shape.length != 2 || gate.shape[1] != out || gate.shape[0] < 1 || n % gate.shape[0] != 0))
+            throw new IllegalArgumentException("linearAdd: gate " + Shape.str(gate.shape) + " must be (G, " + out + ") with G dividing the " + n + " rows");
+        return linear(x, w, b, null, false, residual.data, gate);
     }
 
-    private static Tensor linear(Tensor x, Tensor w, Tensor b, float[] into, boolean gelu) { return linear(x, w, b, into, gelu, null); }
+    private static Tensor linear(Tensor x, Tensor w, Tensor b, float[] into, boolean gelu) { return linear(x, w, b, into, gelu, null, null); }
 
-    private static Tensor linear(Tensor x, Tensor w, Tensor b, float[] into, boolean gelu, float[] residual) {
+    private static Tensor linear(Tensor x, Tensor w, Tensor b, float[] into, boolean gelu, float[] residual, Tensor gate) {
         if (x.shape.length != 2 || w.shape.length != 2 || x.shape[1] != w.shape[1])
             throw new IllegalArgumentException("linear: x " + Shape.str(x.shape) + " and weight " + Shape.str(w.shape)
                     + " must be (N, in) and (out, in)");
@@ -671,7 +680,8 @@ public final class Ops {
         float[] xd = x.data, wd = w.data;
         int ldx = Math.max(1, in), ldc = Math.max(1, out);
         // y = x W^T + b with b as the GEMM's start value (formed in the GEMM, tile by tile: no pass over y)
-        if (residual != null) be.sgemmBiasAdd(false, true, n, out, in, xd, 0, ldx, wd, 0, ldx, c, 0, ldc, b == null ? null : b.data, 0, residual, 0, ldc);
+        if (residual != null) be.sgemmBiasAdd(false, true, n, out, in, xd, 0, ldx, wd, 0, ldx, c, 0, ldc, b == null ? null : b.data, 0, residual, 0, ldc,
+                gate == null ? null : gate.data, 0, ldc, gate == null ? 1 : n / gate.shape[0]);
         else if (gelu) be.sgemmBiasGelu(false, true, n, out, in, 1f, xd, 0, ldx, wd, 0, ldx, 0f, c, 0, ldc, b == null ? null : b.data, 0);
         else if (b != null) be.sgemmBias(false, true, n, out, in, 1f, xd, 0, ldx, wd, 0, ldx, 0f, c, 0, ldc, b.data, 0);
         else be.sgemm(false, true, n, out, in, 1f, xd, 0, ldx, wd, 0, ldx, 0f, c, 0, ldc);

@@ -116,39 +116,68 @@ public final class Gemm {
     }
 
     /**
-     * C = (op(A) op(B) + bias) + R, R an M x N matrix at rOff with row stride ldr (the residual of a transformer
+     * C = R + (op(A) op(B) + bias), R an M x N matrix at rOff with row stride ldr (the residual of a transformer
      * layer: x + proj(h)); bias may be null. R is added to each C tile while it is in L1, after its last K panel,
      * instead of in a second pass that reads both arrays and writes a third; the bits are those of
-     * {@link #sgemmBias} (beta = 0) followed by an elementwise r + c. R must not overlap C.
+     * {@link #sgemmBias} (beta = 0) followed by an elementwise r + c. R must not be C.
      */
     public static void sgemmBiasAdd(boolean transA, boolean transB, int m, int n, int k,
                                     float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
                                     float[] c, int cOff, int ldc, float[] bias, int biasOff, float[] r, int rOff, int ldr) {
+        sgemmBiasGatedAdd(transA, transB, m, n, k, a, aOff, lda, b, bOff, ldb, c, cOff, ldc, bias, biasOff, r, rOff, ldr, null, 0, 0, 1);
+    }
+
+    /**
+     * C = R + G * (op(A) op(B) + bias) with a gate G of M / gRows rows of N (gate row i / gRows scales C's row i,
+     * rows ldg apart from gOff): adaLN-Zero's gated residual x + gate * attn(h), the gate per example and channel,
+     * gRows = the tokens per example. The bits of {@link #sgemmBias} (beta = 0), then g * c, then r + that. g null:
+     * {@link #sgemmBiasAdd}. Neither R nor G may be C.
+     */
+    public static void sgemmBiasGatedAdd(boolean transA, boolean transB, int m, int n, int k,
+                                         float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
+                                         float[] c, int cOff, int ldc, float[] bias, int biasOff, float[] r, int rOff, int ldr,
+                                         float[] g, int gOff, int ldg, int gRows) {
         if (bias != null && (biasOff < 0 || (long) biasOff + n > bias.length))
             throw new IllegalArgumentException("sgemmBiasAdd: bias needs " + n + " floats from offset " + biasOff + ", has " + bias.length);
-        if (r == c) throw new IllegalArgumentException("sgemmBiasAdd: the residual must not be the output array");
+        if (r == c || (g != null && g == c)) throw new IllegalArgumentException("sgemmBiasAdd: the residual and the gate must not be the output array");
         checkMatrix("r", "ldr", r, rOff, ldr, m, n);
+        if (g != null) {
+            if (gRows < 1 || m % gRows != 0)
+                throw new IllegalArgumentException("sgemmBiasGatedAdd: " + m + " rows are not whole groups of gRows = " + gRows);
+            checkMatrix("g", "ldg", g, gOff, ldg, m / gRows, n);
+        }
         sgemmWith(MR, true, transA, transB, m, n, k, 1f, a, aOff, lda, b, bOff, ldb, 0f, c, cOff, ldc, bias, biasOff,
-                new Epilogue(false, r, rOff, ldr));
+                new Epilogue(false, r, rOff, ldr, g, gOff, ldg, Math.max(1, gRows)));
     }
 
     /**
      * What is done to a finished tile of C while it is in L1, after its last K panel: the exact GELU in place,
-     * or adding R (rows ldr apart from rOff, in C's coordinates). One record instead of a flag per epilogue.
+     * and/or c = r + g * c (R rows ldr apart from rOff in C's coordinates; the gate optional, its row i / gRows
+     * for C's row i). One record instead of a flag per epilogue.
      */
-    record Epilogue(boolean gelu, float[] r, int rOff, int ldr) {
-        static final Epilogue NONE = new Epilogue(false, null, 0, 0), GELU = new Epilogue(true, null, 0, 0);
+    record Epilogue(boolean gelu, float[] r, int rOff, int ldr, float[] g, int gOff, int ldg, int gRows) {
+        static final Epilogue NONE = new Epilogue(false, null, 0, 0, null, 0, 0, 1), GELU = new Epilogue(true, null, 0, 0, null, 0, 0, 1);
+
+        /** + R, no gate. */
+        static Epilogue add(float[] r, int rOff, int ldr) { return new Epilogue(false, r, rOff, ldr, null, 0, 0, 1); }
 
         boolean none() { return !gelu && r == null; }
 
         /** Applies it to C[i, j .. j + n) at ci (row i, column j of C). */
         void row(float[] c, int ci, int i, int j, int n) {
             if (gelu) Gelu.forward(c, c, ci, ci + n);
-            if (r != null) {
-                int ri = rOff + i * ldr + j, q = 0;
+            if (r == null) return;
+            int ri = rOff + i * ldr + j, q = 0;
+            if (g == null) {
                 for (int end = S.loopBound(n); q < end; q += L)
                     FloatVector.fromArray(S, r, ri + q).add(FloatVector.fromArray(S, c, ci + q)).intoArray(c, ci + q);
                 for (; q < n; q++) c[ci + q] = r[ri + q] + c[ci + q];
+            } else {
+                int gi = gOff + (i / gRows) * ldg + j;
+                for (int end = S.loopBound(n); q < end; q += L)
+                    FloatVector.fromArray(S, r, ri + q).add(FloatVector.fromArray(S, g, gi + q).mul(FloatVector.fromArray(S, c, ci + q)))
+                            .intoArray(c, ci + q);
+                for (; q < n; q++) c[ci + q] = r[ri + q] + g[gi + q] * c[ci + q];
             }
         }
     }

@@ -48,8 +48,17 @@ public class Linear extends Module {
      * residual + forward(x), residual shaped like the output: in a no-grad scope the add is fused into the
      * GEMM (Ops.linearAdd, the same bits); otherwise the plain {@code Ops.add(residual, forward(x))}.
      */
-    public Tensor forwardAdd(Tensor x, Tensor residual) {
-        if (dev.biflow.engine.Grad.enabled()) return Ops.add(residual, forward(x));
+    public Tensor forwardAdd(Tensor x, Tensor residual) { return forwardAdd(x, residual, null); }
+
+    /**
+     * residual + gate * forward(x), adaLN-Zero's gated residual: gate (B, 1, out) (or any (B, ..., out) with one
+     * row per example) scales the output of example b, whose rows are the output's rows b*T .. b*T + T - 1; null:
+     * no gate. In a no-grad scope fused into the GEMM (same bits); otherwise
+     * {@code Ops.add(residual, Ops.mul(gate, forward(x)))}.
+     */
+    public Tensor forwardAdd(Tensor x, Tensor residual, Tensor gate) {
+        if (dev.biflow.engine.Grad.enabled())
+            return Ops.add(residual, gate == null ? forward(x) : Ops.mul(gate, forward(x)));
         if (x.dim() < 1 || x.size(-1) != in)
             throw new IllegalArgumentException("Linear(" + in + " -> " + out + "): input " + Shape.str(x.shape())
                     + " must end in " + in + " features");
@@ -58,8 +67,15 @@ public class Linear extends Module {
         if (!java.util.Arrays.equals(s, residual.shape()))
             throw new IllegalArgumentException("Linear(" + in + " -> " + out + ").forwardAdd: residual " + Shape.str(residual.shape())
                     + " must have the output's shape " + Shape.str(s));
+        Tensor g2 = null;
+        if (gate != null) {
+            if (gate.dim() < 1 || gate.size(-1) != out || gate.dim() != s.length || gate.size(0) != s[0] || gate.numel() != s[0] * out)
+                throw new IllegalArgumentException("Linear(" + in + " -> " + out + ").forwardAdd: gate " + Shape.str(gate.shape())
+                        + " must be one row of " + out + " per example, like (" + s[0] + ", 1, " + out + ") for output " + Shape.str(s));
+            g2 = Ops.reshape(gate, s[0], out);
+        }
         Tensor y = Ops.linearAdd(x.dim() == 2 ? x : Ops.reshape(x, -1, in), weight, bias,
-                residual.dim() == 2 ? residual : Ops.reshape(residual, -1, out)); // (N, out)
+                residual.dim() == 2 ? residual : Ops.reshape(residual, -1, out), g2); // (N, out)
         return x.dim() == 2 ? y : Ops.reshape(y, s);
     }
 

@@ -36,7 +36,7 @@ public class MLP extends Module {
     /** x (..., dim) -> (..., out). */
     @Override
     public Tensor forward(Tensor x) {
-        if (inference()) return inferencePass(x, null);
+        if (inference()) return inferencePass(x, null, null);
         return main.forward(norm == null ? x : norm.forward(x));
     }
 
@@ -45,9 +45,15 @@ public class MLP extends Module {
      * fused into fc2's GEMM (Linear.forwardAdd): no third array and no pass over three; the same bits as
      * {@code Ops.add(x, forward(x))}, which it is when a gradient is recorded.
      */
-    public Tensor forwardAdd(Tensor x) {
-        if (inference()) return inferencePass(x, x);
-        return dev.biflow.engine.Ops.add(x, forward(x));
+    public Tensor forwardAdd(Tensor x) { return forwardAdd(x, x, null); }
+
+    /**
+     * residual + gate * forward(h) (gate (B, 1, out) or null), adaLN-Zero's gated residual, fused the same way;
+     * the same bits as {@code Ops.add(residual, Ops.mul(gate, forward(h)))}, which it is when a gradient is recorded.
+     */
+    public Tensor forwardAdd(Tensor h, Tensor residual, Tensor gate) {
+        if (inference()) return inferencePass(h, residual, gate);
+        return dev.biflow.engine.Ops.add(residual, gate == null ? forward(h) : dev.biflow.engine.Ops.mul(gate, forward(h)));
     }
 
     private boolean inference() {
@@ -58,16 +64,16 @@ public class MLP extends Module {
      * Inference: the normalised input and fc1's output live in reused scratch arrays and GELU is applied inside
      * the fc1 GEMM, so the widest tensor of a transformer layer is neither allocated (zeroed, cold) nor passed
      * over again; the same kernels on the same values, so the same bits as main.forward. residual: null, or
-     * added inside fc2's GEMM.
+     * added (times gate, when not null) inside fc2's GEMM.
      */
-    private Tensor inferencePass(Tensor x, Tensor residual) {
+    private Tensor inferencePass(Tensor x, Tensor residual, Tensor gate) {
         float[] n = norm == null ? null : dev.biflow.engine.kernels.Scratch.borrow(x.numel());
         float[] h = dev.biflow.engine.kernels.Scratch.borrow(x.numel() / x.size(-1) * fc1().out);
         try {
             Tensor in = norm == null ? x : norm.forwardInto(x, n);
             Tensor hidden = fc1().forwardGeluInto(in, h); // GELU on each output tile while it is in L1
             // a new array: the result escapes, the scratch does not
-            return residual == null ? fc2().forward(hidden) : fc2().forwardAdd(hidden, residual);
+            return residual == null ? fc2().forward(hidden) : fc2().forwardAdd(hidden, residual, gate);
         } finally {
             dev.biflow.engine.kernels.Scratch.giveBack(n);
             dev.biflow.engine.kernels.Scratch.giveBack(h);

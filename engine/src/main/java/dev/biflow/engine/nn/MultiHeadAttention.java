@@ -82,7 +82,7 @@ public class MultiHeadAttention extends Module {
             throw new IllegalArgumentException("MultiHeadAttention(dim=" + dim + "): input " + Shape.str(x.shape()) + " must end in " + dim);
         if (!(temperature > 0)) throw new IllegalArgumentException("MultiHeadAttention: temperature must be > 0, got " + temperature);
         int b = x.size(0), t = x.size(1);
-        if (cache == null && !Grad.enabled()) return inferencePass(x, mask, temperature, null);
+        if (cache == null && !Grad.enabled()) return inferencePass(x, mask, temperature, null, null);
         Tensor h = norm == null ? x : norm.forward(x);
         Tensor packed = Ops.permute(Ops.reshape(qkv.forward(h), b, t, 3 * heads, headDim), 0, 2, 1, 3); // (B, 3H, T, Dh)
         Tensor[] qkvs = Ops.chunk(packed, 3, 1);
@@ -119,27 +119,34 @@ public class MultiHeadAttention extends Module {
      * add is fused into proj's GEMM (Linear.forwardAdd): no third array and no pass over three; the same bits
      * as {@code Ops.add(x, forward(x))}, which it is when a gradient is recorded.
      */
-    public Tensor forwardAdd(Tensor x) {
-        if (Grad.enabled()) return Ops.add(x, forward(x));
-        Shape.requireRank(x, 3, "MultiHeadAttention", "(B, T, D)");
-        if (x.size(2) != dim)
-            throw new IllegalArgumentException("MultiHeadAttention(dim=" + dim + "): input " + Shape.str(x.shape()) + " must end in " + dim);
-        return inferencePass(x, null, 1f, x);
+    public Tensor forwardAdd(Tensor x) { return forwardAdd(x, x, null); }
+
+    /**
+     * residual + gate * forward(h) (plain self-attention of h; gate (B, 1, D) or null), adaLN-Zero's gated
+     * residual, fused the same way; the same bits as {@code Ops.add(residual, Ops.mul(gate, forward(h)))},
+     * which it is when a gradient is recorded.
+     */
+    public Tensor forwardAdd(Tensor h, Tensor residual, Tensor gate) {
+        if (Grad.enabled()) return Ops.add(residual, gate == null ? forward(h) : Ops.mul(gate, forward(h)));
+        Shape.requireRank(h, 3, "MultiHeadAttention", "(B, T, D)");
+        if (h.size(2) != dim)
+            throw new IllegalArgumentException("MultiHeadAttention(dim=" + dim + "): input " + Shape.str(h.shape()) + " must end in " + dim);
+        return inferencePass(h, null, 1f, residual, gate);
     }
 
     /**
      * Inference without a cache: the normalised input, the qkv projection and the merged heads live in reused
      * scratch arrays (kernels.Scratch: no zeroing of fresh arrays, warm caches); only proj's output escapes.
-     * residual: null, or added inside proj's GEMM.
+     * residual: null, or added (times gate, when not null) inside proj's GEMM.
      */
-    private Tensor inferencePass(Tensor x, Tensor mask, float temperature, Tensor residual) {
+    private Tensor inferencePass(Tensor x, Tensor mask, float temperature, Tensor residual, Tensor gate) {
         int rows = x.size(0) * x.size(1);
         float[] nBuf = norm == null ? null : dev.biflow.engine.kernels.Scratch.borrow(rows * dim);
         float[] qkvBuf = dev.biflow.engine.kernels.Scratch.borrow(rows * 3 * dim), oBuf = dev.biflow.engine.kernels.Scratch.borrow(rows * dim);
         try {
             Tensor h = norm == null ? x : norm.forwardInto(x, nBuf);
             Tensor o = attendPacked(qkv.forwardInto(h, qkvBuf), mask, temperature, oBuf);
-            return residual == null ? proj.forward(o) : proj.forwardAdd(o, residual); // a new array escapes
+            return residual == null ? proj.forward(o) : proj.forwardAdd(o, residual, gate); // a new array escapes
         } finally {
             dev.biflow.engine.kernels.Scratch.giveBack(nBuf);
             dev.biflow.engine.kernels.Scratch.giveBack(qkvBuf);

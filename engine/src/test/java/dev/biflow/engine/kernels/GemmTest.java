@@ -181,7 +181,8 @@ class GemmTest {
     /**
      * The residual added to each C tile after its last K panel (inference's x + proj(h)) gives the bits of the
      * GEMM with beta 0 followed by r + c over C: tile edges, KC, both kernels, the small path, with and without
-     * a bias, NaN in C beforehand (never read), R with a row stride wider than C's, 1 and 2 threads.
+     * a bias, with and without a gate per group of rows, NaN in C beforehand (never read), R with a row stride
+     * wider than C's, 1 and 2 threads.
      */
     @Test
     void residualEpilogueIsBitIdenticalToAnAddPass() {
@@ -192,26 +193,41 @@ class GemmTest {
             int m = d.m(), n = d.n(), k = d.k(), ldr = n + r.nextInt(3), rOff = r.nextInt(5);
             float[] a = random(r, m * k), b = random(r, k * n), bias = r.nextBoolean() ? random(r, n) : null;
             float[] res = random(r, rOff + m * ldr);
+            // a gate for groups of gRows rows (adaLN-Zero: one row per example), or none
+            int gRows = r.nextBoolean() ? 0 : pickDivisor(r, m), gOff = r.nextInt(3);
+            float[] gate = gRows == 0 ? null : random(r, gOff + m / gRows * n);
             int lda = mo.transA() ? m : k, ldb = mo.transB() ? k : n;
             float[] fused = new float[m * n], twoPass = new float[m * n];
             Arrays.fill(fused, Float.NaN);
             withThreads(1 + r.nextInt(2), () -> {
                 Gemm.sgemmWith(mo.mr(), mo.allowSmall(), mo.transA(), mo.transB(), m, n, k, 1f, a, 0, lda, b, 0, ldb,
-                        0f, fused, 0, n, bias, 0, new Gemm.Epilogue(false, res, rOff, ldr));
+                        0f, fused, 0, n, bias, 0, new Gemm.Epilogue(false, res, rOff, ldr, gate, gOff, n, Math.max(1, gRows)));
                 Gemm.sgemmWith(mo.mr(), mo.allowSmall(), mo.transA(), mo.transB(), m, n, k, 1f, a, 0, lda, b, 0, ldb,
                         0f, twoPass, 0, n, bias, 0);
             });
             for (int i = 0; i < m; i++)
-                for (int j = 0; j < n; j++) twoPass[i * n + j] = res[rOff + i * ldr + j] + twoPass[i * n + j];
+                for (int j = 0; j < n; j++) {
+                    float y = gate == null ? twoPass[i * n + j] : gate[gOff + (i / gRows) * n + j] * twoPass[i * n + j];
+                    twoPass[i * n + j] = res[rOff + i * ldr + j] + y;
+                }
             for (int i = 0; i < fused.length; i++)
                 if (Float.floatToRawIntBits(fused[i]) != Float.floatToRawIntBits(twoPass[i]))
                     fail(d + " " + mo + (bias == null ? ", no bias" : "") + ": C[" + i + "] = " + fused[i] + " fused, " + twoPass[i] + " two-pass");
         });
         float[] c = new float[4];
-        assertThrowsNaming("residual must not be the output", () -> Gemm.sgemmBiasAdd(false, false, 2, 2, 2, new float[4], 0, 2,
+        assertThrowsNaming("must not be the output array", () -> Gemm.sgemmBiasAdd(false, false, 2, 2, 2, new float[4], 0, 2,
                 new float[4], 0, 2, c, 0, 2, null, 0, c, 0, 2));
         assertThrowsNaming("r is too short", () -> Gemm.sgemmBiasAdd(false, false, 2, 2, 2, new float[4], 0, 2,
                 new float[4], 0, 2, c, 0, 2, null, 0, new float[3], 0, 2));
+        assertThrowsNaming("3 rows are not whole groups of gRows = 2", () -> Gemm.sgemmBiasGatedAdd(false, false, 3, 2, 2, new float[6], 0, 2,
+                new float[4], 0, 2, new float[6], 0, 2, null, 0, new float[6], 0, 2, new float[2], 0, 2, 2));
+    }
+
+    /** A random divisor of m (>= 1). */
+    static int pickDivisor(SplittableRandom r, int m) {
+        int d;
+        do d = 1 + r.nextInt(m); while (m % d != 0);
+        return d;
     }
 
     /**

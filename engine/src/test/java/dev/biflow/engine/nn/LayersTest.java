@@ -241,6 +241,24 @@ class LayersTest {
             dev.biflow.engine.Ops.add(xh, f.apply(xh)).sum().backward();
             assertArrayEquals(xh.grad().data(), gFused, name + ": the input's gradient");
         }
+        // adaLN-Zero's gated form: residual + gate * f(h), gate (B, 1, D)
+        Tensor h = Tensor.randn(rng, 3, 7, 16), gate = Tensor.randn(rng, 3, 1, 16);
+        try (var ng = dev.biflow.engine.Grad.noGrad()) {
+            float[][] want = {dev.biflow.engine.Ops.add(x, dev.biflow.engine.Ops.mul(gate, mlp.forward(h))).data(),
+                    dev.biflow.engine.Ops.add(x, dev.biflow.engine.Ops.mul(gate, att.forward(h))).data()};
+            float[][] got = {mlp.forwardAdd(h, x, gate).data(), att.forwardAdd(h, x, gate).data()};
+            for (int w = 0; w < 2; w++)
+                for (int i = 0; i < want[w].length; i++)
+                    assertEquals(Float.floatToRawIntBits(want[w][i]), Float.floatToRawIntBits(got[w][i]), (w == 0 ? "MLP" : "attention") + " gated element " + i);
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> mlp.forwardAdd(h, x, Tensor.randn(new Rng(1), 1, 1, 16)));
+            assertTrue(e.getMessage().contains("one row of 16 per example"), e.getMessage());
+        }
+        Tensor gg = gate.detach().requiresGrad(true);
+        mlp.forwardAdd(h, x, gg).sum().backward();
+        float[] gFused = gg.grad().data().clone();
+        Tensor gh = gate.detach().requiresGrad(true);
+        dev.biflow.engine.Ops.add(x, dev.biflow.engine.Ops.mul(gh, mlp.forward(h))).sum().backward();
+        assertArrayEquals(gh.grad().data(), gFused, "the gate's gradient");
     }
 
     @Test

@@ -312,9 +312,9 @@ public final class BiFlowModel extends Module {
         public Tensor forward(Tensor x, Tensor c) {
             Tensor[] m = Ops.chunk(adaLN.forward(c), 6, 2); // shift, scale, gate for attention, then for the MLP; (B, 1, D) each
             Tensor h = modulate(Fused.layerNorm(x, null, null, NORM_EPS), m[0], m[1]);
-            x = Ops.add(x, Ops.mul(m[2], attention.forward(h)));
+            x = attention.forwardAdd(h, x, m[2]); // x + gate * attn(h): fused into proj's GEMM when sampling (same bits)
             h = modulate(Fused.layerNorm(x, null, null, NORM_EPS), m[3], m[4]);
-            return Ops.add(x, Ops.mul(m[5], mlp.forward(h)));
+            return mlp.forwardAdd(h, x, m[5]); // x + gate * mlp(h)
         }
     }
 
