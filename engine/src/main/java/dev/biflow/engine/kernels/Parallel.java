@@ -207,4 +207,7 @@ public final class Parallel {
 
     /** forRange with grain 1. */
     public static void forRange(int n, RangeBody body) { forRange(n, 1, body); }
+
+    /** True on a thread already running a parallel body (a nested forRange runs serially there). */
+    public static boolean inside() { return INSIDE.get(); }
 }

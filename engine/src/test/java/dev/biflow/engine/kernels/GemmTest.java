@@ -214,6 +214,20 @@ class GemmTest {
                 if (Float.floatToRawIntBits(fused[i]) != Float.floatToRawIntBits(twoPass[i]))
                     fail(d + " " + mo + (bias == null ? ", no bias" : "") + ": C[" + i + "] = " + fused[i] + " fused, " + twoPass[i] + " two-pass");
         });
+        // wide enough for 2 threads to take whole column blocks (the epilogue's offsets shift with the block)
+        SplittableRandom r = new SplittableRandom(5);
+        int m = 40, n = 700, k = 300, gRows = 8;
+        float[] a = random(r, m * k), b = random(r, n * k), bias = random(r, n), res = random(r, m * (n + 3)), gate = random(r, m / gRows * n);
+        float[] fused = new float[m * n], twoPass = new float[m * n];
+        withThreads(2, () -> {
+            Gemm.sgemmBiasGatedAdd(false, true, m, n, k, a, 0, k, b, 0, k, fused, 0, n, bias, 0, res, 0, n + 3, gate, 0, n, gRows);
+            Gemm.sgemmBias(false, true, m, n, k, 1f, a, 0, k, b, 0, k, 0f, twoPass, 0, n, bias, 0);
+        });
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++) {
+                float want = res[i * (n + 3) + j] + gate[(i / gRows) * n + j] * twoPass[i * n + j];
+                assertEquals(Float.floatToRawIntBits(want), Float.floatToRawIntBits(fused[i * n + j]), "wide gated residual C[" + i + ", " + j + "]");
+            }
         float[] c = new float[4];
         assertThrowsNaming("must not be the output array", () -> Gemm.sgemmBiasAdd(false, false, 2, 2, 2, new float[4], 0, 2,
                 new float[4], 0, 2, c, 0, 2, null, 0, c, 0, 2));
