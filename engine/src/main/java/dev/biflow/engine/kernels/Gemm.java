@@ -22,10 +22,11 @@ import jdk.incubator.vector.VectorSpecies;
  * <li>the micro-kernel keeps an MR x NR tile of C in 2*MR vector accumulators for KC steps:
  *     12 x 2L where vectors are 512 bits wide (32 registers), 4 x 2L otherwise (AVX2 has 16;
  *     larger tiles there make C2 spill an accumulator every step);</li>
- * <li>large products with at least 256 columns per thread give each thread whole column blocks of C:
+ * <li>large tall (M >= 2N) or very wide (N >= 2048) products with at least 256 columns per thread
+ *     give each thread whole column blocks of C:
  *     it packs its own B panels (in its own L2) and runs the loop nest alone, one fork-join per
- *     GEMM (+1-4% at 1024^3, +20-30% at 2048^3, +2-30% on the 3136 x 512 x 128 layer, 2 threads,
- *     paired runs in one JVM, 3 JVMs each); smaller ones share each packed B panel, threads taking
+ *     GEMM (+20-30% at 2048^3, +2-30% on the 3136 x 512 x 128 layer, 2 threads, paired runs in
+ *     one JVM, 3 JVMs each; neutral at 1024^3, see blocked); other products share each packed B panel, threads taking
  *     ranges of row slivers of C (column slivers when C has too few rows) from a shared counter.
  *     Every element is summed in the same order whichever thread computes it: same bits on 1 or N
  *     threads;</li>
@@ -325,7 +326,11 @@ public final class Gemm {
                                 float beta, float[] c, int cOff, int ldc, float[] bias, int biasOff, Epilogue ep) {
         int threads = Parallel.threads();
         int units = COL_CHUNKS * threads;
-        if (units > 1 && n >= units * 8 * NR && 2.0 * m * n * k >= (double) threads * MIN_FLOPS_PER_THREAD && !Parallel.inside()) {
+        // Only for tall products (a transformer layer: many token rows) and very wide ones: at 1024^3 the split
+        // was neutral (median 1.02 over 6 paired JVMs, one at 0.84: static blocks cannot rebalance when the host
+        // parks a thread), so square products below 2048 keep the shared panel and its dynamic row slivers.
+        boolean split = m >= 2 * n || n >= 2048;
+        if (split && units > 1 && n >= units * 8 * NR && 2.0 * m * n * k >= (double) threads * MIN_FLOPS_PER_THREAD && !Parallel.inside()) {
             // Column blocks per thread: each packs its own B panels (KC x n/units, in its own L2) and runs the whole
             // serial loop over them, so there is one fork-join per GEMM instead of two barriers per panel, and no
             // shared panel streamed from L3 by both cores. Bits as any split: each C element sums in the same order.

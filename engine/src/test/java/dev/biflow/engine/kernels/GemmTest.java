@@ -214,9 +214,9 @@ class GemmTest {
                 if (Float.floatToRawIntBits(fused[i]) != Float.floatToRawIntBits(twoPass[i]))
                     fail(d + " " + mo + (bias == null ? ", no bias" : "") + ": C[" + i + "] = " + fused[i] + " fused, " + twoPass[i] + " two-pass");
         });
-        // wide enough for 2 threads to take whole column blocks (the epilogue's offsets shift with the block)
+        // tall and wide enough for 2 threads to take whole column blocks (the epilogue's offsets shift with the block)
         SplittableRandom r = new SplittableRandom(5);
-        int m = 40, n = 700, k = 300, gRows = 8;
+        int m = 1216, n = 600, k = 64, gRows = 8;
         float[] a = random(r, m * k), b = random(r, n * k), bias = random(r, n), res = random(r, m * (n + 3)), gate = random(r, m / gRows * n);
         float[] fused = new float[m * n], twoPass = new float[m * n];
         withThreads(2, () -> {
