@@ -51,6 +51,24 @@ public final class Gelu {
         for (; i < hi; i++) y[i] = 0.5f * x[i] * (1f + erf(x[i] * INV_SQRT2));
     }
 
+    /**
+     * In place over a block: c[off + r * ld + q] = gelu(c[...]) for r < rows, q < cols, the bits of
+     * {@link #forward} on each row (a GEMM epilogue's tile: one call per tile, not per row).
+     */
+    public static void forwardRows(float[] c, int off, int ld, int rows, int cols) {
+        FloatVector one = FloatVector.broadcast(S, 1f);
+        int vEnd = S.loopBound(cols);
+        for (int r = 0; r < rows; r++) {
+            int lo = off + r * ld, i = lo;
+            for (int end = lo + vEnd; i < end; i += S.length()) {
+                FloatVector v = FloatVector.fromArray(S, c, i);
+                FloatVector e = erfVec(v.mul(INV_SQRT2), one);
+                v.mul(0.5f).mul(e.add(one)).intoArray(c, i);
+            }
+            for (int hi = lo + cols; i < hi; i++) c[i] = 0.5f * c[i] * (1f + erf(c[i] * INV_SQRT2));
+        }
+    }
+
     /** gx[i] += g[i] * gelu'(x[i]) for i in [lo, hi); gelu'(x) = Phi(x) + x phi(x). */
     public static void backward(float[] g, float[] x, float[] gx, int lo, int hi) {
         int i = lo;

@@ -175,21 +175,27 @@ public final class Gemm {
             return r == null ? this : new Epilogue(gelu, r, rOff + j0, ldr, g, g == null ? gOff : gOff + j0, ldg, gRows);
         }
 
-        /** Applies it to C[i, j .. j + n) at ci (row i, column j of C). */
-        void row(float[] c, int ci, int i, int j, int n) {
-            if (gelu) Gelu.forward(c, c, ci, ci + n);
+        /**
+         * Applies it to the rows x n block of C at ci (row stride ldc) whose first element is C[i, j]. A block per
+         * call, not a row: GELU's constants and loop set-up then cost once per tile (per 32-float row they cost
+         * about half as much as the GELU itself).
+         */
+        void tile(float[] c, int ci, int ldc, int i, int j, int rows, int n) {
+            if (gelu) Gelu.forwardRows(c, ci, ldc, rows, n);
             if (r == null) return;
-            int ri = rOff + i * ldr + j, q = 0;
-            if (g == null) {
-                for (int end = S.loopBound(n); q < end; q += L)
-                    FloatVector.fromArray(S, r, ri + q).add(FloatVector.fromArray(S, c, ci + q)).intoArray(c, ci + q);
-                for (; q < n; q++) c[ci + q] = r[ri + q] + c[ci + q];
-            } else {
-                int gi = gOff + (i / gRows) * ldg + j;
-                for (int end = S.loopBound(n); q < end; q += L)
-                    FloatVector.fromArray(S, r, ri + q).add(FloatVector.fromArray(S, g, gi + q).mul(FloatVector.fromArray(S, c, ci + q)))
-                            .intoArray(c, ci + q);
-                for (; q < n; q++) c[ci + q] = r[ri + q] + g[gi + q] * c[ci + q];
+            for (int row = 0; row < rows; row++) {
+                int cr = ci + row * ldc, ri = rOff + (i + row) * ldr + j, q = 0;
+                if (g == null) {
+                    for (int end = S.loopBound(n); q < end; q += L)
+                        FloatVector.fromArray(S, r, ri + q).add(FloatVector.fromArray(S, c, cr + q)).intoArray(c, cr + q);
+                    for (; q < n; q++) c[cr + q] = r[ri + q] + c[cr + q];
+                } else {
+                    int gi = gOff + ((i + row) / gRows) * ldg + j;
+                    for (int end = S.loopBound(n); q < end; q += L)
+                        FloatVector.fromArray(S, r, ri + q).add(FloatVector.fromArray(S, g, gi + q).mul(FloatVector.fromArray(S, c, cr + q)))
+                                .intoArray(c, cr + q);
+                    for (; q < n; q++) c[cr + q] = r[ri + q] + g[gi + q] * c[cr + q];
+                }
             }
         }
     }
@@ -237,7 +243,7 @@ public final class Gemm {
             }
             if (k == 0 || alpha == 0f) scale(m, n, beta, c, cOff, ldc);
             else small(transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc);
-            if (!ep.none()) for (int i = 0; i < m; i++) ep.row(c, cOff + i * ldc, i, 0, n);
+            if (!ep.none()) ep.tile(c, cOff, ldc, 0, 0, m, n);
             return;
         }
         blocked(mr, transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc, bias, biasOff, ep);
@@ -452,7 +458,7 @@ public final class Gemm {
                         if (mr == 12) kernel12x2(kc, ap, 0, bp, bi, c, co, ldc, c, co, ldc, kb, ZEROS, 0);
                         else kernel4x2(kc, ap, 0, bp, bi, c, co, ldc, c, co, ldc, kb, ZEROS, 0);
                     }
-                    if (!ep.none()) for (int r = 0; r < mr; r++) ep.row(c, co + r * ldc, i + r, jc + j, NR); // the tile is in L1
+                    if (!ep.none()) ep.tile(c, co, ldc, i, jc + j, mr, NR); // the tile is in L1
                 } else {
                     if (mr == 12) kernel12x2(kc, ap, 0, bp, bi, tile, 0, NR, ZEROS, 0, NR, 0f, ZEROS, 0);
                     else kernel4x2(kc, ap, 0, bp, bi, tile, 0, NR, ZEROS, 0, NR, 0f, ZEROS, 0);
@@ -460,7 +466,7 @@ public final class Gemm {
                         for (int r = 0; r < rows; r++) startRow(beta, c, co + r * ldc, bias, biasOff + jc + j, cols);
                         mergeTile(tile, rows, cols, c, co, ldc, 1f);
                     } else mergeTile(tile, rows, cols, c, co, ldc, beta);
-                    if (!ep.none()) for (int r = 0; r < rows; r++) ep.row(c, co + r * ldc, i + r, jc + j, cols);
+                    if (!ep.none()) ep.tile(c, co, ldc, i, jc + j, rows, cols);
                 }
             }
         }
