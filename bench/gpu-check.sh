@@ -154,7 +154,7 @@ run() {
       local np; np=$(echo "$E2E_PATCHES" | tr ',' '\n' | wc -l)
       local lim=$((45 * np)) reps=3; [ "$dev" = cpu ] || { lim=$((75 * np)); reps=2; }
       timeout $lim "$java" "${jv[@]}" dev.biflow.cli.Main bench --what exact-cfg,biflow --patches "$E2E_PATCHES" --threads-list "$th" \
-        --repeats $reps --device "$dev" > "$OUTDIR/gpu-e2e-$dev.log" 2>&1
+        --repeats $reps --warmup 1 --device "$dev" > "$OUTDIR/gpu-e2e-$dev.log" 2>&1  # warm-up: 1 s (at least one pass), the device time is scarce
       rc=$?
       case $rc in 0) ;; 124) status_e2e="$status_e2e $dev: timed out ($lim s);";; *) status_e2e="$status_e2e $dev: failed (see gpu-e2e-$dev.log);"; tail -5 "$OUTDIR/gpu-e2e-$dev.log" | tee -a "$LOG";; esac
       e2e_rows "$OUTDIR/gpu-e2e-$dev.log" | tee -a "$LOG"
