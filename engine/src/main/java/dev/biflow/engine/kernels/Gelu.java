@@ -41,8 +41,12 @@ public final class Gelu {
 
     /** y[i] = gelu(x[i]) for i in [lo, hi). */
     public static void forward(float[] x, float[] y, int lo, int hi) {
+        row(x, y, lo, hi, FloatVector.broadcast(S, 1f));
+    }
+
+    /** One row: the single definition of the forward arithmetic, inlined into both callers' loops. */
+    private static void row(float[] x, float[] y, int lo, int hi, FloatVector one) {
         int i = lo;
-        FloatVector one = FloatVector.broadcast(S, 1f);
         for (int end = lo + S.loopBound(hi - lo); i < end; i += S.length()) {
             FloatVector v = FloatVector.fromArray(S, x, i);
             FloatVector e = erfVec(v.mul(INV_SQRT2), one);
@@ -57,16 +61,7 @@ public final class Gelu {
      */
     public static void forwardRows(float[] c, int off, int ld, int rows, int cols) {
         FloatVector one = FloatVector.broadcast(S, 1f);
-        int vEnd = S.loopBound(cols);
-        for (int r = 0; r < rows; r++) {
-            int lo = off + r * ld, i = lo;
-            for (int end = lo + vEnd; i < end; i += S.length()) {
-                FloatVector v = FloatVector.fromArray(S, c, i);
-                FloatVector e = erfVec(v.mul(INV_SQRT2), one);
-                v.mul(0.5f).mul(e.add(one)).intoArray(c, i);
-            }
-            for (int hi = lo + cols; i < hi; i++) c[i] = 0.5f * c[i] * (1f + erf(c[i] * INV_SQRT2));
-        }
+        for (int r = 0; r < rows; r++) row(c, c, off + r * ld, off + r * ld + cols, one);
     }
 
     /** gx[i] += g[i] * gelu'(x[i]) for i in [lo, hi); gelu'(x) = Phi(x) + x phi(x). */

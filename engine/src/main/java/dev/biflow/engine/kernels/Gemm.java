@@ -47,8 +47,8 @@ import jdk.incubator.vector.VectorSpecies;
  * compiled it; zeroing or copying the bias into each tile so the kernel could always read C cost ~8%
  * on the transformer's K = 128 products, far more than that one recompilation.
  *
- * <p>Blocking can be overridden for experiments with -Dbiflow.gemm.mr (4 or 12) / .kc / .nc / .small
- * (read once at class load).
+ * <p>Blocking can be overridden for experiments with -Dbiflow.gemm.mr (4 or 12) / .kc / .nc / .small /
+ * .colchunks (column blocks per thread, 0: never split by columns) (read once at class load).
  */
 public final class Gemm {
     private Gemm() {}
@@ -164,9 +164,6 @@ public final class Gemm {
      */
     record Epilogue(boolean gelu, float[] r, int rOff, int ldr, float[] g, int gOff, int ldg, int gRows) {
         static final Epilogue NONE = new Epilogue(false, null, 0, 0, null, 0, 0, 1), GELU = new Epilogue(true, null, 0, 0, null, 0, 0, 1);
-
-        /** + R, no gate. */
-        static Epilogue add(float[] r, int rOff, int ldr) { return new Epilogue(false, r, rOff, ldr, null, 0, 0, 1); }
 
         boolean none() { return !gelu && r == null; }
 
@@ -345,20 +342,13 @@ public final class Gemm {
             Parallel.forRange(threads, 1, (lo, hi) -> {
                 for (int u = next.getAndIncrement(); u * per < n; u = next.getAndIncrement()) {
                     int j0 = u * per, nj = Math.min(per, n - j0);
-                    serial(mr, transA, transB, m, nj, k, alpha, a, aOff, lda, b, transB ? bOff + j0 * ldb : bOff + j0, ldb,
-                            beta, c, cOff + j0, ldc, bias, biasOff + j0, ep.shifted(j0));
+                    panels(mr, transA, transB, m, nj, k, alpha, a, aOff, lda, b, transB ? bOff + j0 * ldb : bOff + j0, ldb,
+                            beta, c, cOff + j0, ldc, bias, biasOff + j0, ep.shifted(j0), 1); // one thread, the whole loop nest
                 }
             });
             return;
         }
         panels(mr, transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc, bias, biasOff, ep, threads);
-    }
-
-    /** One thread, the whole loop nest (nested parallel calls inside would run serially anyway). */
-    private static void serial(int mr, boolean transA, boolean transB, int m, int n, int k, float alpha,
-                               float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
-                               float beta, float[] c, int cOff, int ldc, float[] bias, int biasOff, Epilogue ep) {
-        panels(mr, transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc, bias, biasOff, ep, 1);
     }
 
     /** The panel loop with the threads sharing each packed B panel (rows of C, or columns when rows are few). */

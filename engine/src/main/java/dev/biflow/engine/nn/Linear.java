@@ -59,9 +59,7 @@ public class Linear extends Module {
     public Tensor forwardAdd(Tensor x, Tensor residual, Tensor gate) {
         if (dev.biflow.engine.Grad.enabled())
             return Ops.add(residual, gate == null ? forward(x) : Ops.mul(gate, forward(x)));
-        if (x.dim() < 1 || x.size(-1) != in)
-            throw new IllegalArgumentException("Linear(" + in + " -> " + out + "): input " + Shape.str(x.shape())
-                    + " must end in " + in + " features");
+        requireInput(x);
         int[] s = x.shape();
         s[s.length - 1] = out;
         if (!java.util.Arrays.equals(s, residual.shape()))
@@ -80,15 +78,19 @@ public class Linear extends Module {
     }
 
     private Tensor forwardInto(Tensor x, float[] into, boolean gelu) {
-        if (x.dim() < 1 || x.size(-1) != in)
-            throw new IllegalArgumentException("Linear(" + in + " -> " + out + "): input " + Shape.str(x.shape())
-                    + " must end in " + in + " features");
+        requireInput(x);
         int[] s = x.shape();
         Tensor x2 = x.dim() == 2 ? x : Ops.reshape(x, -1, in);
         Tensor y = gelu ? Ops.linearGelu(x2, weight, bias, into) : Ops.linear(x2, weight, bias, into); // (N, out)
         if (x.dim() == 2) return y;
         s[s.length - 1] = out;
         return Ops.reshape(y, s);
+    }
+
+    private void requireInput(Tensor x) {
+        if (x.dim() < 1 || x.size(-1) != in)
+            throw new IllegalArgumentException("Linear(" + in + " -> " + out + "): input " + Shape.str(x.shape())
+                    + " must end in " + in + " features");
     }
 
     @Override

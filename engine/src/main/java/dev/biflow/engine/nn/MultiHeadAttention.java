@@ -77,9 +77,7 @@ public class MultiHeadAttention extends Module {
      * @param cache       null, or this layer's cache: x holds only new tokens, which are appended
      */
     public Tensor forward(Tensor x, Tensor mask, float temperature, KVCache cache) {
-        Shape.requireRank(x, 3, "MultiHeadAttention", "(B, T, D)");
-        if (x.size(2) != dim)
-            throw new IllegalArgumentException("MultiHeadAttention(dim=" + dim + "): input " + Shape.str(x.shape()) + " must end in " + dim);
+        requireInput(x);
         if (!(temperature > 0)) throw new IllegalArgumentException("MultiHeadAttention: temperature must be > 0, got " + temperature);
         int b = x.size(0), t = x.size(1);
         if (cache == null && !Grad.enabled()) return inferencePass(x, mask, temperature, null, null);
@@ -128,10 +126,15 @@ public class MultiHeadAttention extends Module {
      */
     public Tensor forwardAdd(Tensor h, Tensor residual, Tensor gate) {
         if (Grad.enabled()) return Ops.add(residual, gate == null ? forward(h) : Ops.mul(gate, forward(h)));
-        Shape.requireRank(h, 3, "MultiHeadAttention", "(B, T, D)");
-        if (h.size(2) != dim)
-            throw new IllegalArgumentException("MultiHeadAttention(dim=" + dim + "): input " + Shape.str(h.shape()) + " must end in " + dim);
+        requireInput(h);
         return inferencePass(h, null, 1f, residual, gate);
+    }
+
+    /** x must be (B, T, dim). */
+    private void requireInput(Tensor x) {
+        Shape.requireRank(x, 3, "MultiHeadAttention", "(B, T, D)");
+        if (x.size(2) != dim)
+            throw new IllegalArgumentException("MultiHeadAttention(dim=" + dim + "): input " + Shape.str(x.shape()) + " must end in " + dim);
     }
 
     /**
