@@ -22,7 +22,9 @@ import java.util.concurrent.Callable;
         description = {"Time the forward flow end to end and print a table: training step (forward + backward + AdamW)",
                 "and exact-inverse sampling per image (KV cache), for the reference configurations",
                 "(28x28x1, width 128, 4 blocks x 2 layers, 4 heads of 32, MLP 4x, batch 64) at patch 2 and 4.",
-                "Compare with ../shared/peers/tarflow_bench.py run in the same sitting."},
+                "Compare with ../shared/peers/tarflow_bench.py run in the same sitting.",
+                "Per row: median, min and max of the timed repeats, the share of their wall time spent in GC pauses (gc %),",
+                "and the memory allocated per timed pass by all threads (MB/pass; for train, per step): regressions show here."},
         footer = {"", "Examples:", "  biflow bench", "  biflow bench --patches 4 --threads-list 1,2 --repeats 5",
                 "  biflow bench --what exact-cfg,biflow --device opencl --threads-list 16"})
 final class BenchCommand implements Callable<Integer> {
@@ -45,7 +47,7 @@ final class BenchCommand implements Callable<Integer> {
     public Integer call() {
         List<String> rows = new ArrayList<>();
         rows.add("device: " + device);
-        rows.add(String.format(Locale.ROOT, "%-8s %-8s %-22s %12s %12s %12s", "patch", "threads", "what", "median", "min", "max"));
+        rows.add(String.format(Locale.ROOT, "%-8s %-8s %-22s %12s %12s %12s %8s %12s", "patch", "threads", "what", "median", "min", "max", "gc %", "MB/pass"));
         int saved = Parallel.threads();
         dev.biflow.engine.Backend backend = dev.biflow.gpu.Devices.backend(device);  // kernels built (warm-up) here, outside the timings
         dev.biflow.engine.Backend.use(backend);
@@ -74,8 +76,8 @@ final class BenchCommand implements Callable<Integer> {
                         double scale = w.equals("train") ? 1 : 1000.0 / sampleBatch;
                         Arrays.sort(t);
                         medians.put(p + "/" + th + "/" + w, t[t.length / 2] * scale);
-                        String row = String.format(Locale.ROOT, "%-8s %-8d %-22s %12.3f %12.3f %12.3f", p + " (T=" + cfg.tokens() + ")", th, label,
-                                t[t.length / 2] * scale, t[0] * scale, t[t.length - 1] * scale);
+                        String row = String.format(Locale.ROOT, "%-8s %-8d %-22s %12.3f %12.3f %12.3f %8.1f %12.1f", p + " (T=" + cfg.tokens() + ")", th, label,
+                                t[t.length / 2] * scale, t[0] * scale, t[t.length - 1] * scale, 100 * lastGcShare, lastAllocPerPass / 1e6);
                         rows.add(row);
                         System.out.println(row);
                         // On OpenCL, the exact inverse with CFG also runs resident (ResidentTarFlow): a second row, since score
@@ -122,8 +124,29 @@ final class BenchCommand implements Callable<Integer> {
         long end = System.nanoTime() + (long) (warmup * 1e9);
         do pass.getAsDouble(); while (System.nanoTime() < end);
         double[] t = new double[repeats];
+        long gc0 = gcMillis(), a0 = allocatedBytes(), w0 = System.nanoTime();
         for (int r = 0; r < repeats; r++) t[r] = pass.getAsDouble();
+        long wall = System.nanoTime() - w0;
+        lastGcShare = (gcMillis() - gc0) * 1e6 / Math.max(1, wall);
+        lastAllocPerPass = (allocatedBytes() - a0) / (double) repeats;
         return t;
+    }
+
+    /** Of the last measure(): the share of its timed wall time spent in GC, and bytes allocated per timed pass (all threads). */
+    private double lastGcShare, lastAllocPerPass;
+
+    /** Milliseconds all collectors have spent so far (pauses, as the JVM counts them). */
+    private static long gcMillis() {
+        long s = 0;
+        for (var gc : java.lang.management.ManagementFactory.getGarbageCollectorMXBeans()) s += Math.max(0, gc.getCollectionTime());
+        return s;
+    }
+
+    /** Bytes allocated so far by every live thread (the kernel pool's workers included); -1 where the JVM cannot tell. */
+    private static long allocatedBytes() {
+        if (java.lang.management.ManagementFactory.getThreadMXBean() instanceof com.sun.management.ThreadMXBean tb && tb.isThreadAllocatedMemorySupported())
+            return tb.getTotalThreadAllocatedBytes();
+        return -1;
     }
 
     private double[] timeTrain(TarFlowConfig cfg) {
@@ -137,9 +160,11 @@ final class BenchCommand implements Callable<Integer> {
             for (int i = 0; i < batch; i++) y[i] = i % 10;
             long t0 = System.nanoTime();
             opt.zeroGrad();
-            Tensor loss = TarFlow.loss(m.forward(x, y));
-            loss.backward();
-            opt.step();
+            try (dev.biflow.engine.Arena ws = dev.biflow.engine.Arena.open()) { // as the trainers do: reused step buffers
+                Tensor loss = TarFlow.loss(m.forward(x, y));
+                loss.backward();
+                opt.step();
+            }
             return (System.nanoTime() - t0) / 1e9;
         });
         return t;

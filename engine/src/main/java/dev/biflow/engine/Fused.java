@@ -48,7 +48,7 @@ public final class Fused {
         int ax = Shape.axis(axis, r, op);
         int outer = Shape.prod(x.shape, 0, ax), n = x.shape[ax], inner = Shape.prod(x.shape, ax + 1, r);
         float[] xd = x.data;
-        float[] y = new float[xd.length];
+        float[] y = Arena.floats(xd.length);
         if (xd.length > 0) {
             if (inner == 1) {
                 Parallel.forRange(outer, grain(n), (lo, hi) -> {
@@ -59,7 +59,7 @@ public final class Fused {
                 });
             } else {
                 Parallel.forRange(outer, grain((long) n * inner), (lo, hi) -> {
-                    float[] m = new float[inner], s = new float[inner];
+                    float[] m = Arena.floats(inner), s = Arena.floats(inner);
                     for (int o = lo; o < hi; o++) Softmax.softmaxCols(xd, y, o * n * inner, n, inner, m, s, log);
                 });
             }
@@ -76,7 +76,7 @@ public final class Fused {
                 });
             } else {
                 Parallel.forRange(outer, grain((long) n * inner), (lo, hi) -> {
-                    float[] d = new float[inner];
+                    float[] d = Arena.floats(inner);
                     for (int o = lo; o < hi; o++) Softmax.softmaxColsBackward(y, g, gx, o * n * inner, n, inner, d, log);
                 });
             }
@@ -115,7 +115,7 @@ public final class Fused {
         if (into != null && Grad.anyNeedsGrad(x, weight, bias))
             throw new IllegalStateException("layerNorm: writing into a given array is for inference; a gradient would be recorded here");
         float[] xd = x.data, wd = weight == null ? null : weight.data, bd = bias == null ? null : bias.data;
-        float[] y = into != null ? into : new float[xd.length], mean = new float[rows], rstd = new float[rows];
+        float[] y = into != null ? into : Arena.floats(xd.length), mean = Arena.floats(rows), rstd = Arena.floats(rows);
         Parallel.forRange(rows, grain(3L * d), (lo, hi) -> LayerNorm.forward(xd, wd, bd, y, mean, rstd, d, eps, lo, hi));
         return Grad.record(new Tensor(y, x.shape.clone()), "layer_norm", (g, buf) -> {
             float[] gx = buf.of(x);
@@ -125,7 +125,7 @@ public final class Fused {
                 Parallel.forRange(rows, grain(4L * d), (lo, hi) -> LayerNorm.backwardInput(g, xd, wd, mean, rstd, gx, d, lo, hi));
             if (gw != null || gb != null) {
                 int nb = (rows + LN_BLOCK - 1) / LN_BLOCK;
-                float[] pw = gw == null ? null : new float[nb * d], pb = gb == null ? null : new float[nb * d];
+                float[] pw = gw == null ? null : Arena.floats(nb * d), pb = gb == null ? null : Arena.floats(nb * d);
                 Parallel.forRange(nb, grain((long) LN_BLOCK * d), (lo, hi) -> {
                     for (int blk = lo; blk < hi; blk++)
                         LayerNorm.paramPartials(g, xd, mean, rstd, pw, pb, blk * d, d,
@@ -196,7 +196,7 @@ public final class Fused {
         }
         final int[] msh = mshape;
         final float[] mdat = md;
-        float[] out = new float[nb * nh * tq * dv];
+        float[] out = Arena.floats(nb * nh * tq * dv);
         float[] qd = q.data, kd = k.data, vd = v.data;
         Backend be = Backend.active(); // the backward runs on the backend that saved the forward's state
         Object saved = be.attentionForward(qd, kd, vd, out, nb, nh, tq, tk, dh, dv, causal, mdat, msh, scale,
@@ -240,14 +240,14 @@ public final class Fused {
         if (keepP && bh * tt > Integer.MAX_VALUE - 8)
             throw new IllegalArgumentException("attention: the probability matrix (B*H*Tq*Tk = " + (bh * tt)
                     + ") does not fit one array; use smaller batches");
-        float[] p = keepP ? new float[(int) (bh * tt)] : null;
+        float[] p = keepP ? Arena.floats((int) (bh * tt)) : null;
         int shift = tk - tq;
         int rowsPerBlock = causal ? ATT_ROWS : Math.max(1, tq);
         int ldq = ql.rowStride(), ldk = kl.rowStride(), ldv = vl.rowStride(), ldo = ol.rowStride();
         // Few large slices: run them one after another and let GEMM and the row loops use the threads.
         boolean outerParallel = bh >= Parallel.threads() || tt * Math.max(dh, dv) < (1L << 16);
         Parallel.RangeBody fwd = (lo, hi) -> {
-            float[] scratch = keepP ? null : new float[Math.min(rowsPerBlock, tq) * tk];
+            float[] scratch = keepP ? null : Arena.floats(Math.min(rowsPerBlock, tq) * tk);
             for (int s = lo; s < hi; s++) {
                 int b = s / nh, h = s % nh;
                 int qOff = ql.of(b, h), kOff = kl.of(b, h), vOff = vl.of(b, h), oOff = ol.of(b, h);
@@ -313,7 +313,7 @@ public final class Fused {
         }
         if (into != null && into.length != nb * t * d)
             throw new IllegalArgumentException("attentionPacked: the output array has " + into.length + " floats, (" + nb + ", " + t + ", " + d + ") needs " + nb * t * d);
-        float[] out = into != null ? into : new float[nb * t * d];
+        float[] out = into != null ? into : Arena.floats(nb * t * d);
         // no fill needed: self-attention without a mask gives every query a key (its own, causal or not),
         // so attentionCpu's second GEMM (beta = 0) overwrites every output row
         HeadLayout q = new HeadLayout(0, t * w, dh, w), k = new HeadLayout(d, t * w, dh, w), v = new HeadLayout(2 * d, t * w, dh, w);
@@ -335,7 +335,7 @@ public final class Fused {
         boolean outerParallel = bh >= Parallel.threads() || tt * Math.max(dh, dv) < (1L << 16);
         boolean needS = gq != null || gk != null;
         Parallel.RangeBody bwd = (lo, hi) -> {
-            float[] dp = needS ? new float[Math.min(rowsPerBlock, tq) * tk] : null;
+            float[] dp = needS ? Arena.floats(Math.min(rowsPerBlock, tq) * tk) : null;
             for (int s = lo; s < hi; s++) {
                 int qOff = s * tq * dh, kOff = s * tk * dh, vOff = s * tk * dv, oOff = s * tq * dv;
                 for (int r0 = 0; r0 < tq; r0 += rowsPerBlock) {
@@ -400,7 +400,7 @@ public final class Fused {
                         + c + " classes (logits " + Shape.str(logits.shape) + "); targets must be in [0, " + c + ")");
         int[] t = targets.clone();
         float[] x = logits.data;
-        float[] lse = new float[n], rowLoss = new float[n];
+        float[] lse = Arena.floats(n), rowLoss = Arena.floats(n);
         Parallel.forRange(n, grain(c), (lo, hi) -> {
             for (int i = lo; i < hi; i++) {
                 lse[i] = Softmax.logSumExp(x, i * c, c);
@@ -415,7 +415,7 @@ public final class Fused {
             if (gx == null) return;
             float s = g[0] / n;
             Parallel.forRange(n, grain(c), (lo, hi) -> {
-                float[] e = new float[c];
+                float[] e = Arena.floats(c);
                 for (int i = lo; i < hi; i++) {
                     int o = i * c;
                     Softmax.expShift(x, o, e, 0, c, lse[i]); // softmax, since lse normalises
@@ -501,11 +501,11 @@ public final class Fused {
         int l = ho * wo, ckk = c * kh * kw;
         int grp = (int) Math.max(1, Math.min(n, colsBudget / Math.max(1L, (long) Math.max(ckk, o) * l)));
         float[] xd = x.data, wd = w.data, bd = bias == null ? null : bias.data;
-        float[] out = new float[n * o * l];
+        float[] out = Arena.floats(n * o * l);
         Backend be = Backend.active();
         int imgIn = c * h * wi, imgOut = o * l;
         if (n > 0) {
-            float[] cols = new float[ckk * grp * l], y = new float[o * grp * l];
+            float[] cols = Arena.floats(ckk * grp * l), y = Arena.floats(o * grp * l);
             for (int g0 = 0; g0 < n; g0 += grp) {
                 int gn = Math.min(grp, n - g0), ld = gn * l, base = g0;
                 Parallel.forRange(gn, 1, (lo, hi) -> {
@@ -535,7 +535,7 @@ public final class Fused {
                 });
             }
             if (gx == null && gw == null) return;
-            float[] cols = new float[ckk * grp * l], gy = new float[o * grp * l];
+            float[] cols = Arena.floats(ckk * grp * l), gy = Arena.floats(o * grp * l);
             for (int g0 = 0; g0 < n; g0 += grp) {
                 int gn = Math.min(grp, n - g0), ld = gn * l, base = g0;
                 Parallel.forRange(gn * o, grain(l), (lo, hi) -> {
@@ -566,7 +566,7 @@ public final class Fused {
     public static Tensor avgPool2d(Tensor x, int kernel, int stride) {
         int[] d = poolDims("avgPool2d", x, kernel, stride);
         int planes = d[0], h = d[1], w = d[2], ho = d[3], wo = d[4];
-        float[] xd = x.data, out = new float[planes * ho * wo];
+        float[] xd = x.data, out = Arena.floats(planes * ho * wo);
         float inv = 1f / (kernel * kernel);
         Parallel.forRange(planes, grain((long) h * w), (lo, hi) -> {
             for (int pl = lo; pl < hi; pl++) {
@@ -605,7 +605,7 @@ public final class Fused {
     public static Tensor maxPool2d(Tensor x, int kernel, int stride) {
         int[] d = poolDims("maxPool2d", x, kernel, stride);
         int planes = d[0], h = d[1], w = d[2], ho = d[3], wo = d[4];
-        float[] xd = x.data, out = new float[planes * ho * wo];
+        float[] xd = x.data, out = Arena.floats(planes * ho * wo);
         int[] arg = new int[out.length];
         Parallel.forRange(planes, grain((long) h * w), (lo, hi) -> {
             for (int pl = lo; pl < hi; pl++) {
@@ -659,7 +659,7 @@ public final class Fused {
         requireRank(x, 4, "patchify", "x", "(N, C, H, W)");
         int n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3];
         checkPatch("patchify", p, h, w, "x is " + Shape.str(x.shape));
-        float[] out = new float[x.data.length];
+        float[] out = Arena.floats(x.data.length);
         float[] xd = x.data;
         movePatches(xd, out, n, c, h, w, p, true, false);
         int t = (h / p) * (w / p);
@@ -678,7 +678,7 @@ public final class Fused {
         if (z.shape[1] != t || z.shape[2] != dp)
             throw new IllegalArgumentException("unpatchify: z is " + Shape.str(z.shape) + " but C=" + c + ", H=" + h + ", W=" + w
                     + ", p=" + p + " need (N, " + t + ", " + dp + ")");
-        float[] out = new float[z.data.length];
+        float[] out = Arena.floats(z.data.length);
         float[] zd = z.data;
         movePatches(zd, out, n, c, h, w, p, false, false);
         return Grad.record(new Tensor(out, new int[]{n, c, h, w}), "unpatchify", (g, buf) -> {

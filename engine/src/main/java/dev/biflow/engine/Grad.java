@@ -157,21 +157,21 @@ public final class Grad {
             if (tsF != null) {
                 // a target reached through a tensor that needs no gradient (data x in grad_x) still gets one
                 if (!neededF.containsKey(t) && !tsF.containsKey(t)) return null;
-                return grads.computeIfAbsent(t, k -> new float[k.data.length]);
+                return grads.computeIfAbsent(t, k -> Arena.floats(k.data.length));
             }
             if (!t.needsGrad()) return null;
             if (t.node == null) {
                 // a leaf: accumulate straight into its .grad
-                if (t.grad == null) t.grad = new float[t.data.length];
+                if (t.grad == null) t.grad = t.freshGrad();
                 return t.grad;
             }
-            return grads.computeIfAbsent(t, k -> new float[k.data.length]);
+            return grads.computeIfAbsent(t, k -> Arena.floats(k.data.length));
         };
         for (int i = order.size() - 1; i >= 0; i--) {
             Tensor t = order.get(i);
             if (t.node == null) {
                 if (t == root && ts == null) { // backward() on a leaf itself
-                    if (t.grad == null) t.grad = new float[t.data.length];
+                    if (t.grad == null) t.grad = t.freshGrad();
                     for (int j = 0; j < seed.length; j++) t.grad[j] += seed[j];
                 }
                 continue;

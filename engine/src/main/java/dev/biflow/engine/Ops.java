@@ -40,7 +40,7 @@ public final class Ops {
     private static Tensor binary(Bin op, Tensor a, Tensor b) {
         String name = op.op;
         int[] os = Shape.broadcast(a.shape, b.shape, name);
-        float[] out = new float[Shape.numel(os)];
+        float[] out = Arena.floats(Shape.numel(os));
         float[] ad = a.data, bd = b.data;
         if (Arrays.equals(a.shape, b.shape)) {
             Parallel.forRange(out.length, PAR_GRAIN, (lo, hi) -> {
@@ -109,7 +109,7 @@ public final class Ops {
 
     /** g (shape os) times x broadcast from xs to os. */
     private static float[] mulBroadcast(float[] g, int[] os, float[] x, int[] xs) {
-        float[] r = new float[g.length];
+        float[] r = Arena.floats(g.length);
         int[] sg = Shape.strides(os), sx = Shape.broadcastStrides(xs, os);
         forEachRow(os, sg, sx, (o, gOff, xOff, n, sgL, sxL) -> {
             for (int i = 0; i < n; i++) r[o + i] = g[gOff + i * sgL] * x[xOff + i * sxL];
@@ -118,7 +118,7 @@ public final class Ops {
     }
 
     private static float[] divBroadcast(float[] g, int[] os, float[] x, int[] xs) {
-        float[] r = new float[g.length];
+        float[] r = Arena.floats(g.length);
         int[] sg = Shape.strides(os), sx = Shape.broadcastStrides(xs, os);
         forEachRow(os, sg, sx, (o, gOff, xOff, n, sgL, sxL) -> {
             for (int i = 0; i < n; i++) r[o + i] = g[gOff + i * sgL] / x[xOff + i * sxL];
@@ -205,17 +205,17 @@ public final class Ops {
         int[] os = Shape.broadcast(Shape.broadcast(cond.shape, a.shape, "where"), b.shape, "where");
         int n = Shape.numel(os);
         float[] c = expandTo(cond, os), av = expandTo(a, os), bv = expandTo(b, os);
-        float[] out = new float[n];
+        float[] out = Arena.floats(n);
         for (int i = 0; i < n; i++) out[i] = c[i] != 0f ? av[i] : bv[i];
         return Grad.record(new Tensor(out, os), "where", (g, buf) -> {
             float[] ga = buf.of(a), gb = buf.of(b);
             if (ga != null) {
-                float[] t = new float[n];
+                float[] t = Arena.floats(n);
                 for (int i = 0; i < n; i++) t[i] = c[i] != 0f ? g[i] : 0f;
                 sumInto(t, os, ga, a.shape, 1f);
             }
             if (gb != null) {
-                float[] t = new float[n];
+                float[] t = Arena.floats(n);
                 for (int i = 0; i < n; i++) t[i] = c[i] != 0f ? 0f : g[i];
                 sumInto(t, os, gb, b.shape, 1f);
             }
@@ -225,7 +225,7 @@ public final class Ops {
     /** The values of t broadcast to shape os (no graph). */
     static float[] expandTo(Tensor t, int[] os) {
         if (Arrays.equals(t.shape, os)) return t.data;
-        float[] out = new float[Shape.numel(os)];
+        float[] out = Arena.floats(Shape.numel(os));
         float[] d = t.data;
         int[] st = Shape.broadcastStrides(t.shape, os);
         forEachRow(os, st, st, (o, tOff, unused, n, sL, unused2) -> {
@@ -247,14 +247,14 @@ public final class Ops {
     // ================================================================ scalar variants
 
     public static Tensor addScalar(Tensor a, float s) {
-        float[] out = new float[a.data.length];
+        float[] out = Arena.floats(a.data.length);
         float[] x = a.data;
         Parallel.forRange(out.length, PAR_GRAIN, (lo, hi) -> { for (int i = lo; i < hi; i++) out[i] = x[i] + s; });
         return Grad.record(new Tensor(out, a.shape.clone()), "add_scalar", (g, buf) -> addInto(1f, g, buf.of(a)), a);
     }
 
     public static Tensor mulScalar(Tensor a, float s) {
-        float[] out = new float[a.data.length];
+        float[] out = Arena.floats(a.data.length);
         float[] x = a.data;
         Parallel.forRange(out.length, PAR_GRAIN, (lo, hi) -> Vec.scale(s, x, out, lo, hi));
         return Grad.record(new Tensor(out, a.shape.clone()), "mul_scalar", (g, buf) -> addInto(s, g, buf.of(a)), a);
@@ -277,7 +277,7 @@ public final class Ops {
 
     private static Tensor unary(String name, Tensor a, UFwd f, UBwd df) {
         float[] x = a.data;
-        float[] y = new float[x.length];
+        float[] y = Arena.floats(x.length);
         Parallel.forRange(y.length, PAR_GRAIN / 4, (lo, hi) -> f.run(x, y, lo, hi));
         return Grad.record(new Tensor(y, a.shape.clone()), name, (g, buf) -> {
             float[] gx = buf.of(a);
@@ -481,7 +481,7 @@ public final class Ops {
     private static Tensor sumAxis(Tensor a, int axis) {
         int outer = Shape.prod(a.shape, 0, axis), n = a.shape[axis], inner = Shape.prod(a.shape, axis + 1, a.shape.length);
         float[] x = a.data;
-        float[] y = new float[outer * inner];
+        float[] y = Arena.floats(outer * inner);
         int grain = Math.max(1, PAR_GRAIN / Math.max(1, n * inner));
         Parallel.forRange(outer, grain, (lo, hi) -> {
             for (int o = lo; o < hi; o++) {
@@ -515,7 +515,7 @@ public final class Ops {
         int outer = Shape.prod(a.shape, 0, axis), n = a.shape[axis], inner = Shape.prod(a.shape, axis + 1, a.shape.length);
         if (n == 0) throw new IllegalArgumentException("max over an empty axis of " + Shape.str(a.shape));
         float[] x = a.data;
-        float[] y = new float[outer * inner];
+        float[] y = Arena.floats(outer * inner);
         int[] arg = new int[outer * inner];
         for (int o = 0; o < outer; o++)
             for (int i = 0; i < inner; i++) {
@@ -564,7 +564,7 @@ public final class Ops {
                     + "; batch dims must be equal, or b must be 2-D");
         int batch = Shape.numel(batchA);
         int[] os = Shape.concat(batchA, m, n);
-        float[] c = new float[batch * m * n];
+        float[] c = Arena.floats(batch * m * n);
         // row strides of the arrays as stored; BLAS wants >= 1 even when a dimension is 0
         int lda = Math.max(1, a.shape[ra - 1]), ldb = Math.max(1, b.shape[rb - 1]), ldc = Math.max(1, n);
         Backend be = Backend.active();
@@ -675,7 +675,7 @@ public final class Ops {
             throw new IllegalArgumentException("linear: the output array has " + into.length + " floats, (" + n + ", " + out + ") needs " + n * out);
         if (into != null && Grad.anyNeedsGrad(x, w, b))
             throw new IllegalStateException("linear: writing into a given array is for inference; a gradient would be recorded here");
-        float[] c = into != null ? into : new float[n * out];
+        float[] c = into != null ? into : Arena.floats(n * out);
         Backend be = Backend.active();
         float[] xd = x.data, wd = w.data;
         int ldx = Math.max(1, in), ldc = Math.max(1, out);
@@ -766,7 +766,7 @@ public final class Ops {
             os[i] = s[p[i]];
             st[i] = inStr[p[i]];
         }
-        float[] out = new float[x.length];
+        float[] out = Arena.floats(x.length);
         if (x.length == 0) return out;
         if (r > 0 && p[r - 1] == r - 1) {
             // the last axis stays last (attention's head split and merge): whole rows move
@@ -802,7 +802,7 @@ public final class Ops {
     }
 
     private static float[] flipData(float[] x, int outer, int n, int inner) {
-        float[] out = new float[x.length];
+        float[] out = Arena.floats(x.length);
         for (int o = 0; o < outer; o++)
             for (int j = 0; j < n; j++)
                 System.arraycopy(x, (o * n + j) * inner, out, (o * n + (n - 1 - j)) * inner, inner);
@@ -827,7 +827,7 @@ public final class Ops {
         int outer = Shape.prod(ts[0].shape, 0, ax), inner = Shape.prod(ts[0].shape, ax + 1, r);
         int[] os = ts[0].shape.clone();
         os[ax] = total;
-        float[] out = new float[outer * total * inner];
+        float[] out = Arena.floats(outer * total * inner);
         int[] starts = new int[ts.length];
         int off = 0;
         for (int i = 0; i < ts.length; i++) {
@@ -859,7 +859,7 @@ public final class Ops {
         int outer = Shape.prod(a.shape, 0, ax), inner = Shape.prod(a.shape, ax + 1, r);
         int[] os = a.shape.clone();
         os[ax] = length;
-        float[] out = new float[outer * length * inner];
+        float[] out = Arena.floats(outer * length * inner);
         for (int o = 0; o < outer; o++)
             System.arraycopy(a.data, (o * n + start) * inner, out, o * length * inner, length * inner);
         return Grad.record(new Tensor(out, os), "narrow", (g, buf) -> {
@@ -910,7 +910,7 @@ public final class Ops {
         int m = index.length;
         int[] os = a.shape.clone();
         os[ax] = m;
-        float[] out = new float[outer * m * inner];
+        float[] out = Arena.floats(outer * m * inner);
         int[] idx = index.clone();
         for (int o = 0; o < outer; o++)
             for (int j = 0; j < m; j++)
@@ -935,7 +935,7 @@ public final class Ops {
                         + Arrays.toString(before) + ", after " + Arrays.toString(after));
             os[i] = a.shape[i] + before[i] + after[i];
         }
-        float[] out = new float[Shape.numel(os)];
+        float[] out = Arena.floats(Shape.numel(os));
         if (Float.floatToRawIntBits(value) != 0) Arrays.fill(out, value); // -0.0 == 0 but must still be written
         int[] oStr = Shape.strides(os);
         int base = 0;

@@ -21,6 +21,8 @@ public final class Tensor {
     final float[] data;
     final int[] shape;
     float[] grad;
+    /** The buffer {@link #zeroGrad()} cleared, reused by the next backward: gradients accumulate in place, step after step. */
+    private float[] spareGrad;
     boolean requiresGrad;
     /** How this tensor was made; null for leaves and for tensors made without grad. */
     Grad.Node node;
@@ -161,8 +163,23 @@ public final class Tensor {
     /** The raw gradient buffer (may be null). */
     public float[] gradData() { return grad; }
 
-    /** Clears the gradient (sets it to null). */
-    public void zeroGrad() { grad = null; }
+    /**
+     * Clears the gradient (sets it to null, so an optimizer skips a parameter no gradient reaches). The
+     * buffer is kept and zero-filled for the next backward instead of allocating one per step.
+     */
+    public void zeroGrad() {
+        if (grad != null) spareGrad = grad;
+        grad = null;
+    }
+
+    /** A zero-filled gradient buffer for this leaf: the one zeroGrad() cleared, or a new one. */
+    float[] freshGrad() {
+        float[] g = spareGrad;
+        spareGrad = null;
+        if (g == null) return new float[data.length];
+        java.util.Arrays.fill(g, 0f);
+        return g;
+    }
 
     /** Backpropagates from this scalar with seed 1. */
     public void backward() {

@@ -27,7 +27,10 @@ public final class Gelu {
      * a tail element gets the bits it would get in a lane and a result never depends on where a range was
      * split (threads, tiles).
      */
-    public static float erf(float u) {
+    public static float erf(float u) { return erf(u, Softmax.exp(-(u * u))); }
+
+    /** erf(u) given g = exp(-u^2) (the backward pass reuses g for the Gaussian density). */
+    private static float erf(float u, float g) {
         float a = Math.abs(u);
         float t = 1f / Math.fma(a, P, 1f);
         float poly = Math.fma(t, A5, A4);
@@ -35,7 +38,7 @@ public final class Gelu {
         poly = Math.fma(poly, t, A2);
         poly = Math.fma(poly, t, A1);
         poly = poly * t;
-        float r = 1f - poly * Softmax.exp(-(a * a));
+        float r = 1f - poly * g;
         return u < 0 ? -r : r;
     }
 
@@ -49,7 +52,8 @@ public final class Gelu {
         int i = lo;
         for (int end = lo + S.loopBound(hi - lo); i < end; i += S.length()) {
             FloatVector v = FloatVector.fromArray(S, x, i);
-            FloatVector e = erfVec(v.mul(INV_SQRT2), one);
+            FloatVector u = v.mul(INV_SQRT2);
+            FloatVector e = erfVec(u, gauss(u), one);
             v.mul(0.5f).mul(e.add(one)).intoArray(y, i);
         }
         for (; i < hi; i++) y[i] = 0.5f * x[i] * (1f + erf(x[i] * INV_SQRT2));
@@ -70,20 +74,27 @@ public final class Gelu {
         FloatVector one = FloatVector.broadcast(S, 1f);
         for (int end = lo + S.loopBound(hi - lo); i < end; i += S.length()) {
             FloatVector v = FloatVector.fromArray(S, x, i);
-            FloatVector cdf = erfVec(v.mul(INV_SQRT2), one).add(one).mul(0.5f);
-            FloatVector pdf = Softmax.exp(v.mul(v).mul(-0.5f)).mul(INV_SQRT_2PI);
+            // one exp per lane: exp(-u^2) with u = x / sqrt 2 serves erf and the density phi(x) = exp(-x^2 / 2) / sqrt(2 pi);
+            // a second exp call in this loop pushed C2 past its inlining node budget, and the call boxed every vector
+            FloatVector u = v.mul(INV_SQRT2), ex = gauss(u);
+            FloatVector cdf = erfVec(u, ex, one).add(one).mul(0.5f);
+            FloatVector pdf = ex.mul(INV_SQRT_2PI);
             FloatVector d = v.fma(pdf, cdf);
             FloatVector.fromArray(S, g, i).fma(d, FloatVector.fromArray(S, gx, i)).intoArray(gx, i);
         }
         for (; i < hi; i++) { // the lanes' operations one for one (see erf)
-            float v = x[i];
-            float cdf = (erf(v * INV_SQRT2) + 1f) * 0.5f;
-            float pdf = Softmax.exp(v * v * -0.5f) * INV_SQRT_2PI;
+            float v = x[i], u = v * INV_SQRT2, ex = Softmax.exp(-(u * u));
+            float cdf = (erf(u, ex) + 1f) * 0.5f;
+            float pdf = ex * INV_SQRT_2PI;
             gx[i] = Math.fma(g[i], Math.fma(v, pdf, cdf), gx[i]);
         }
     }
 
-    private static FloatVector erfVec(FloatVector u, FloatVector one) {
+    /** exp(-u^2) per lane. */
+    private static FloatVector gauss(FloatVector u) { return Softmax.exp(u.mul(u).neg()); }
+
+    /** erf(u) per lane given g = exp(-u^2). */
+    private static FloatVector erfVec(FloatVector u, FloatVector g, FloatVector one) {
         FloatVector a = u.abs();
         FloatVector t = one.div(a.fma(FloatVector.broadcast(S, P), one));
         FloatVector poly = t.fma(FloatVector.broadcast(S, A5), FloatVector.broadcast(S, A4));
@@ -91,7 +102,7 @@ public final class Gelu {
         poly = poly.fma(t, FloatVector.broadcast(S, A2));
         poly = poly.fma(t, FloatVector.broadcast(S, A1));
         poly = poly.mul(t);
-        FloatVector r = one.sub(poly.mul(Softmax.exp(a.mul(a).neg())));
+        FloatVector r = one.sub(poly.mul(g));
         return r.blend(r.neg(), u.compare(VectorOperators.LT, 0f));
     }
 }

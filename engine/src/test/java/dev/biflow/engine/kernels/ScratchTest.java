@@ -28,7 +28,7 @@ class ScratchTest {
         for (float[] a : out) Scratch.giveBack(a);
         int reused = 0;
         for (int i = 0; i < out.length; i++) if (Scratch.borrow(10 + i) == out[i]) reused++;
-        assertEquals(Scratch.KEEP, reused, "only the most recently freed KEEP arrays are kept");
+        assertEquals(Scratch.KEEP, reused, "KEEP of the freed arrays are kept, no more");
     }
 
     @Test

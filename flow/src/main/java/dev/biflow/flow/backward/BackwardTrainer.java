@@ -1,6 +1,7 @@
 // Stage 2 of BiFlow: trains the backward model G against a frozen forward flow F, with resumable checkpoints.
 package dev.biflow.flow.backward;
 
+import dev.biflow.engine.Arena;
 import dev.biflow.engine.Fused;
 import dev.biflow.engine.Grad;
 import dev.biflow.engine.Ops;
@@ -391,9 +392,15 @@ public final class BackwardTrainer {
             double lr = schedule.at(step);
             opt.setLr(lr);
             opt.zeroGrad();
-            Losses l = objective(x, y, rng);
-            double lv = l.total().item();
-            GuardedStep.Outcome o = guard.apply(l.total(), lv, null);
+            Losses l;
+            double lv;
+            GuardedStep.Outcome o;
+            // the step's activations and gradients come from reused arrays (Arena), handed back at the end of the step
+            try (Arena ws = Arena.open()) {
+                l = objective(x, y, rng); // its total is read here; only its doubles are used after the scope
+                lv = l.total().item();
+                o = guard.apply(l.total(), lv, null);
+            }
             step++;
             listener.onStep(new StepStats(step, lv, l.recon(), l.align(), lr, o.gradNorm(), !o.applied(), o.badInARow(), (System.nanoTime() - t0) / 1e9));
             if (guard.checkpointDue(o, step, lastGood) && dir != null) {

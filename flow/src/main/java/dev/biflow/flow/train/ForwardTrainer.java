@@ -1,6 +1,7 @@
 // Maximum-likelihood training of the forward flow F (stage 1 of BiFlow), with resumable checkpoints.
 package dev.biflow.flow.train;
 
+import dev.biflow.engine.Arena;
 import dev.biflow.engine.Grad;
 import dev.biflow.engine.Rng;
 import dev.biflow.engine.Tensor;
@@ -109,15 +110,20 @@ public final class ForwardTrainer {
             double lr = schedule.at(step);
             opt.setLr(lr);
             opt.zeroGrad();
-            TarFlow.Forward f = model.forward(x, y);
-            Tensor loss = TarFlow.loss(f);
-            double lv = loss.item();
-            // the running prior variance follows only applied steps
-            GuardedStep.Outcome o = guard.apply(loss, lv, () -> {
-                try (var ng = Grad.noGrad()) {
-                    model.updatePrior(f.z());
-                }
-            });
+            double lv;
+            GuardedStep.Outcome o;
+            // the step's activations and gradients come from reused arrays (Arena), handed back at the end of the step
+            try (Arena ws = Arena.open()) {
+                TarFlow.Forward f = model.forward(x, y);
+                Tensor loss = TarFlow.loss(f);
+                lv = loss.item();
+                // the running prior variance follows only applied steps
+                o = guard.apply(loss, lv, () -> {
+                    try (var ng = Grad.noGrad()) {
+                        model.updatePrior(f.z());
+                    }
+                });
+            }
             step++;
             listener.onStep(new StepStats(step, lv, lr, o.gradNorm(), !o.applied(), o.badInARow(), (System.nanoTime() - t0) / 1e9));
             if (guard.checkpointDue(o, step, lastGood) && dir != null) {
