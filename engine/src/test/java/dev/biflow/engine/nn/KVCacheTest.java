@@ -14,10 +14,11 @@ import static org.quicktheories.generators.SourceDSL.integers;
 class KVCacheTest {
     @Test
     void attendEqualsFullAttentionOverTheCacheAsItGrows() {
-        qt().withExamples(40).forAll(integers().between(1, 3), integers().between(1, 3), integers().between(1, 20), integers().between(1, 9))
+        qt().withExamples(40).forAll(integers().between(1, 3), integers().between(1, 3), integers().between(1, 40), integers().between(1, 9))
                 .checkAssert((b, h, steps, dh) -> {
                     Rng r = new Rng(b * 1000 + h * 100 + steps * 10 + dh);
-                    KVCache c = new KVCache();
+                    // sized up front (reserve) or grown by doubling; past 16-32 keys the scores take the vector path
+                    KVCache c = b == 2 ? new KVCache().reserve(2 * steps) : new KVCache();
                     for (int s = 0; s < steps; s++) {
                         int nt = 1 + (s % 3 == 2 ? 1 : 0); // mostly one token, sometimes two (growth across a doubling)
                         Tensor k = Tensor.randn(r, b, h, nt, dh), v = Tensor.randn(r, b, h, nt, dh), q = Tensor.randn(r, b, h, nt, dh);

@@ -1,11 +1,13 @@
 // TARFlow / iTARFlow (transformer autoregressive flow), read beside apple/ml-tarflow's transformer_flow.py.
 package dev.biflow.flow.model;
 
+import dev.biflow.engine.Arena;
 import dev.biflow.engine.Fused;
 import dev.biflow.engine.Grad;
 import dev.biflow.engine.Ops;
 import dev.biflow.engine.Rng;
 import dev.biflow.engine.Tensor;
+import dev.biflow.engine.kernels.Parallel;
 import dev.biflow.engine.nn.Init;
 import dev.biflow.engine.nn.KVCache;
 import dev.biflow.engine.nn.Linear;
@@ -139,14 +141,29 @@ public final class TarFlow extends Module {
         checkLabels(y, z.size(0));
         if (g.scale() > 0 && (!config.conditional() || y == null))
             throw new IllegalArgumentException("guidance needs a class-conditional model and labels; pass guidance 0 or give labels");
+        int b = z.size(0);
+        // (on the CPU only: an accelerator backend serialises its calls and gains nothing from host threads)
+        if (Parallel.threads() == 1 || b < 2 || Parallel.inside() || dev.biflow.engine.Backend.active() != dev.biflow.engine.Backend.CPU)
+            return reverseRows(z, y, g);
+        // Each thread decodes its own rows through every block, with its own KV caches: a decode step's ops (one token
+        // of a batch) are too small to split between threads, a whole decode is not. Rows never mix, so the result is
+        // the one-thread result bit for bit.
+        int per = config.inChannels() * config.imgSize() * config.imgSize(), tokens = z.numel() / b;
+        float[] out = new float[b * per], zd = z.data();
+        Parallel.forRange(b, 1, (lo, hi) -> {
+            Tensor zr = Tensor.of(java.util.Arrays.copyOfRange(zd, lo * tokens, hi * tokens), hi - lo, z.size(1), z.size(2));
+            Tensor xr = reverseRows(zr, y == null ? null : java.util.Arrays.copyOfRange(y, lo, hi), g);
+            System.arraycopy(xr.data(), 0, out, lo * per, (hi - lo) * per);
+        });
+        return Tensor.of(out, b, config.inChannels(), config.imgSize(), config.imgSize());
+    }
+
+    /** The exact inverse of these rows on the calling thread (grad off here: the mode is per thread). */
+    private Tensor reverseRows(Tensor z, int[] y, Guidance g) {
         try (var ng = Grad.noGrad()) {
             Tensor x = Ops.mul(z, Ops.sqrt(var));
             for (int i = blocks.size() - 1; i >= 0; i--) x = blocks.get(i).reverse(x, y, g);
             return unpatchify(x);
-        } catch (RuntimeException e) {
-            throw e;
-        } catch (Exception e) {
-            throw new IllegalStateException(e);
         }
     }
 
@@ -261,7 +278,8 @@ public final class TarFlow extends Module {
 
         /** Inverse of {@link #forward}: z (B, T, Cp^2) -> x, token by token, each step attending over KV caches. */
         public Tensor reverse(Tensor z, int[] y, Guidance g) {
-            KVCache[] cond = KVCache.array(attnBlocks.size()), uncond = KVCache.array(attnBlocks.size());
+            int t = z.size(1);
+            KVCache[] cond = KVCache.array(attnBlocks.size(), t), uncond = KVCache.array(attnBlocks.size(), t);
             return solve(z, y, g, (xt, pos, i, cls, temp, unconditional) -> step(xt, pos, i, cls, temp, unconditional ? uncond : cond));
         }
 
@@ -288,17 +306,20 @@ public final class TarFlow extends Module {
             Tensor pos = order(posEmbed, 0);
             Tensor cls = classTerm(y), clsU = classTerm(null);
             for (int i = 0; i < t - 1; i++) {
-                Tensor[] ab = params.at(xt, pos, i, cls, 1f, false);
-                float[] xa = ab[0].data(), xb = ab[1].data();
-                if (g.scale() > 0) {
-                    Tensor[] abU = params.at(xt, pos, i, clsU, g.attnTemp(), true);
-                    float gi = g.annealed() ? (i + 1f) / (t - 1) * g.scale() : g.scale();
-                    xa = guide(xa, abU[0].data(), gi);
-                    xb = guide(xb, abU[1].data(), gi);
-                }
-                for (int s = 0; s < b; s++) {
-                    int base = (s * t + i + 1) * td;
-                    for (int j = 0; j < td; j++) x[base + j] = x[base + j] * (float) Math.exp(xa[s * td + j]) + xb[s * td + j];
+                // a decode step's temporaries are dead once token i+1 is solved (the KV caches keep copies): reused arrays
+                try (Arena step = Arena.open()) {
+                    Tensor[] ab = params.at(xt, pos, i, cls, 1f, false);
+                    float[] xa = ab[0].data(), xb = ab[1].data();
+                    if (g.scale() > 0) {
+                        Tensor[] abU = params.at(xt, pos, i, clsU, g.attnTemp(), true);
+                        float gi = g.annealed() ? (i + 1f) / (t - 1) * g.scale() : g.scale();
+                        xa = guide(xa, abU[0].data(), gi);
+                        xb = guide(xb, abU[1].data(), gi);
+                    }
+                    for (int s = 0; s < b; s++) {
+                        int base = (s * t + i + 1) * td;
+                        for (int j = 0; j < td; j++) x[base + j] = x[base + j] * (float) Math.exp(xa[s * td + j]) + xb[s * td + j];
+                    }
                 }
             }
             return order(xt, 1);
