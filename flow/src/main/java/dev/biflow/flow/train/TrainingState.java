@@ -49,17 +49,28 @@ public record TrainingState(Map<String, Tensor> opt, Map<String, Tensor> ema, lo
 
     /** Writes the state file atomically (Safetensors.write). */
     public void write(Path file) throws IOException {
+        Safetensors.write(file, tensors(), metadata());
+    }
+
+    /** The bytes {@link #write} puts in the file. */
+    public byte[] toBytes() { return Safetensors.toBytes(tensors(), metadata()); }
+
+    private Map<String, Tensor> tensors() {
         Map<String, Tensor> tensors = new LinkedHashMap<>();
         for (var e : opt.entrySet()) tensors.put(OPT_PREFIX + e.getKey(), e.getValue());
         for (var e : ema.entrySet()) tensors.put(EMA_PREFIX + e.getKey(), e.getValue());
+        float[] ord = new float[order.length];
+        for (int i = 0; i < ord.length; i++) ord[i] = order[i]; // exact below 2^24 examples
+        tensors.put(ORDER_KEY, Tensor.of(ord, ord.length));
+        return tensors;
+    }
+
+    private Map<String, String> metadata() {
         Map<String, String> meta = new LinkedHashMap<>();
         meta.put(STEP_KEY, Long.toString(step));
         meta.put(CURSOR_KEY, Integer.toString(cursor));
         meta.put(RNG_KEY, rng[0] + "," + rng[1] + "," + rng[2]);
-        float[] ord = new float[order.length];
-        for (int i = 0; i < ord.length; i++) ord[i] = order[i]; // exact below 2^24 examples
-        tensors.put(ORDER_KEY, Tensor.of(ord, ord.length));
-        Safetensors.write(file, tensors, meta);
+        return meta;
     }
 
     /** Reads a file written by {@link #write} (or by either trainer before this class existed: same layout). */
