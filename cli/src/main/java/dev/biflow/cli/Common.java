@@ -11,14 +11,18 @@ import java.time.Duration;
 
 /** Mixed into commands that compute. */
 final class Common {
-    @Option(names = "--threads", description = "CPU threads for kernels (default: all cores; 1 = deterministic).")
+    @Range(min = 1, max = 4096) @Option(names = "--threads", description = "CPU threads for kernels (default: all cores; 1 = deterministic).")
     Integer threads;
 
     @Option(names = "--device", description = "Where heavy kernels run: cpu | opencl | opencl:N (see `biflow devices`). "
             + "OpenCL never falls back silently: no device is an error.")
     String device = "cpu";
 
+    @Option(names = "--allow-nonfinite", description = "Load checkpoints whose weights hold NaN or Inf (refused by default), for debugging a broken run.")
+    boolean allowNonFinite;
+
     void apply() {
+        dev.biflow.flow.model.Checkpoints.setAllowNonFinite(allowNonFinite);
         if (threads != null) Parallel.setThreads(threads);
         dev.biflow.engine.Backend.use(dev.biflow.gpu.Devices.backend(device));
     }

@@ -17,7 +17,9 @@ public final class Main implements Runnable {
 
     /** Runs the command line; user errors print one clear message and give a non-zero exit code. */
     public static int execute(String... args) {
+        dev.biflow.flow.model.Checkpoints.setAllowNonFinite(false); // only a command's own --allow-nonfinite turns the check off
         CommandLine cl = new CommandLine(new Main());
+        cl.setExecutionStrategy(OptionCheck::execute); // every numeric option finite and in its range, before the command runs
         cl.setExecutionExceptionHandler((ex, cmd, parsed) -> {
             String msg = ex.getMessage() == null ? ex.toString() : ex.getMessage();
             cmd.getErr().println("biflow " + cmd.getCommandName() + ": error: " + msg);
