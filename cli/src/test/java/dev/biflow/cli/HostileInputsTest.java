@@ -145,4 +145,13 @@ class HostileInputsTest {
         Files.write(huge.resolve("train-labels-idx1-ubyte"), lab.toByteArray());
         oneLineError(run(tiny(tmp, "h", "--data", huge.toString())), "label 2147483647 of image 2 is outside [0, 65536)");
     }
+
+    /** File-system errors name the file, what was being done and why. */
+    @Test
+    void fileSystemErrorsSayWhatAndWhy(@TempDir Path tmp) throws Exception {
+        Path file = Files.writeString(tmp.resolve("not-a-folder"), "x");
+        oneLineError(run(tiny(file, "r", "--runs", file.toString())), "cannot create the run folder " + file.resolve("r"), "Not a directory");
+        oneLineError(run("sample", "--model", model.toString(), "--n", "2", "--out", file.resolve("s.png").toString(), "--threads", "1"),
+                file.toString());
+    }
 }
