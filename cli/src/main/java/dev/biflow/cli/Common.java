@@ -89,6 +89,13 @@ final class Common {
         }
     }
 
+    /** A map in the order given (k1, v1, k2, v2, ...): a report's rows must not come out in Map.of's per-JVM order. */
+    static java.util.Map<String, String> ordered(String... kv) {
+        java.util.Map<String, String> m = new java.util.LinkedHashMap<>();
+        for (int i = 0; i + 1 < kv.length; i += 2) m.put(kv[i], kv[i + 1]);
+        return m;
+    }
+
     static String duration(double seconds) {
         Duration d = Duration.ofMillis((long) (seconds * 1000));
         return d.toHours() > 0 ? String.format("%dh%02dm%02ds", d.toHours(), d.toMinutesPart(), d.toSecondsPart())

@@ -235,7 +235,7 @@ final class TrainBackwardCommand implements Callable<Integer>, ConfigFile.Config
         double secs = (System.nanoTime() - t0) / 1e9;
         Path grid = SampleCommand.compareGrid(ff, g, sigma, f.config, dir.resolve("samples-biflow-vs-exact.png"), 10, 1f, seed + 3);
         Path report = RunReport.write(dir, "train-backward " + dir.getFileName(), "biflow train-backward (see config.json)",
-                Map.of("steps", Long.toString(t.step()), "wall time", Common.duration(secs),
+                Common.ordered("steps", Long.toString(t.step()), "wall time", Common.duration(secs),
                         "last reconstruction MSE", String.format(Locale.ROOT, "%.5f", last[0]),
                         "samples", grid.getFileName() + ": rows alternate BiFlow 1-NFE / exact inverse (score-denoised) from the same z and labels"));
         System.out.printf(Locale.ROOT, "train-backward: done %d steps in %s, recon %.5f; model %s; report %s%n",

@@ -202,7 +202,7 @@ final class TrainForwardCommand implements Callable<Integer>, ConfigFile.Configu
             ImageGrid.write(grid, xs, -1f, 1f, 10, 2, 3);
         }
         Path report = RunReport.write(dir, "train-forward " + dir.getFileName(), "biflow train-forward " + String.join(" ", spec.commandLine().getParseResult().originalArgs()),
-                java.util.Map.of("steps", Long.toString(trainer.step()), "wall time", Common.duration(secs),
+                Common.ordered("steps", Long.toString(trainer.step()), "wall time", Common.duration(secs),
                         "final loss (smoothed)", String.format(Locale.ROOT, "%.4f", lastLoss[0]),
                         "test bits/dim", String.format(Locale.ROOT, "%.4f (%d images)", bpd, Math.min(evalImages, test.n)),
                         "skipped steps", Long.toString(skipped[0]), "samples", "samples.png: exact inverse, guidance 1, denoised"));
