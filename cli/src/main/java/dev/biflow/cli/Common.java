@@ -11,14 +11,18 @@ import java.time.Duration;
 
 /** Mixed into commands that compute. */
 final class Common {
-    @Option(names = "--threads", description = "CPU threads for kernels (default: all cores; 1 = deterministic).")
+    @Range(min = 1, max = 4096) @Option(names = "--threads", description = "CPU threads for kernels (default: all cores; 1 = deterministic).")
     Integer threads;
 
     @Option(names = "--device", description = "Where heavy kernels run: cpu | opencl | opencl:N (see `biflow devices`). "
             + "OpenCL never falls back silently: no device is an error.")
     String device = "cpu";
 
+    @Option(names = "--allow-nonfinite", description = "Load checkpoints whose weights hold NaN or Inf (refused by default), for debugging a broken run.")
+    boolean allowNonFinite;
+
     void apply() {
+        dev.biflow.flow.model.Checkpoints.setAllowNonFinite(allowNonFinite);
         if (threads != null) Parallel.setThreads(threads);
         dev.biflow.engine.Backend.use(dev.biflow.gpu.Devices.backend(device));
     }
@@ -83,6 +87,13 @@ final class Common {
         public void close() {
             if (!last.equals(printed)) System.err.println(last);
         }
+    }
+
+    /** A map in the order given (k1, v1, k2, v2, ...): a report's rows must not come out in Map.of's per-JVM order. */
+    static java.util.Map<String, String> ordered(String... kv) {
+        java.util.Map<String, String> m = new java.util.LinkedHashMap<>();
+        for (int i = 0; i + 1 < kv.length; i += 2) m.put(kv[i], kv[i + 1]);
+        return m;
     }
 
     static String duration(double seconds) {

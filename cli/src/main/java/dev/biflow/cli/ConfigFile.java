@@ -270,13 +270,30 @@ final class ConfigFile implements CommandLine.IDefaultValueProvider {
             values.put(e.getKey(), after);
             changed.add(e.getKey() + " " + (before == null ? "(unset)" : before) + " -> " + after);
         }
-        if (!changed.isEmpty()) Files.writeString(file, JSON.writerWithDefaultPrettyPrinter().writeValueAsString(root) + "\n");
+        if (!changed.isEmpty()) write(file, root);
         return changed;
     }
 
-    /** Writes a new run's settings file (pretty-printed, as read back by {@link #read}). */
+    /**
+     * Writes a run's settings file (pretty-printed, as read back by {@link #read}) atomically: a
+     * reader (or a kill) sees the old file or the new one, never a part.
+     */
     static void write(Path file, ObjectNode settings) throws IOException {
-        Files.writeString(file, JSON.writerWithDefaultPrettyPrinter().writeValueAsString(settings) + "\n");
+        byte[] bytes = (JSON.writerWithDefaultPrettyPrinter().writeValueAsString(settings) + "\n").getBytes(java.nio.charset.StandardCharsets.UTF_8);
+        try {
+            dev.biflow.engine.io.AtomicWrite.write(file, out -> out.write(bytes));
+        } catch (IOException e) {
+            throw new IOException("cannot write " + file + ": " + reason(e), e);
+        }
+    }
+
+    /** The reason of a file-system error in words ("No space left on device"), without the stack of names Java adds. */
+    static String reason(IOException e) {
+        if (e instanceof java.nio.file.NoSuchFileException) return "no such file or directory" + (e.getMessage() != null ? " (" + e.getMessage() + ")" : "");
+        if (e instanceof java.nio.file.AccessDeniedException) return "permission denied" + (e.getMessage() != null ? " (" + e.getMessage() + ")" : "");
+        if (e instanceof java.nio.file.FileAlreadyExistsException) return "a file is in the way (" + e.getMessage() + ")";
+        if (e instanceof java.nio.file.FileSystemException f && f.getReason() != null) return f.getReason();
+        return e.getMessage() != null ? e.getMessage() : e.getClass().getSimpleName();
     }
 
     static ObjectMapper json() { return JSON; }
@@ -336,15 +353,17 @@ final class ConfigFile implements CommandLine.IDefaultValueProvider {
     }
 
     /**
-     * On --resume: writes into the run's config.json the two saved training settings a resume may
-     * change (steps, checkpoint interval), says so, and warns when a new step count stretches the
+     * On --resume, once the resume succeeded: writes into the run's config.json (atomically) the
+     * saved training settings a resume may change (steps, checkpoint interval, and the command's
+     * own {@code more}, e.g. eval_images), says so, and warns when a new step count stretches the
      * cosine schedule. Every other setting was checked equal by {@link #checkResume}.
      */
-    void recordRunTimeChanges(dev.biflow.flow.train.TrainConfig tc, String command) throws IOException {
+    void recordRunTimeChanges(dev.biflow.flow.train.TrainConfig tc, String command, Map<String, Object> more) throws IOException {
         JsonNode savedSteps = value("train.steps");
         var changes = new LinkedHashMap<String, Object>();
         changes.put("train.steps", tc.steps());
         changes.put("train.checkpointEvery", tc.checkpointEvery());
+        changes.putAll(more);
         List<String> changed = update(changes);
         if (!changed.isEmpty()) System.out.println(command + ": " + file + " updated: " + String.join(", ", changed));
         if (savedSteps != null && savedSteps.asLong() != tc.steps())

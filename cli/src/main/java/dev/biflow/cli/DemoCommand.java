@@ -37,10 +37,10 @@ final class DemoCommand implements Callable<Integer> {
     @Option(names = "--models", description = "Folder with " + FORWARD_FILE + ", " + BACKWARD_FILE + " and " + FeatureNets.EVAL_FILE + ".")
     Path models = SHIPPED;
     @Option(names = "--from-scratch", description = "Train every model first (feature networks, F, G), then run the same report.") boolean fromScratch;
-    @Option(names = "--minutes", description = "With --from-scratch: total training budget, split features 10%, F 55%, G 35%.") double minutes = 24;
-    @Option(names = "--samples", description = "Images per sampler (also the size of the real reference sets).") int samples = 1000;
-    @Option(names = "--bpd-images", description = "Test images for F's bits/dim.") int bpdImages = 2000;
-    @Option(names = "--w", description = "Guidance scale for both samplers.") float w = 1f;
+    @Range(min = 0, minOpen = true) @Option(names = "--minutes", description = "With --from-scratch: total training budget, split features 10%, F 55%, G 35%.") double minutes = 24;
+    @Range(min = 1) @Option(names = "--samples", description = "Images per sampler (also the size of the real reference sets).") int samples = 1000;
+    @Range(min = 0) @Option(names = "--bpd-images", description = "Test images for F's bits/dim.") int bpdImages = 2000;
+    @Range(min = 0) @Option(names = "--w", description = "Guidance scale for both samplers.") float w = 1f;
     @Option(names = "--seed", description = "Noise seed.") long seed = 1;
     @Option(names = "--data", description = "Directory with MNIST-format IDX files.") Path data = ImageDataset.FASHION_MNIST_DIR;
     @Option(names = "--runs", description = "Parent folder of run folders.") Path runs = Path.of("runs");

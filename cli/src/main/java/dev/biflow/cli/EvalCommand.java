@@ -36,11 +36,11 @@ final class EvalCommand implements Callable<Integer> {
     @Option(names = "--eval-net", description = "FashionNet-eval checkpoint (biflow train-features --arch eval).")
     Path evalNet = DemoCommand.SHIPPED.resolve(FeatureNets.EVAL_FILE);
     @Option(names = "--data", description = "Directory with MNIST-format IDX files.") Path data = ImageDataset.FASHION_MNIST_DIR;
-    @Option(names = {"--bpd-images", "--n"}, description = "Test images for bits/dim (0 = skip).") int bpdImages = 10000;
-    @Option(names = "--samples", description = "Images per sampler for the sample metrics (0 = bits/dim only); also the size of the real reference sets.") int samples = 1000;
-    @Option(names = "--batch", description = "Images sampled together.") int batch = 100;
-    @Option(names = "--w", description = "Guidance scale for both samplers (exact: two-pass CFG; BiFlow: trained in).") float w = 1f;
-    @Option(names = "--sigma", description = "Training noise of F, for score denoising (taken from the backward checkpoint when given).") float sigma = 0.1f;
+    @Range(min = 0) @Option(names = {"--bpd-images", "--n"}, description = "Test images for bits/dim (0 = skip).") int bpdImages = 10000;
+    @Range(min = 0) @Option(names = "--samples", description = "Images per sampler for the sample metrics (0 = bits/dim only); also the size of the real reference sets.") int samples = 1000;
+    @Range(min = 1) @Option(names = "--batch", description = "Images sampled together.") int batch = 100;
+    @Range(min = 0) @Option(names = "--w", description = "Guidance scale for both samplers (exact: two-pass CFG; BiFlow: trained in).") float w = 1f;
+    @Range(min = 0) @Option(names = "--sigma", description = "Training noise of F, for score denoising (taken from the backward checkpoint when given).") float sigma = 0.1f;
     @Option(names = "--seed", description = "Noise seed (samples, dequantisation, reference subset).") long seed = 1;
     @Option(names = "--out", description = "Folder for eval.jsonl, the grid and report.html (default runs/eval-<time>).") Path out;
 

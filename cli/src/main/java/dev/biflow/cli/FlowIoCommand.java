@@ -31,7 +31,7 @@ final class FlowIoCommand implements Callable<Integer> {
     @Option(names = "--output", required = true, description = "Safetensors file to write.") Path output;
     @Option(names = "--x-key", description = "Input tensor name for forward.") String xKey = "x";
     @Option(names = "--z-key", description = "Input tensor name for reverse.") String zKey = "z";
-    @Option(names = "--guidance", description = "Guidance scale for reverse.") float guidance = 0;
+    @Range(min = 0) @Option(names = "--guidance", description = "Guidance scale for reverse.") float guidance = 0;
 
     @Override
     public Integer call() throws Exception {

@@ -13,13 +13,30 @@ public final class Main implements Runnable {
     @Override
     public void run() { new CommandLine(this).usage(System.out); }
 
+    /**
+     * A raw file-system error of the JDK says only a path ("error: /x/y"): this names the file (and
+     * the other one, for a move), and the reason in words.
+     */
+    static String fileSystemError(java.nio.file.FileSystemException e) {
+        String what = e instanceof java.nio.file.NoSuchFileException ? "no such file or directory"
+                : e instanceof java.nio.file.AccessDeniedException ? "permission denied"
+                : e instanceof java.nio.file.FileAlreadyExistsException ? "a file is in the way"
+                : e instanceof java.nio.file.NotDirectoryException ? "not a directory"
+                : e instanceof java.nio.file.DirectoryNotEmptyException ? "the directory is not empty"
+                : e.getReason() != null ? e.getReason() : e.getClass().getSimpleName();
+        return "cannot access " + e.getFile() + (e.getOtherFile() != null ? " (or " + e.getOtherFile() + ")" : "") + ": " + what;
+    }
+
     public static void main(String[] args) { System.exit(execute(args)); }
 
     /** Runs the command line; user errors print one clear message and give a non-zero exit code. */
     public static int execute(String... args) {
+        dev.biflow.flow.model.Checkpoints.setAllowNonFinite(false); // only a command's own --allow-nonfinite turns the check off
         CommandLine cl = new CommandLine(new Main());
+        cl.setExecutionStrategy(OptionCheck::execute); // every numeric option finite and in its range, before the command runs
         cl.setExecutionExceptionHandler((ex, cmd, parsed) -> {
-            String msg = ex.getMessage() == null ? ex.toString() : ex.getMessage();
+            String msg = ex instanceof java.nio.file.FileSystemException fse ? fileSystemError(fse)
+                    : ex.getMessage() == null ? ex.toString() : ex.getMessage();
             cmd.getErr().println("biflow " + cmd.getCommandName() + ": error: " + msg);
             if (System.getenv("BIFLOW_DEBUG") != null) ex.printStackTrace(cmd.getErr());
             return ex instanceof IllegalArgumentException || ex instanceof java.io.IOException

@@ -22,19 +22,19 @@ import java.util.concurrent.Callable;
 final class SampleCommand implements Callable<Integer> {
     @Mixin Common common;
     @Option(names = "--model", required = true, description = "Forward-model checkpoint (.safetensors).") Path model;
-    @Option(names = "--n", description = "Number of samples.") int n = 40;
+    @Range(min = 1) @Option(names = "--n", description = "Number of samples.") int n = 40;
     @Option(names = "--labels", description = "Class labels: 'all' (cycle through classes) or a list like 0,3,7.") String labels = "all";
-    @Option(names = "--guidance", description = "Classifier-free guidance scale (0 = none).") float guidance = 0;
+    @Range(min = 0) @Option(names = "--guidance", description = "Classifier-free guidance scale (0 = none).") float guidance = 0;
     @Option(names = "--annealed", description = "Anneal guidance over tokens: g_i = (i+1)/(T-1) g.") boolean annealed;
-    @Option(names = "--attn-temp", description = "Attention temperature of the unconditional pass.") float attnTemp = 1f;
-    @Option(names = "--temperature", description = "Noise temperature: z ~ N(0, t^2 var).") float temperature = 1f;
-    @Option(names = "--denoise", description = "Score-based denoising step with this sigma (0 = off; use the training sigma).") float denoise = 0;
+    @Range(min = 0, minOpen = true) @Option(names = "--attn-temp", description = "Attention temperature of the unconditional pass.") float attnTemp = 1f;
+    @Range(min = 0) @Option(names = "--temperature", description = "Noise temperature: z ~ N(0, t^2 var).") float temperature = 1f;
+    @Range(min = 0) @Option(names = "--denoise", description = "Score-based denoising step with this sigma (0 = off; use the training sigma).") float denoise = 0;
     @Option(names = "--seed", description = "Noise seed.") long seed = 0;
-    @Option(names = "--nrow", description = "Images per row in the grid.") int nrow = 10;
+    @Range(min = 1) @Option(names = "--nrow", description = "Images per row in the grid.") int nrow = 10;
     @Option(names = "--out", description = "PNG grid to write.") Path out = Path.of("samples.png");
 
     @Option(names = "--backward", description = "A BiFlow backward model: sample 1-NFE with it and put the exact inverse of the same z beside it.") Path backward;
-    @Option(names = "--w", description = "Guidance scale for BiFlow's one-pass (training-time) CFG.") float w = 1f;
+    @Range(min = 0) @Option(names = "--w", description = "Guidance scale for BiFlow's one-pass (training-time) CFG.") float w = 1f;
 
     /**
      * A grid whose rows alternate BiFlow 1-NFE samples and exact-inverse samples (score-denoised,

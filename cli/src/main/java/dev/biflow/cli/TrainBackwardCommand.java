@@ -99,39 +99,39 @@ final class TrainBackwardCommand implements Callable<Integer>, ConfigFile.Config
     @Option(names = "--denoise", description = "learned | score | none") String denoise = "learned";
     @Option(names = "--align-norm", description = "token | sample | none (norm control of the alignment targets)") String alignNorm = "token";
     @Option(names = "--cfg", description = "training-time | two-pass | none (default: training-time for a class-conditional F, else none)") String cfg;
-    @Option(names = "--w-max", description = "Largest guidance scale sampled in training.") float wMax = 3f;
-    @Option(names = "--w-zero-prob", description = "Probability of guidance scale 0 in training-time CFG.") float wZeroProb = 0.1f;
-    @Option(names = "--width", description = "G's width.") int width = 128;
-    @Option(names = "--head-dim", description = "G's attention head width.") int headDim = 32;
-    @Option(names = "--layers-per-stage", description = "Transformer layers per stage (one stage per F block).") int layersPerStage = 2;
-    @Option(names = "--denoise-layers", description = "Layers of the final denoising block.") int denoiseLayers = 1;
+    @Range(min = 0) @Option(names = "--w-max", description = "Largest guidance scale sampled in training.") float wMax = 3f;
+    @Range(min = 0, max = 1) @Option(names = "--w-zero-prob", description = "Probability of guidance scale 0 in training-time CFG.") float wZeroProb = 0.1f;
+    @Range(min = 1) @Option(names = "--width", description = "G's width.") int width = 128;
+    @Range(min = 1) @Option(names = "--head-dim", description = "G's attention head width.") int headDim = 32;
+    @Range(min = 1) @Option(names = "--layers-per-stage", description = "Transformer layers per stage (one stage per F block).") int layersPerStage = 2;
+    @Range(min = 0) @Option(names = "--denoise-layers", description = "Layers of the final denoising block.") int denoiseLayers = 1;
     @Option(names = "--head", description = "linear | mlp projection heads of hidden alignment.") String head = "linear";
-    @Option(names = "--recon-weight", description = "Weight of the reconstruction term D(x, x').") float reconWeight = 1f;
-    @Option(names = "--align-weight", description = "Weight of each hidden alignment / distillation term.") float alignWeight = 1f;
-    @Option(names = "--adaptive-eps", description = "eps of the adaptive re-weighting L / sg((L + eps)^p).") float adaptiveEps = 0.01f;
-    @Option(names = "--adaptive-p", description = "p of the adaptive re-weighting (0 = off).") float adaptiveP = 1f;
-    @Option(names = "--sigma", description = "F's training noise (must match how F was trained).") float sigma = 0.1f;
-    @Option(names = "--steps", description = "Optimizer steps.") long steps = 2000;
-    @Option(names = "--batch", description = "Batch size.") int batch = 64;
-    @Option(names = "--lr", description = "Peak learning rate.") double lr = 1e-3;
-    @Option(names = "--warmup", description = "Warm-up steps (default: 5%% of steps).") Long warmup;
-    @Option(names = "--min-lr", description = "Learning rate at the end of the cosine decay.") double minLr = 1e-6;
-    @Option(names = "--weight-decay", description = "AdamW decoupled weight decay.") double weightDecay = 1e-4;
-    @Option(names = "--beta1", description = "AdamW beta1.") double beta1 = 0.9;
-    @Option(names = "--beta2", description = "AdamW beta2.") double beta2 = 0.95;
-    @Option(names = "--grad-clip", description = "Global gradient-norm clip (0 = off).") double gradClip = 1.0;
-    @Option(names = "--ema", description = "EMA decay of G's parameters (0 = off).") double ema = 0;
-    @Option(names = "--label-dropout", description = "Probability of dropping a label (trains the null class for guidance).") float labelDropout = 0.1f;
+    @Range(min = 0) @Option(names = "--recon-weight", description = "Weight of the reconstruction term D(x, x').") float reconWeight = 1f;
+    @Range(min = 0) @Option(names = "--align-weight", description = "Weight of each hidden alignment / distillation term.") float alignWeight = 1f;
+    @Range(min = 0) @Option(names = "--adaptive-eps", description = "eps of the adaptive re-weighting L / sg((L + eps)^p).") float adaptiveEps = 0.01f;
+    @Range(min = 0) @Option(names = "--adaptive-p", description = "p of the adaptive re-weighting (0 = off).") float adaptiveP = 1f;
+    @Range(min = 0) @Option(names = "--sigma", description = "F's training noise (must match how F was trained).") float sigma = 0.1f;
+    @Range(min = 1) @Option(names = "--steps", description = "Optimizer steps.") long steps = 2000;
+    @Range(min = 1) @Option(names = "--batch", description = "Batch size.") int batch = 64;
+    @Range(min = 0, minOpen = true) @Option(names = "--lr", description = "Peak learning rate.") double lr = 1e-3;
+    @Range(min = 0) @Option(names = "--warmup", description = "Warm-up steps (default: 5%% of steps).") Long warmup;
+    @Range(min = 0) @Option(names = "--min-lr", description = "Learning rate at the end of the cosine decay.") double minLr = 1e-6;
+    @Range(min = 0) @Option(names = "--weight-decay", description = "AdamW decoupled weight decay.") double weightDecay = 1e-4;
+    @Range(min = 0, max = 1, maxOpen = true) @Option(names = "--beta1", description = "AdamW beta1.") double beta1 = 0.9;
+    @Range(min = 0, max = 1, maxOpen = true) @Option(names = "--beta2", description = "AdamW beta2.") double beta2 = 0.95;
+    @Range(min = 0) @Option(names = "--grad-clip", description = "Global gradient-norm clip (0 = off).") double gradClip = 1.0;
+    @Range(min = 0, max = 1, maxOpen = true) @Option(names = "--ema", description = "EMA decay of G's parameters (0 = off).") double ema = 0;
+    @Range(min = 0, max = 1) @Option(names = "--label-dropout", description = "Probability of dropping a label (trains the null class for guidance).") float labelDropout = 0.1f;
     @Option(names = "--seed", description = "Random seed.") long seed = 0;
     @Option(names = "--perceptual", description = {"Perceptual terms at the image end, added to MSE: none | lpips (the LPIPS-style",
             "convnet distance) | lpips+convnext (also the ConvNeXt pooled-feature distance, the paper's setting)."})
     String perceptual = "lpips+convnext";
     @Option(names = "--features", description = "Folder with the feature networks (biflow train-features writes them; the shipped ones are in models/fmnist).")
     Path features = DemoCommand.SHIPPED;
-    @Option(names = "--perceptual-weight", description = "Weight of each perceptual term (after adaptive re-weighting).") float perceptualWeight = 1f;
-    @Option(names = "--checkpoint-every", description = "Checkpoint interval in steps.") long checkpointEvery = 100;
-    @Option(names = "--max-bad-steps", description = "Consecutive NaN/Inf steps tolerated before stopping.") int maxBadSteps = 20;
-    @Option(names = "--time-limit", description = "Stop cleanly (with a checkpoint) after this many minutes (0 = none).") double timeLimit = 0;
+    @Range(min = 0) @Option(names = "--perceptual-weight", description = "Weight of each perceptual term (after adaptive re-weighting).") float perceptualWeight = 1f;
+    @Range(min = 0) @Option(names = "--checkpoint-every", description = "Checkpoint interval in steps.") long checkpointEvery = 100;
+    @Range(min = 1) @Option(names = "--max-bad-steps", description = "Consecutive NaN/Inf steps tolerated before stopping.") int maxBadSteps = 20;
+    @Range(min = 0) @Option(names = "--time-limit", description = "Stop cleanly (with a checkpoint) after this many minutes (0 = none).") double timeLimit = 0;
 
     /** The perceptual terms --perceptual asks for, loaded from --features (checked before any training). */
     private List<BackwardTrainer.Term> perceptualTerms() throws java.io.IOException {
@@ -177,13 +177,24 @@ final class TrainBackwardCommand implements Callable<Integer>, ConfigFile.Config
                 .withCfg(cfg == null ? base.cfg() : BackwardConfig.Cfg.parse(cfg), wMax, wZeroProb)
                 .withSize(width, headDim, layersPerStage, denoiseLayers).withHead(BackwardConfig.Head.parse(head))
                 .withWeights(reconWeight, alignWeight).withAdaptive(adaptiveEps, adaptiveP);
-        if (resume != null) bc = dev.biflow.flow.backward.BackwardCheckpoints.load(resume.resolve(BackwardTrainer.MODEL_FILE)).config;
+        if (resume != null) {
+            // the checkpoint's parts are checked (and a commit a kill interrupted is finished) before anything is read
+            dev.biflow.flow.train.RunCheckpoint.open(resume, ema > 0
+                    ? List.of(BackwardTrainer.MODEL_FILE, BackwardTrainer.STATE_FILE, BackwardTrainer.EMA_FILE)
+                    : List.of(BackwardTrainer.MODEL_FILE, BackwardTrainer.STATE_FILE));
+            bc = dev.biflow.flow.backward.BackwardCheckpoints.load(resume.resolve(BackwardTrainer.MODEL_FILE)).config;
+        }
         BiFlowModel g = new BiFlowModel(bc, new Rng(seed));
         ImageDataset train = ImageDataset.loadIdx(data, "train");
         TrainConfig tc = new TrainConfig(steps, batch, lr, warmup != null ? warmup : Math.max(1, steps / 20), minLr, weightDecay,
                 beta1, beta2, gradClip, ema, sigma, labelDropout, seed, checkpointEvery, maxBadSteps);
-        Files.createDirectories(dir);
-        if (resume == null) {
+        BackwardTrainer t = new BackwardTrainer(ff, g, train, tc, terms, dir);
+        if (resume != null) {
+            t.resume(resume);
+            // the run's settings change only once the resume succeeded
+            file.recordRunTimeChanges(tc, "train-backward", Map.of());
+        } else {
+            TrainForwardCommand.createDirectories(dir);
             ObjectMapper om = ConfigFile.json();
             ObjectNode o = om.createObjectNode();
             o.set("backward", om.readTree(bc.toJson()));
@@ -196,11 +207,7 @@ final class TrainBackwardCommand implements Callable<Integer>, ConfigFile.Config
             pn.put("weight", perceptualWeight);
             ConfigFile.write(dir.resolve(ConfigFile.FILE_NAME), o);
             if (config != null) System.out.println("train-backward: settings from " + config + " (flags override it)");
-        } else {
-            file.recordRunTimeChanges(tc, "train-backward");
         }
-        BackwardTrainer t = new BackwardTrainer(ff, g, train, tc, terms, dir);
-        if (resume != null) t.resume(resume);
         System.out.printf(Locale.ROOT, "train-backward: G %,d parameters, %s; F %s; run folder %s%n", g.parameterCount(), bc.toJson(), forward, dir);
         long deadline = timeLimit > 0 ? System.nanoTime() + (long) (timeLimit * 60e9) : Long.MAX_VALUE;
         long t0 = System.nanoTime();
@@ -223,12 +230,12 @@ final class TrainBackwardCommand implements Callable<Integer>, ConfigFile.Config
                     }
                 }
             };
-            while (t.step() < steps && System.nanoTime() < deadline) t.runUntil(Math.min(steps, t.step() + Math.max(1, checkpointEvery)), l);
+            t.run(l, () -> System.nanoTime() >= deadline); // a time limit stops cleanly between steps, with a checkpoint
         }
         double secs = (System.nanoTime() - t0) / 1e9;
         Path grid = SampleCommand.compareGrid(ff, g, sigma, f.config, dir.resolve("samples-biflow-vs-exact.png"), 10, 1f, seed + 3);
         Path report = RunReport.write(dir, "train-backward " + dir.getFileName(), "biflow train-backward (see config.json)",
-                Map.of("steps", Long.toString(t.step()), "wall time", Common.duration(secs),
+                Common.ordered("steps", Long.toString(t.step()), "wall time", Common.duration(secs),
                         "last reconstruction MSE", String.format(Locale.ROOT, "%.5f", last[0]),
                         "samples", grid.getFileName() + ": rows alternate BiFlow 1-NFE / exact inverse (score-denoised) from the same z and labels"));
         System.out.printf(Locale.ROOT, "train-backward: done %d steps in %s, recon %.5f; model %s; report %s%n",

@@ -59,14 +59,14 @@ final class TrainFeaturesCommand implements Callable<Integer>, ConfigFile.Config
     @Option(names = "--config", paramLabel = "FILE", description = {"Settings from a JSON file in the format of <out>/config.json (see below); "
             + "flags override it.", "E.g. --config runs/feature-nets/config.json --out runs/feature-nets-s2 --seed 2"}) Path config;
     @Option(names = "--arch", description = "convnet | convnext | eval | all") String arch = "all";
-    @Option(names = "--steps", description = "Optimizer steps per network (default: the shipped recipe, "
+    @Range(min = 1) @Option(names = "--steps", description = "Optimizer steps per network (default: the shipped recipe, "
             + "convnet 800, convnext 1000, eval 800).") Long steps;
-    @Option(names = "--batch", description = "Images per step.") int batch = 128;
-    @Option(names = "--lr", description = "Peak learning rate (warm-up, then cosine).") double lr = 2e-3;
+    @Range(min = 1) @Option(names = "--batch", description = "Images per step.") int batch = 128;
+    @Range(min = 0, minOpen = true) @Option(names = "--lr", description = "Peak learning rate (warm-up, then cosine).") double lr = 2e-3;
     @Option(names = "--seed", description = "Random seed (weights, data order, augmentation).") long seed = 0;
     @Option(names = "--data", description = "Directory with MNIST-format IDX files.") Path data = ImageDataset.FASHION_MNIST_DIR;
     @Option(names = "--out", description = "Output folder for the networks, config.json and metrics.jsonl.") Path out = Path.of("runs", "feature-nets");
-    @Option(names = "--time-limit", description = "Stop after this many minutes for all networks together, shared evenly "
+    @Range(min = 0) @Option(names = "--time-limit", description = "Stop after this many minutes for all networks together, shared evenly "
             + "(0 = none; the learning rate still ends its cosine).") double timeLimit = 0;
 
     @Override

@@ -57,6 +57,9 @@ final class TrainForwardCommand implements Callable<Integer>, ConfigFile.Configu
     /** Options a resumed run may change: they do not alter what the run computes, or (--steps) extend it. */
     static final Set<String> RUN_TIME = new LinkedHashSet<>(List.of("--steps", "--checkpoint-every", "--time-limit", "--eval-images", "--threads", "--device"));
 
+    /** The run's --eval-images in its config.json (a resume uses it; older run folders lack it: the default). */
+    static final String EVAL_IMAGES_KEY = "eval_images";
+
     static final ConfigFile.Schema SCHEMA = new ConfigFile.Schema()
             .derived("model.in_channels").derived("model.img_size")
             .option("model.patch_size", "--patch").option("model.channels", "--width").option("model.num_blocks", "--blocks")
@@ -65,7 +68,8 @@ final class TrainForwardCommand implements Callable<Integer>, ConfigFile.Configu
             .option("model.head_dim", "--head-dim").option("model.norm_control", "--norm-control", s -> NormControl.parse(s).name())
             .option("model.clip", "--clip")
             .trainConfig()
-            .option("data", "--data");
+            .option("data", "--data")
+            .option(TrainForwardCommand.EVAL_IMAGES_KEY, "--eval-images");
 
     @Override public ConfigFile.Schema configSchema() { return SCHEMA; }
 
@@ -78,32 +82,32 @@ final class TrainForwardCommand implements Callable<Integer>, ConfigFile.Configu
     @Option(names = "--runs", description = "Parent folder of run folders.") Path runs = Path.of("runs");
     @Option(names = "--resume", paramLabel = "DIR", description = {"Continue the run in this folder with its saved settings (DIR/config.json, "
             + "model from the checkpoint).", "Only --steps (extends the run), --checkpoint-every, --time-limit, --eval-images, --threads, --device may be given."}) Path resume;
-    @Option(names = "--patch", description = "Patch size p.") int patch = 4;
-    @Option(names = "--width", description = "Transformer width D.") int width = 128;
-    @Option(names = "--blocks", description = "Flow blocks.") int blocks = 4;
-    @Option(names = "--layers", description = "Attention layers per block.") int layers = 2;
-    @Option(names = "--head-dim", description = "Attention head width.") int headDim = 32;
+    @Range(min = 1) @Option(names = "--patch", description = "Patch size p.") int patch = 4;
+    @Range(min = 1) @Option(names = "--width", description = "Transformer width D.") int width = 128;
+    @Range(min = 1) @Option(names = "--blocks", description = "Flow blocks.") int blocks = 4;
+    @Range(min = 1) @Option(names = "--layers", description = "Attention layers per block.") int layers = 2;
+    @Range(min = 1) @Option(names = "--head-dim", description = "Attention head width.") int headDim = 32;
     @Option(names = "--unconditional", negatable = true, arity = "0..1", fallbackValue = "true",
             description = "Ignore labels (default: ${DEFAULT-VALUE}).") boolean unconditional;
     @Option(names = "--norm-control", description = "none | hard | soft clipping of the affine params (iTARFlow).") String normControl = "soft";
-    @Option(names = "--clip", description = "Norm-control bound c.") float clip = 4f;
-    @Option(names = "--steps", description = "Optimizer steps.") long steps = 2000;
-    @Option(names = "--batch", description = "Batch size.") int batch = 64;
-    @Option(names = "--lr", description = "Peak learning rate.") double lr = 2e-3;
-    @Option(names = "--warmup", description = "Warm-up steps (default: 5%% of steps).") Long warmup;
-    @Option(names = "--min-lr", description = "Learning rate at the end of the cosine decay.") double minLr = 1e-6;
-    @Option(names = "--weight-decay", description = "AdamW decoupled weight decay.") double weightDecay = 1e-4;
-    @Option(names = "--beta1", description = "AdamW beta1.") double beta1 = 0.9;
-    @Option(names = "--beta2", description = "AdamW beta2.") double beta2 = 0.95;
-    @Option(names = "--sigma", description = "Training noise std (images in [-1, 1]).") float sigma = 0.1f;
-    @Option(names = "--grad-clip", description = "Global gradient-norm clip (0 = off).") double gradClip = 1.0;
-    @Option(names = "--ema", description = "EMA decay of parameters (0 = off).") double ema = 0;
-    @Option(names = "--label-dropout", description = "Probability of dropping a label (for guidance).") float labelDropout = 0.1f;
+    @Range(min = 0, minOpen = true) @Option(names = "--clip", description = "Norm-control bound c.") float clip = 4f;
+    @Range(min = 1) @Option(names = "--steps", description = "Optimizer steps.") long steps = 2000;
+    @Range(min = 1) @Option(names = "--batch", description = "Batch size.") int batch = 64;
+    @Range(min = 0, minOpen = true) @Option(names = "--lr", description = "Peak learning rate.") double lr = 2e-3;
+    @Range(min = 0) @Option(names = "--warmup", description = "Warm-up steps (default: 5%% of steps).") Long warmup;
+    @Range(min = 0) @Option(names = "--min-lr", description = "Learning rate at the end of the cosine decay.") double minLr = 1e-6;
+    @Range(min = 0) @Option(names = "--weight-decay", description = "AdamW decoupled weight decay.") double weightDecay = 1e-4;
+    @Range(min = 0, max = 1, maxOpen = true) @Option(names = "--beta1", description = "AdamW beta1.") double beta1 = 0.9;
+    @Range(min = 0, max = 1, maxOpen = true) @Option(names = "--beta2", description = "AdamW beta2.") double beta2 = 0.95;
+    @Range(min = 0) @Option(names = "--sigma", description = "Training noise std (images in [-1, 1]).") float sigma = 0.1f;
+    @Range(min = 0) @Option(names = "--grad-clip", description = "Global gradient-norm clip (0 = off).") double gradClip = 1.0;
+    @Range(min = 0, max = 1, maxOpen = true) @Option(names = "--ema", description = "EMA decay of parameters (0 = off).") double ema = 0;
+    @Range(min = 0, max = 1) @Option(names = "--label-dropout", description = "Probability of dropping a label (for guidance).") float labelDropout = 0.1f;
     @Option(names = "--seed", description = "Random seed (weights, data order, noise).") long seed = 0;
-    @Option(names = "--checkpoint-every", description = "Checkpoint interval in steps.") long checkpointEvery = 200;
-    @Option(names = "--time-limit", description = "Stop cleanly (with a checkpoint) after this many minutes (0 = none).") double timeLimit = 0;
-    @Option(names = "--eval-images", description = "Test images for the final bits/dim.") int evalImages = 2000;
-    @Option(names = "--max-bad-steps", description = "Consecutive NaN/Inf steps tolerated before stopping.") int maxBadSteps = 20;
+    @Range(min = 0) @Option(names = "--checkpoint-every", description = "Checkpoint interval in steps.") long checkpointEvery = 200;
+    @Range(min = 0) @Option(names = "--time-limit", description = "Stop cleanly (with a checkpoint) after this many minutes (0 = none).") double timeLimit = 0;
+    @Range(min = 1) @Option(names = "--eval-images", description = "Test images for the final bits/dim.") int evalImages = 2000;
+    @Range(min = 1) @Option(names = "--max-bad-steps", description = "Consecutive NaN/Inf steps tolerated before stopping.") int maxBadSteps = 20;
 
     @Override
     public Integer call() throws Exception {
@@ -119,6 +123,10 @@ final class TrainForwardCommand implements Callable<Integer>, ConfigFile.Configu
         }
         TarFlowConfig cfg;
         if (resume != null) {
+            // the checkpoint's parts are checked (and a commit a kill interrupted is finished) before anything is read
+            dev.biflow.flow.train.RunCheckpoint.open(resume, ema > 0
+                    ? List.of(ForwardTrainer.MODEL_FILE, ForwardTrainer.STATE_FILE, ForwardTrainer.EMA_FILE)
+                    : List.of(ForwardTrainer.MODEL_FILE, ForwardTrainer.STATE_FILE));
             cfg = Checkpoints.loadTarFlow(resume.resolve(ForwardTrainer.MODEL_FILE)).config;
         } else {
             if (Files.exists(dir.resolve(ForwardTrainer.MODEL_FILE)))
@@ -130,16 +138,19 @@ final class TrainForwardCommand implements Callable<Integer>, ConfigFile.Configu
         }
         TrainConfig tc = new TrainConfig(steps, batch, lr, warmup != null ? warmup : Math.max(1, steps / 20), minLr, weightDecay,
                 beta1, beta2, gradClip, ema, sigma, labelDropout, seed, checkpointEvery, maxBadSteps);
-        Files.createDirectories(dir);
-        if (resume == null) {
-            writeConfig(dir, cfg, tc);
-            if (config != null) System.out.println("train-forward: settings from " + config + " (flags override it)");
-        } else {
-            file.recordRunTimeChanges(tc, "train-forward");
-        }
+        ImageDataset test = ImageDataset.loadIdx(data, "test"); // every input is checked before the first step
+        if (test.n < 1) throw new IllegalArgumentException("the test split in " + data + " has no images; --eval-images needs at least one");
         TarFlow model = new TarFlow(cfg, new Rng(seed));
         ForwardTrainer trainer = new ForwardTrainer(model, train, tc, dir);
-        if (resume != null) trainer.resume(resume);
+        if (resume != null) {
+            trainer.resume(resume);
+            // the run's settings change only once the resume succeeded
+            file.recordRunTimeChanges(tc, "train-forward", java.util.Map.of(EVAL_IMAGES_KEY, evalImages));
+        } else {
+            createDirectories(dir);
+            writeConfig(dir, cfg, tc);
+            if (config != null) System.out.println("train-forward: settings from " + config + " (flags override it)");
+        }
         System.out.printf(Locale.ROOT, "train-forward: %s, %,d parameters, %d tokens x %d, data %s (%d images), run folder %s%n",
                 cfg.toJson(), model.parameterCount(), cfg.tokens(), cfg.tokenDim(), train.name, train.n, dir);
         long deadline = timeLimit > 0 ? System.nanoTime() + (long) (timeLimit * 60e9) : Long.MAX_VALUE;
@@ -169,12 +180,11 @@ final class TrainForwardCommand implements Callable<Integer>, ConfigFile.Configu
                     }
                 }
             };
-            // train in slices so a time limit stops cleanly between steps, with a checkpoint
-            while (trainer.step() < steps && System.nanoTime() < deadline)
-                trainer.runUntil(Math.min(steps, trainer.step() + Math.max(1, checkpointEvery)), l);
+            // a time limit stops cleanly between steps, with a checkpoint
+            trainer.run(l, () -> System.nanoTime() >= deadline);
         }
+        skipped[0] = trainer.skipped();
         double secs = (System.nanoTime() - t0) / 1e9;
-        ImageDataset test = ImageDataset.loadIdx(data, "test");
         double bpd;
         try (ProgressBar pb = Common.bar("eval bits/dim", Math.min(evalImages, test.n), "img")) {
             bpd = Evaluation.bitsPerDim(model, test, evalImages, 100, seed + 1, pb::stepTo);
@@ -192,7 +202,7 @@ final class TrainForwardCommand implements Callable<Integer>, ConfigFile.Configu
             ImageGrid.write(grid, xs, -1f, 1f, 10, 2, 3);
         }
         Path report = RunReport.write(dir, "train-forward " + dir.getFileName(), "biflow train-forward " + String.join(" ", spec.commandLine().getParseResult().originalArgs()),
-                java.util.Map.of("steps", Long.toString(trainer.step()), "wall time", Common.duration(secs),
+                Common.ordered("steps", Long.toString(trainer.step()), "wall time", Common.duration(secs),
                         "final loss (smoothed)", String.format(Locale.ROOT, "%.4f", lastLoss[0]),
                         "test bits/dim", String.format(Locale.ROOT, "%.4f (%d images)", bpd, Math.min(evalImages, test.n)),
                         "skipped steps", Long.toString(skipped[0]), "samples", "samples.png: exact inverse, guidance 1, denoised"));
@@ -209,6 +219,15 @@ final class TrainForwardCommand implements Callable<Integer>, ConfigFile.Configu
         o.set("model", om.readTree(cfg.toJson()));
         o.set("train", om.valueToTree(tc));
         o.put("data", data.toString());
+        o.put(EVAL_IMAGES_KEY, evalImages);
         ConfigFile.write(dir.resolve(ConfigFile.FILE_NAME), o);
+    }
+
+    static void createDirectories(Path dir) throws java.io.IOException {
+        try {
+            Files.createDirectories(dir);
+        } catch (java.io.IOException e) {
+            throw new java.io.IOException("cannot create the run folder " + dir + ": " + ConfigFile.reason(e), e);
+        }
     }
 }

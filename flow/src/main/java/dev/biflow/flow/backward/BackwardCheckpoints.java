@@ -39,11 +39,20 @@ public final class BackwardCheckpoints {
 
     /** Writes G's state dict, config and extra metadata, atomically. */
     public static void save(BiFlowModel model, Path path, Map<String, String> extra) throws IOException {
+        Safetensors.write(path, model.stateDict(), metadata(model, extra));
+    }
+
+    /** The bytes {@link #save} writes. */
+    public static byte[] toBytes(BiFlowModel model, Map<String, String> extra) {
+        return Safetensors.toBytes(model.stateDict(), metadata(model, extra));
+    }
+
+    private static Map<String, String> metadata(BiFlowModel model, Map<String, String> extra) {
         Map<String, String> meta = new LinkedHashMap<>();
         if (extra != null) meta.putAll(extra);
         meta.put(Checkpoints.CONFIG_KEY, model.config.toJson());
         meta.put(Checkpoints.KIND_KEY, KIND);
-        Safetensors.write(path, model.stateDict(), meta);
+        return meta;
     }
 
     /** Loads a backward model written by {@link #save}. */
@@ -68,6 +77,7 @@ public final class BackwardCheckpoints {
         } catch (IllegalArgumentException e) {
             throw new IllegalArgumentException(path + " does not fit the backward config " + cfg.toJson() + ": " + e.getMessage(), e);
         }
-        return new Loaded(model, Map.copyOf(c.metadata()));
+        Checkpoints.checkFinite(path, state);
+        return new Loaded(model, java.util.Collections.unmodifiableMap(new LinkedHashMap<>(c.metadata())));
     }
 }

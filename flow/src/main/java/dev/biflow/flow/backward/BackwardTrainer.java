@@ -1,7 +1,6 @@
 // Stage 2 of BiFlow: trains the backward model G against a frozen forward flow F, with resumable checkpoints.
 package dev.biflow.flow.backward;
 
-import dev.biflow.engine.Arena;
 import dev.biflow.engine.Fused;
 import dev.biflow.engine.Grad;
 import dev.biflow.engine.Ops;
@@ -9,11 +8,12 @@ import dev.biflow.engine.Rng;
 import dev.biflow.engine.Tensor;
 import dev.biflow.engine.optim.AdamW;
 import dev.biflow.engine.optim.Ema;
-import dev.biflow.engine.optim.LrSchedule;
 import dev.biflow.flow.data.ImageDataset;
 import dev.biflow.flow.features.ImageDistance;
 import dev.biflow.flow.train.GuardedStep;
+import dev.biflow.flow.train.RunCheckpoint;
 import dev.biflow.flow.train.TrainConfig;
+import dev.biflow.flow.train.TrainLoop;
 import dev.biflow.flow.train.TrainingState;
 
 import java.io.IOException;
@@ -23,6 +23,7 @@ import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.function.BooleanSupplier;
 
 /**
  * Trains G with F frozen. For a batch of clean x in [-1, 1] with labels c:
@@ -46,8 +47,9 @@ import java.util.Map;
  * example as {@link BackwardConfig} says. {@code TrainConfig.sigma} is the noise of x~ (use F's
  * training sigma). The rest of TrainConfig works as for {@link dev.biflow.flow.train.ForwardTrainer}:
  * AdamW with warm-up + cosine, optional clipping and EMA, non-finite steps skipped and counted,
- * atomic checkpoints ({@link #MODEL_FILE} loadable by {@link BackwardCheckpoints}, plus
- * {@link #STATE_FILE}) and an exact {@link #resume}.
+ * checkpoints committed as one unit ({@link #MODEL_FILE} loadable by {@link BackwardCheckpoints}, plus
+ * {@link #STATE_FILE} and {@link #EMA_FILE}; see {@link RunCheckpoint}) and an exact {@link #resume},
+ * all through the loop both trainers share ({@link TrainLoop}).
  *
  * <p>F never changes: its trajectory is computed under {@link Grad#noGrad()}, and the optimizer
  * holds only G's parameters.
@@ -89,12 +91,11 @@ public final class BackwardTrainer {
     private final List<Tensor> params;
     private final AdamW opt;
     private final Ema ema;
-    private final LrSchedule schedule;
     private final Rng rng;
-    private long step;
+    private final TrainLoop loop;
+    private Listener listener = new Listener() {};
     private int[] order;
     private int cursor;
-    private Path lastGood;
 
     /** The examples to train on: clean data and labels by index. */
     private interface Source {
@@ -135,9 +136,13 @@ public final class BackwardTrainer {
         this.params = model.parameters();
         this.opt = new AdamW(params, cfg.lr(), cfg.beta1(), cfg.beta2(), 1e-8, cfg.weightDecay());
         this.ema = cfg.emaDecay() > 0 ? new Ema(params, cfg.emaDecay()) : null;
-        this.schedule = LrSchedule.warmupCosine(cfg.lr(), cfg.minLr(), cfg.warmupSteps(), cfg.steps());
         this.rng = new Rng(cfg.seed());
         this.order = rng.permutation(data.n());
+        this.loop = new TrainLoop(cfg, params, opt, ema, dir, MODEL_FILE, new TrainLoop.Body() {
+            @Override public GuardedStep.Outcome step(long step, double lr, GuardedStep guard) { return BackwardTrainer.this.step(step, lr, guard); }
+            @Override public List<RunCheckpoint.Part> parts() { return BackwardTrainer.this.parts(); }
+            @Override public void checkpointed(long step) { listener.onCheckpoint(step, dir.resolve(MODEL_FILE)); }
+        });
     }
 
     private static Source imageSource(FrozenFlow flow, ImageDataset d) {
@@ -186,7 +191,7 @@ public final class BackwardTrainer {
         };
     }
 
-    public long step() { return step; }
+    public long step() { return loop.step(); }
 
     public Ema ema() { return ema; }
 
@@ -377,71 +382,77 @@ public final class BackwardTrainer {
     public void run(Listener listener) throws IOException { runUntil(cfg.steps(), listener); }
 
     /**
-     * Runs until step {@code stop} (at most cfg.steps) without changing the schedule, then writes
-     * a checkpoint: a run split into pieces equals one run of all the steps.
+     * Runs until cfg.steps or until {@code stopEarly} says so (checked after every step, e.g. a time
+     * limit), then writes a checkpoint; periodic checkpoints as {@code cfg.checkpointEvery} says.
      */
-    public void runUntil(long stop, Listener listener) throws IOException {
-        stop = Math.min(stop, cfg.steps());
-        GuardedStep guard = new GuardedStep(params, opt, ema, cfg);
+    public void run(Listener listener, BooleanSupplier stopEarly) throws IOException {
+        this.listener = listener;
         model.train();
-        while (step < stop) {
-            long t0 = System.nanoTime();
-            int[] idx = nextBatch();
-            Tensor x = data.clean(idx);
-            int[] y = flow.numClasses() > 0 ? data.labels(idx) : null;
-            double lr = schedule.at(step);
-            opt.setLr(lr);
-            opt.zeroGrad();
-            Losses l;
-            double lv;
-            GuardedStep.Outcome o;
-            // the step's activations and gradients come from reused arrays (Arena), handed back at the end of the step
-            try (Arena ws = Arena.open()) {
-                l = objective(x, y, rng); // its total is read here; only its doubles are used after the scope
-                lv = l.total().item();
-                o = guard.apply(l.total(), lv, null);
-            }
-            step++;
-            listener.onStep(new StepStats(step, lv, l.recon(), l.align(), lr, o.gradNorm(), !o.applied(), o.badInARow(), (System.nanoTime() - t0) / 1e9));
-            if (guard.checkpointDue(o, step, lastGood) && dir != null) {
-                checkpoint();
-                listener.onCheckpoint(step, dir.resolve(MODEL_FILE));
-            }
-        }
-        if (dir != null) {
-            checkpoint();
-            listener.onCheckpoint(step, dir.resolve(MODEL_FILE));
-        }
+        loop.runUntil(cfg.steps(), stopEarly);
     }
 
-    /** Writes G (loadable by {@link BackwardCheckpoints}) and the training state, each atomically. */
-    public void checkpoint() throws IOException {
-        if (dir == null) throw new IllegalStateException("this trainer was built without a checkpoint folder");
-        Files.createDirectories(dir);
-        // state first, model last: a model file never points at a newer state than exists
-        TrainingState.capture(opt, ema, rng, step, cursor, order).write(dir.resolve(STATE_FILE));
+    /**
+     * Runs until step {@code stop} (at most cfg.steps) without changing the schedule, then writes
+     * a checkpoint: a run split into pieces equals one run of all the steps. The divergence guard's
+     * count carries over from one call to the next.
+     */
+    public void runUntil(long stop, Listener listener) throws IOException {
+        this.listener = listener;
+        model.train();
+        loop.runUntil(stop, null);
+    }
+
+    private GuardedStep.Outcome step(long next, double lr, GuardedStep guard) {
+        long t0 = System.nanoTime();
+        int[] idx = nextBatch();
+        Tensor x = data.clean(idx);
+        int[] y = flow.numClasses() > 0 ? data.labels(idx) : null;
+        Losses l = objective(x, y, rng);
+        double lv = l.total().item();
+        GuardedStep.Outcome o = guard.apply(l.total(), lv, null);
+        listener.onStep(new StepStats(next, lv, l.recon(), l.align(), lr, o.gradNorm(), !o.applied(), o.badInARow(), (System.nanoTime() - t0) / 1e9));
+        return o;
+    }
+
+    /** The parts of a checkpoint: G, the training state, and (with EMA) G's EMA weights, in that order. */
+    private List<RunCheckpoint.Part> parts() {
+        long step = loop.step();
         Map<String, String> extra = new LinkedHashMap<>();
         extra.put("step", Long.toString(step));
         extra.put(BackwardCheckpoints.SIGMA_KEY, Float.toString(cfg.sigma()));
         extra.put(BackwardCheckpoints.FORWARD_CONFIG_KEY, flow.describe());
-        BackwardCheckpoints.save(model, dir.resolve(MODEL_FILE), extra);
+        List<RunCheckpoint.Part> parts = new ArrayList<>();
+        parts.add(new RunCheckpoint.Part(MODEL_FILE, BackwardCheckpoints.toBytes(model, extra)));
+        parts.add(new RunCheckpoint.Part(STATE_FILE, TrainingState.capture(opt, ema, rng, step, cursor, order).toBytes()));
         if (ema != null) {
             ema.swap(); // the EMA weights into G, saved, then swapped back
             try {
                 Map<String, String> e = new LinkedHashMap<>(extra);
                 e.put("ema_decay", Double.toString(cfg.emaDecay()));
-                BackwardCheckpoints.save(model, dir.resolve(EMA_FILE), e);
+                parts.add(new RunCheckpoint.Part(EMA_FILE, BackwardCheckpoints.toBytes(model, e)));
             } finally {
                 ema.swap();
             }
         }
-        lastGood = dir.resolve(MODEL_FILE);
+        return parts;
     }
 
-    /** Restores G, optimizer, EMA, RNG and data position from a folder written by {@link #checkpoint}. */
+    private List<String> partNames() { return ema != null ? List.of(MODEL_FILE, STATE_FILE, EMA_FILE) : List.of(MODEL_FILE, STATE_FILE); }
+
+    /**
+     * Writes G (loadable by {@link BackwardCheckpoints}), the training state and G's EMA weights as
+     * one checkpoint ({@link RunCheckpoint}); refuses non-finite weights.
+     */
+    public void checkpoint() throws IOException { loop.checkpoint(); }
+
+    /**
+     * Restores G, optimizer, EMA, RNG, data position and the divergence counters from a folder
+     * written by {@link #checkpoint}, after checking that its parts form one checkpoint.
+     */
     public void resume(Path from) throws IOException {
         Path mf = from.resolve(MODEL_FILE), sf = from.resolve(STATE_FILE);
-        if (!Files.exists(mf) || !Files.exists(sf))
+        RunCheckpoint.Manifest m = RunCheckpoint.open(from, partNames());
+        if (m == null && (!Files.exists(mf) || !Files.exists(sf)))
             throw new IOException("cannot resume from " + from + ": it needs " + MODEL_FILE + " and " + STATE_FILE + " written by a backward training run");
         BackwardCheckpoints.Loaded saved = BackwardCheckpoints.read(mf);
         if (!saved.model().config.equals(model.config))
@@ -449,16 +460,19 @@ public final class BackwardTrainer {
         if (saved.forwardConfig() != null && !saved.forwardConfig().equals(flow.describe()))
             throw new IllegalArgumentException("cannot resume: the checkpoint was trained against forward model " + saved.forwardConfig()
                     + ", this trainer has " + flow.describe());
-        model.loadStateDict(saved.model().stateDict(), true);
         TrainingState s = TrainingState.read(sf);
-        s.restore(opt, ema, rng);
-        step = s.step();
-        cursor = s.cursor();
+        long step = RunCheckpoint.checkSteps(from, m, sf, s.step(), ema != null ? List.of(mf, from.resolve(EMA_FILE)) : List.of(mf));
         if (s.order().length != data.n())
             throw new IllegalArgumentException("cannot resume: the checkpoint's data order covers " + s.order().length + " examples, this dataset has " + data.n());
+        model.loadStateDict(saved.model().stateDict(), true);
+        s.restore(opt, ema, rng);
+        cursor = s.cursor();
         order = s.order();
-        lastGood = mf;
+        loop.restore(step, m != null ? m.skipped() : 0, m != null ? m.badInARow() : 0, mf);
     }
+
+    /** Skipped steps of the whole run so far (resumed sessions included). */
+    public long skipped() { return loop.skipped(); }
 
     // ==================================================================== evaluation
 

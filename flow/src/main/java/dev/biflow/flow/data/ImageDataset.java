@@ -43,6 +43,9 @@ public final class ImageDataset {
      * train-labels-idx1-ubyte[.gz], t10k-...). A missing or corrupt dataset is an IOException
      * that says how to get it.
      */
+    /** The most classes a labels file may use (a label beyond is taken for corruption). */
+    public static final int MAX_CLASSES = 1 << 16;
+
     public static ImageDataset loadIdx(Path dir, String split) throws IOException {
         String prefix = switch (split) {
             case "train" -> "train";
@@ -57,11 +60,20 @@ public final class ImageDataset {
             throw new IOException(img + ": expected images (N, H, W), found shape " + java.util.Arrays.toString(s));
         if (s[0] != labels.length)
             throw new IOException(img + " has " + s[0] + " images but " + lab + " has " + labels.length + " labels; the files do not belong together");
+        if (labels.length == 0)
+            throw new IOException(img + " holds no images (the " + split + " split is empty); re-download the dataset or point --data at a complete one");
         int classes = 0;
-        for (int l : labels) {
-            if (l < 0) throw new IOException(lab + ": negative label " + l);
+        for (int i = 0; i < labels.length; i++) {
+            int l = labels[i];
+            if (l < 0 || l >= MAX_CLASSES)
+                throw new IOException(lab + ": label " + l + " of image " + i + " is outside [0, " + MAX_CLASSES + "); the labels file is corrupt"
+                        + " or not a class-label file");
             classes = Math.max(classes, l + 1);
         }
+        float[] px = images.data();
+        for (int i = 0; i < px.length; i++)
+            if (!Float.isFinite(px[i]))
+                throw new IOException(img + ": pixel " + i + " of the images is " + px[i] + "; images must hold finite values (0..255)");
         return new ImageDataset(dir.getFileName() + "/" + split, images.data(), labels, 1, s[1], s[2], Math.max(classes, 10));
     }
 

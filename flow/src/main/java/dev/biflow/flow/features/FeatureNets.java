@@ -110,6 +110,7 @@ public final class FeatureNets {
         } catch (IllegalArgumentException e) {
             throw new IllegalArgumentException(path + " does not fit its own config " + cfg.toJson() + ": " + e.getMessage(), e);
         }
+        dev.biflow.flow.model.Checkpoints.checkFinite(path, state);
         net.eval();
         net.requiresGrad(false);
         return new Loaded(net, Map.copyOf(meta));

@@ -25,11 +25,52 @@ public final class Checkpoints {
 
     /** Writes the model's state dict, config and any extra metadata, atomically. */
     public static void save(TarFlow model, Path path, Map<String, String> extra) throws IOException {
+        Safetensors.write(path, model.stateDict(), metadata(model, extra));
+    }
+
+    /** The bytes {@link #save} writes (extra metadata in its map's iteration order, then config and kind). */
+    public static byte[] toBytes(TarFlow model, Map<String, String> extra) {
+        return Safetensors.toBytes(model.stateDict(), metadata(model, extra));
+    }
+
+    private static Map<String, String> metadata(TarFlow model, Map<String, String> extra) {
         Map<String, String> meta = new LinkedHashMap<>();
         if (extra != null) meta.putAll(extra);
         meta.put(CONFIG_KEY, model.config.toJson());
         meta.put(KIND_KEY, "tarflow");
-        Safetensors.write(path, model.stateDict(), meta);
+        return meta;
+    }
+
+    private static volatile boolean allowNonFinite;
+
+    /**
+     * Whether loaders accept weights with NaN or infinite values (default false: such a checkpoint
+     * is refused). The CLI's {@code --allow-nonfinite} sets it, for debugging broken checkpoints.
+     */
+    public static void setAllowNonFinite(boolean allow) { allowNonFinite = allow; }
+
+    public static boolean allowNonFinite() { return allowNonFinite; }
+
+    /**
+     * Refuses a loaded state dict with NaN/Inf values (unless {@link #setAllowNonFinite}): a
+     * one-line error naming the file, the tensor and the count.
+     */
+    public static void checkFinite(Path path, Map<String, Tensor> state) {
+        if (allowNonFinite) return;
+        for (var e : state.entrySet()) {
+            float[] d = e.getValue().data();
+            int nan = 0, inf = 0, first = -1;
+            for (int i = 0; i < d.length; i++) {
+                if (Float.isNaN(d[i])) nan++;
+                else if (Float.isInfinite(d[i])) inf++;
+                else continue;
+                if (first < 0) first = i;
+            }
+            if (first >= 0)
+                throw new IllegalArgumentException(path + ": tensor '" + e.getKey() + "' has " + nan + " NaN and " + inf
+                        + " infinite values (the first at index " + first + "); the weights are broken (a diverged run?): use an earlier"
+                        + " checkpoint, or pass --allow-nonfinite to load it anyway for debugging");
+        }
     }
 
     /** Loads a TarFlow whose config is in the file's metadata. */
@@ -64,6 +105,7 @@ public final class Checkpoints {
         } catch (IllegalArgumentException e) {
             throw new IllegalArgumentException(path + " does not fit the model config " + cfg.toJson() + ": " + e.getMessage(), e);
         }
+        checkFinite(path, state);
         return model;
     }
 }

@@ -49,6 +49,7 @@ public final class CouplingCheckpoints {
         } catch (IllegalArgumentException e) {
             throw new IllegalArgumentException(path + " does not fit the coupling config " + cfg.toJson() + ": " + e.getMessage(), e);
         }
+        Checkpoints.checkFinite(path, state);
         return flow;
     }
 }

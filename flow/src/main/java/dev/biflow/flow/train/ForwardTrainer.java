@@ -1,13 +1,11 @@
 // Maximum-likelihood training of the forward flow F (stage 1 of BiFlow), with resumable checkpoints.
 package dev.biflow.flow.train;
 
-import dev.biflow.engine.Arena;
 import dev.biflow.engine.Grad;
 import dev.biflow.engine.Rng;
 import dev.biflow.engine.Tensor;
 import dev.biflow.engine.optim.AdamW;
 import dev.biflow.engine.optim.Ema;
-import dev.biflow.engine.optim.LrSchedule;
 import dev.biflow.flow.data.ImageDataset;
 import dev.biflow.flow.model.Checkpoints;
 import dev.biflow.flow.model.TarFlow;
@@ -15,15 +13,19 @@ import dev.biflow.flow.model.TarFlow;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.function.BooleanSupplier;
 
 /**
  * Trains a TarFlow on an image dataset: x + sigma * eps, label dropout, loss
  * 0.5 mean(z^2) - mean(logdet), AdamW with warm-up + cosine, optional clipping and EMA, and the
- * running prior variance. Non-finite steps are skipped and counted. Checkpoints (model file +
- * training-state file) are written atomically every K steps; {@link #resume} continues a run
- * exactly (same parameters as an uninterrupted run, single-threaded).
+ * running prior variance. Non-finite steps are skipped and counted ({@link TrainLoop}). Checkpoints
+ * (model file, training-state file, EMA file) are committed as one unit ({@link RunCheckpoint})
+ * every K steps; {@link #resume} checks them and continues a run exactly (same parameters as an
+ * uninterrupted run, single-threaded).
  */
 public final class ForwardTrainer {
     /** Per-step report. */
@@ -47,12 +49,11 @@ public final class ForwardTrainer {
     private final List<Tensor> params;
     private final AdamW opt;
     private final Ema ema;
-    private final LrSchedule schedule;
     private final Rng rng;
-    private long step;
+    private final TrainLoop loop;
+    private Listener listener = new Listener() {};
     private int[] order;
     private int cursor;
-    private Path lastGood;
 
     public ForwardTrainer(TarFlow model, ImageDataset data, TrainConfig cfg, Path dir) {
         if (model.config.inChannels() != data.channels || model.config.imgSize() != data.height || data.height != data.width)
@@ -67,12 +68,17 @@ public final class ForwardTrainer {
         this.params = model.parameters();
         this.opt = new AdamW(params, cfg.lr(), cfg.beta1(), cfg.beta2(), 1e-8, cfg.weightDecay());
         this.ema = cfg.emaDecay() > 0 ? new Ema(params, cfg.emaDecay()) : null;
-        this.schedule = LrSchedule.warmupCosine(cfg.lr(), cfg.minLr(), cfg.warmupSteps(), cfg.steps());
+        if (data.n < 1) throw new IllegalArgumentException("dataset " + data.name + " has no images to train on");
         this.rng = new Rng(cfg.seed());
         this.order = rng.permutation(data.n);
+        this.loop = new TrainLoop(cfg, params, opt, ema, dir, MODEL_FILE, new TrainLoop.Body() {
+            @Override public GuardedStep.Outcome step(long step, double lr, GuardedStep guard) { return ForwardTrainer.this.step(step, lr, guard); }
+            @Override public List<RunCheckpoint.Part> parts() { return ForwardTrainer.this.parts(); }
+            @Override public void checkpointed(long step) { listener.onCheckpoint(step, dir.resolve(MODEL_FILE)); }
+        });
     }
 
-    public long step() { return step; }
+    public long step() { return loop.step(); }
 
     public Ema ema() { return ema; }
 
@@ -92,82 +98,105 @@ public final class ForwardTrainer {
     public void run(Listener listener) throws IOException { runUntil(cfg.steps(), listener); }
 
     /**
-     * Runs until step {@code stop} (at most cfg.steps) without changing the schedule, then writes
-     * a checkpoint: a run split into pieces equals one run of all the steps.
+     * Runs until cfg.steps or until {@code stopEarly} says so (checked after every step, e.g. a time
+     * limit), then writes a checkpoint; periodic checkpoints as {@code cfg.checkpointEvery} says.
      */
-    public void runUntil(long stop, Listener listener) throws IOException {
-        stop = Math.min(stop, cfg.steps());
-        GuardedStep guard = new GuardedStep(params, opt, ema, cfg);
-        while (step < stop) {
-            long t0 = System.nanoTime();
-            int[] idx = nextBatch();
-            Tensor x = data.batch(idx, ImageDataset.Noise.GAUSSIAN, cfg.sigma(), rng);
-            int[] y = null;
-            if (model.config.conditional()) {
-                y = data.labelsOf(idx);
-                for (int i = 0; i < y.length; i++) if (rng.nextDouble() < cfg.labelDropout()) y[i] = -1;
-            }
-            double lr = schedule.at(step);
-            opt.setLr(lr);
-            opt.zeroGrad();
-            double lv;
-            GuardedStep.Outcome o;
-            // the step's activations and gradients come from reused arrays (Arena), handed back at the end of the step
-            try (Arena ws = Arena.open()) {
-                TarFlow.Forward f = model.forward(x, y);
-                Tensor loss = TarFlow.loss(f);
-                lv = loss.item();
-                // the running prior variance follows only applied steps
-                o = guard.apply(loss, lv, () -> {
-                    try (var ng = Grad.noGrad()) {
-                        model.updatePrior(f.z());
-                    }
-                });
-            }
-            step++;
-            listener.onStep(new StepStats(step, lv, lr, o.gradNorm(), !o.applied(), o.badInARow(), (System.nanoTime() - t0) / 1e9));
-            if (guard.checkpointDue(o, step, lastGood) && dir != null) {
-                checkpoint();
-                listener.onCheckpoint(step, dir.resolve(MODEL_FILE));
-            }
-        }
-        if (dir != null) {
-            checkpoint();
-            listener.onCheckpoint(step, dir.resolve(MODEL_FILE));
-        }
+    public void run(Listener listener, BooleanSupplier stopEarly) throws IOException {
+        this.listener = listener;
+        loop.runUntil(cfg.steps(), stopEarly);
     }
 
-    /** Writes the model (loadable by {@link Checkpoints}) and the training state, each atomically. */
-    public void checkpoint() throws IOException {
-        Files.createDirectories(dir);
-        // state first, model last: a model file never points at a newer state than exists
-        TrainingState.capture(opt, ema, rng, step, cursor, order).write(dir.resolve(STATE_FILE));
+    /**
+     * Runs until step {@code stop} (at most cfg.steps) without changing the schedule, then writes
+     * a checkpoint: a run split into pieces equals one run of all the steps. The divergence guard's
+     * count carries over from one call to the next.
+     */
+    public void runUntil(long stop, Listener listener) throws IOException {
+        this.listener = listener;
+        loop.runUntil(stop, null);
+    }
+
+    private GuardedStep.Outcome step(long next, double lr, GuardedStep guard) {
+        long t0 = System.nanoTime();
+        int[] idx = nextBatch();
+        Tensor x = data.batch(idx, ImageDataset.Noise.GAUSSIAN, cfg.sigma(), rng);
+        int[] y = null;
+        if (model.config.conditional()) {
+            y = data.labelsOf(idx);
+            for (int i = 0; i < y.length; i++) if (rng.nextDouble() < cfg.labelDropout()) y[i] = -1;
+        }
+        TarFlow.Forward f = model.forward(x, y);
+        Tensor loss = TarFlow.loss(f);
+        double lv = loss.item();
+        // the running prior variance follows only applied steps
+        GuardedStep.Outcome o = guard.apply(loss, lv, () -> {
+            try (var ng = Grad.noGrad()) {
+                model.updatePrior(f.z());
+            }
+        });
+        listener.onStep(new StepStats(next, lv, lr, o.gradNorm(), !o.applied(), o.badInARow(), (System.nanoTime() - t0) / 1e9));
+        return o;
+    }
+
+    /** The parts of a checkpoint: model, training state, and (with EMA) the EMA weights, in that order. */
+    private List<RunCheckpoint.Part> parts() {
+        long step = loop.step();
+        List<RunCheckpoint.Part> parts = new ArrayList<>();
+        parts.add(new RunCheckpoint.Part(MODEL_FILE, Checkpoints.toBytes(model, Map.of("step", Long.toString(step)))));
+        parts.add(new RunCheckpoint.Part(STATE_FILE, TrainingState.capture(opt, ema, rng, step, cursor, order).toBytes()));
         if (ema != null) {
             ema.swap(); // the EMA weights into the model, saved, then swapped back
             try {
-                Checkpoints.save(model, dir.resolve(EMA_FILE), Map.of("step", Long.toString(step), "ema_decay", Double.toString(cfg.emaDecay())));
+                parts.add(new RunCheckpoint.Part(EMA_FILE, Checkpoints.toBytes(model, emaMetadata(step, cfg.emaDecay()))));
             } finally {
                 ema.swap();
             }
         }
-        Checkpoints.save(model, dir.resolve(MODEL_FILE), Map.of("step", Long.toString(step)));
-        lastGood = dir.resolve(MODEL_FILE);
+        return parts;
     }
 
-    /** Restores model, optimizer, EMA, RNG and data position from a run folder written by {@link #checkpoint}. */
+    /** The EMA file's metadata, in a fixed order (the file's bytes must not depend on the JVM run). */
+    static Map<String, String> emaMetadata(long step, double decay) {
+        Map<String, String> m = new LinkedHashMap<>();
+        m.put("step", Long.toString(step));
+        m.put("ema_decay", Double.toString(decay));
+        return m;
+    }
+
+    /** The files a checkpoint of this trainer has. */
+    private List<String> partNames() { return ema != null ? List.of(MODEL_FILE, STATE_FILE, EMA_FILE) : List.of(MODEL_FILE, STATE_FILE); }
+
+    /**
+     * Writes the model (loadable by {@link Checkpoints}), the training state and the EMA weights as
+     * one checkpoint ({@link RunCheckpoint}); refuses non-finite weights.
+     */
+    public void checkpoint() throws IOException { loop.checkpoint(); }
+
+    /**
+     * Restores model, optimizer, EMA, RNG, data position and the divergence counters from a run
+     * folder written by {@link #checkpoint}, after checking that its parts form one checkpoint.
+     */
     public void resume(Path from) throws IOException {
         Path mf = from.resolve(MODEL_FILE), sf = from.resolve(STATE_FILE);
-        if (!Files.exists(mf) || !Files.exists(sf))
-            throw new IOException("cannot resume from " + from + ": it needs " + MODEL_FILE + " and " + STATE_FILE + " written by a training run");
+        RunCheckpoint.Manifest m = RunCheckpoint.open(from, partNames());
+        if (m == null) {
+            if (!Files.exists(mf) || !Files.exists(sf))
+                throw new IOException("cannot resume from " + from + ": it needs " + MODEL_FILE + " and " + STATE_FILE + " written by a training run");
+        }
         TarFlow saved = Checkpoints.loadTarFlow(mf);
         if (!saved.config.equals(model.config))
             throw new IllegalArgumentException("cannot resume: checkpoint config " + saved.config.toJson() + " differs from " + model.config.toJson());
-        model.loadStateDict(saved.stateDict(), true);
         TrainingState s = TrainingState.read(sf);
+        long step = RunCheckpoint.checkSteps(from, m, sf, s.step(), ema != null ? List.of(mf, from.resolve(EMA_FILE)) : List.of(mf));
+        if (s.order().length != data.n)
+            throw new IllegalArgumentException("cannot resume: " + sf + " has a data order over " + s.order().length + " examples, this dataset has " + data.n);
+        model.loadStateDict(saved.stateDict(), true);
         s.restore(opt, ema, rng);
-        step = s.step();
         cursor = s.cursor();
         order = s.order();
-        lastGood = mf;
+        loop.restore(step, m != null ? m.skipped() : 0, m != null ? m.badInARow() : 0, mf);
     }
+
+    /** Skipped steps of the whole run so far (resumed sessions included). */
+    public long skipped() { return loop.skipped(); }
 }

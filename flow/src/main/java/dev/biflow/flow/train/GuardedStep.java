@@ -16,8 +16,10 @@ import java.util.List;
  * otherwise the gradients are clipped (when {@code cfg.gradClip() > 0}), the optimizer steps, the
  * EMA follows, and the caller's own after-step work runs. Gradients are cleared either way.
  *
- * <p>The count of bad steps in a row belongs to one {@code runUntil} call: a trainer makes a new
- * GuardedStep at the start of each, as it used to reset a local counter.
+ * <p>The count of bad steps in a row belongs to the whole run: {@link TrainLoop} holds one
+ * GuardedStep for all its {@code runUntil} calls and restores the count on resume, so the stop
+ * fires whatever the checkpoint interval (a new counter per slice never reached the limit when
+ * {@code checkpointEvery <= maxBadSteps}).
  */
 public final class GuardedStep {
     /** What happened: whether the update was applied, the gradient norm before clipping (NaN when the loss was not finite), bad steps in a row. */
@@ -35,6 +37,15 @@ public final class GuardedStep {
         this.opt = opt;
         this.ema = ema;
         this.cfg = cfg;
+    }
+
+    /** Bad steps in a row now. */
+    public int badInARow() { return bad; }
+
+    /** Restores the count of bad steps in a row (on resume). */
+    public void setBadInARow(int n) {
+        if (n < 0) throw new IllegalArgumentException("bad steps in a row must be >= 0, got " + n);
+        bad = n;
     }
 
     /**

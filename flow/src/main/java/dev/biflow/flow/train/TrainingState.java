@@ -49,17 +49,28 @@ public record TrainingState(Map<String, Tensor> opt, Map<String, Tensor> ema, lo
 
     /** Writes the state file atomically (Safetensors.write). */
     public void write(Path file) throws IOException {
+        Safetensors.write(file, tensors(), metadata());
+    }
+
+    /** The bytes {@link #write} puts in the file. */
+    public byte[] toBytes() { return Safetensors.toBytes(tensors(), metadata()); }
+
+    private Map<String, Tensor> tensors() {
         Map<String, Tensor> tensors = new LinkedHashMap<>();
         for (var e : opt.entrySet()) tensors.put(OPT_PREFIX + e.getKey(), e.getValue());
         for (var e : ema.entrySet()) tensors.put(EMA_PREFIX + e.getKey(), e.getValue());
+        float[] ord = new float[order.length];
+        for (int i = 0; i < ord.length; i++) ord[i] = order[i]; // exact below 2^24 examples
+        tensors.put(ORDER_KEY, Tensor.of(ord, ord.length));
+        return tensors;
+    }
+
+    private Map<String, String> metadata() {
         Map<String, String> meta = new LinkedHashMap<>();
         meta.put(STEP_KEY, Long.toString(step));
         meta.put(CURSOR_KEY, Integer.toString(cursor));
         meta.put(RNG_KEY, rng[0] + "," + rng[1] + "," + rng[2]);
-        float[] ord = new float[order.length];
-        for (int i = 0; i < ord.length; i++) ord[i] = order[i]; // exact below 2^24 examples
-        tensors.put(ORDER_KEY, Tensor.of(ord, ord.length));
-        Safetensors.write(file, tensors, meta);
+        return meta;
     }
 
     /** Reads a file written by {@link #write} (or by either trainer before this class existed: same layout). */
@@ -70,14 +81,43 @@ public record TrainingState(Map<String, Tensor> opt, Map<String, Tensor> ema, lo
             if (en.getKey().startsWith(OPT_PREFIX)) o.put(en.getKey().substring(OPT_PREFIX.length()), en.getValue());
             else if (en.getKey().startsWith(EMA_PREFIX)) e.put(en.getKey().substring(EMA_PREFIX.length()), en.getValue());
         }
-        String[] r = c.metadata().get(RNG_KEY).split(",");
-        long[] rs = {Long.parseLong(r[0]), Long.parseLong(r[1]), Long.parseLong(r[2])};
-        long step = Long.parseLong(c.metadata().get(STEP_KEY));
-        int cursor = Integer.parseInt(c.metadata().get(CURSOR_KEY));
+        String[] r = need(c, file, RNG_KEY).split(",");
+        long[] rs = new long[3];
+        if (r.length != 3) throw damaged(file, "its '" + RNG_KEY + "' metadata is not three comma-separated integers");
+        long step;
+        int cursor;
+        try {
+            for (int i = 0; i < 3; i++) rs[i] = Long.parseLong(r[i].trim());
+            step = Long.parseLong(need(c, file, STEP_KEY));
+            cursor = Integer.parseInt(need(c, file, CURSOR_KEY));
+        } catch (NumberFormatException ex) {
+            throw damaged(file, "its metadata " + c.metadata() + " holds a value that is not an integer");
+        }
+        if (!c.tensors().containsKey(ORDER_KEY)) throw damaged(file, "it has no '" + ORDER_KEY + "' tensor");
         float[] ord = c.tensor(ORDER_KEY).data();
         int[] order = new int[ord.length];
-        for (int i = 0; i < ord.length; i++) order[i] = (int) ord[i];
+        boolean[] seen = new boolean[ord.length];
+        for (int i = 0; i < ord.length; i++) {
+            float v = ord[i];
+            if (!(v >= 0 && v < ord.length && v == Math.rint(v)) || seen[(int) v])
+                throw damaged(file, "'" + ORDER_KEY + "' is not a permutation of 0.." + (ord.length - 1) + " (value " + v + " at index " + i + ")");
+            seen[(int) v] = true;
+            order[i] = (int) v;
+        }
+        if (step < 0 || cursor < 0 || cursor > order.length)
+            throw damaged(file, "step " + step + " / cursor " + cursor + " are outside [0, ...] / [0, " + order.length + "]");
         return new TrainingState(o, e, rs, step, cursor, order);
+    }
+
+    private static String need(Safetensors.Contents c, Path file, String key) throws IOException {
+        String v = c.metadata().get(key);
+        if (v == null) throw damaged(file, "it has no '" + key + "' metadata");
+        return v;
+    }
+
+    private static IOException damaged(Path file, String what) {
+        return new IOException(file + " is not a valid training state: " + what + "; it is damaged or not written by a training run"
+                + " (resume from an intact run folder, or start a new run from its settings)");
     }
 
     /**

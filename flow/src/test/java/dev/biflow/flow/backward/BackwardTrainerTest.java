@@ -250,6 +250,52 @@ class BackwardTrainerTest {
         for (Tensor p : g.parameters()) for (float v : p.data()) assertTrue(Float.isFinite(v));
     }
 
+    /** G's loop is F's (TrainLoop): the count of bad steps survives slices shorter than the limit. */
+    @Test
+    void theStopFiresWhenSlicesAreShorterThanTheLimit(@TempDir Path tmp) throws IOException {
+        FrozenFlow ff = FrozenFlow.of(Fixtures.trainedFlow());
+        ImageDataset good = Fixtures.images(16, 5);
+        float[] px = good.pixels.clone();
+        java.util.Arrays.fill(px, Float.NaN);
+        ImageDataset bad = new ImageDataset("nan", px, good.labels, 1, 8, 8, 3);
+        BackwardTrainer t = new BackwardTrainer(ff, new BiFlowModel(Fixtures.gConfig(), new Rng(1)), bad,
+                Fixtures.train(50).withCheckpointEvery(1).withMaxBadSteps(3), List.of(), tmp);
+        List<BackwardTrainer.StepStats> seen = new ArrayList<>();
+        TrainingDivergedException e = assertThrows(TrainingDivergedException.class, () -> {
+            while (t.step() < 50) t.runUntil(t.step() + 1, new BackwardTrainer.Listener() {
+                @Override public void onStep(BackwardTrainer.StepStats s) { seen.add(s); }
+            });
+        });
+        assertEquals(3, seen.size());
+        assertTrue(e.getMessage().contains("3 steps in a row"), e.getMessage());
+    }
+
+    @Test
+    void nonFiniteWeightsAreNeverCheckpointed(@TempDir Path tmp) throws IOException {
+        FrozenFlow ff = FrozenFlow.of(Fixtures.trainedFlow());
+        BiFlowModel g = new BiFlowModel(Fixtures.gConfig(), new Rng(1));
+        BackwardTrainer t = new BackwardTrainer(ff, g, Fixtures.images(16, 5), Fixtures.train(4).withCheckpointEvery(2).withMaxBadSteps(100).withEma(0.9),
+                List.of(), tmp);
+        t.runUntil(2, QUIET);
+        byte[] good = Files.readAllBytes(tmp.resolve(BackwardTrainer.MODEL_FILE)), goodEma = Files.readAllBytes(tmp.resolve(BackwardTrainer.EMA_FILE));
+        g.parameters().get(1).data()[0] = Float.POSITIVE_INFINITY;
+        TrainingDivergedException e = assertThrows(TrainingDivergedException.class, () -> t.run(QUIET));
+        assertTrue(e.getMessage().contains("infinite") && e.getMessage().contains("no checkpoint was written"), e.getMessage());
+        assertArrayEquals(good, Files.readAllBytes(tmp.resolve(BackwardTrainer.MODEL_FILE)));
+        assertArrayEquals(goodEma, Files.readAllBytes(tmp.resolve(BackwardTrainer.EMA_FILE)));
+        // and a NaN checkpoint made by hand is refused by the loader, with a way to load it anyway
+        BackwardCheckpoints.save(g, tmp.resolve("broken.safetensors"), null);
+        IllegalArgumentException le = assertThrows(IllegalArgumentException.class, () -> BackwardCheckpoints.read(tmp.resolve("broken.safetensors")));
+        assertTrue(le.getMessage().contains("broken.safetensors") && le.getMessage().contains("1 infinite") && le.getMessage().contains("--allow-nonfinite"),
+                le.getMessage());
+        dev.biflow.flow.model.Checkpoints.setAllowNonFinite(true);
+        try {
+            assertNotNull(BackwardCheckpoints.read(tmp.resolve("broken.safetensors")));
+        } finally {
+            dev.biflow.flow.model.Checkpoints.setAllowNonFinite(false);
+        }
+    }
+
     @Test
     void badTrainingInputsAreRejected() {
         TarFlow f = Fixtures.trainedFlow();

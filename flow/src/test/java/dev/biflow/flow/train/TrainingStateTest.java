@@ -133,4 +133,30 @@ class TrainingStateTest {
         assertTrue(s.ema().isEmpty());
         s.restore(new AdamW(run.params(), 1e-2, 0.9, 0.95, 1e-8, 1e-4), null, new Rng(9)); // no EMA to load: fine
     }
+
+    /** A state file with a piece missing or wrong: an IOException naming the file and the piece, never an NPE or a silent bad order. */
+    @Test
+    void aDamagedStateFileIsAClearError(@TempDir Path tmp) throws IOException {
+        Run run = trained(false);
+        Path f = tmp.resolve("s.safetensors");
+        TrainingState.capture(run.opt(), null, new Rng(1), 5, 1, new int[]{2, 0, 1}).write(f);
+        Safetensors.Contents c = Safetensors.read(f);
+        record Case(String what, Map<String, String> meta, float[] order) {}
+        Map<String, String> noRng = new LinkedHashMap<>(c.metadata());
+        noRng.remove("rng");
+        Map<String, String> badRng = new LinkedHashMap<>(c.metadata());
+        badRng.put("rng", "1,2");
+        Map<String, String> badCursor = new LinkedHashMap<>(c.metadata());
+        badCursor.put("cursor", "9");
+        for (Case k : List.of(new Case("no 'rng' metadata", noRng, null), new Case("three comma-separated", badRng, null),
+                new Case("not a permutation", c.metadata(), new float[]{2, 2, 1}), new Case("not a permutation", c.metadata(), new float[]{0, 1, 3}),
+                new Case("not a permutation", c.metadata(), new float[]{0, 1.5f, 2}), new Case("cursor 9", badCursor, null))) {
+            Map<String, Tensor> t = new LinkedHashMap<>(c.tensors());
+            if (k.order() != null) t.put("data_order", Tensor.of(k.order(), 3));
+            Path bad = tmp.resolve("bad.safetensors");
+            Safetensors.write(bad, t, k.meta());
+            IOException e = assertThrows(IOException.class, () -> TrainingState.read(bad));
+            assertTrue(e.getMessage().contains(bad.toString()) && e.getMessage().contains(k.what()), e.getMessage());
+        }
+    }
 }
