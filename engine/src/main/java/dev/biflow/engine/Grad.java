@@ -27,6 +27,18 @@ public final class Grad {
     public interface Buffers {
         /** The buffer to add the gradient of t into (zero-initialised on first use), or null if t needs none. */
         float[] of(Tensor t);
+
+        /**
+         * Adds gOut (the closure's own output gradient, same length as t) to t's gradient. When t is an
+         * intermediate tensor with no gradient yet, the sweep hands gOut over as t's gradient instead of
+         * zero-filling a buffer and adding into it (residual adds and reshapes pass their gradient on
+         * unchanged). The closure must not write into gOut, and must read it only before writing into
+         * any other input's buffer.
+         */
+        default void add(Tensor t, float[] gOut) {
+            float[] d = of(t);
+            if (d != null) Ops.addInto(1f, gOut, d);
+        }
     }
 
     static final class Node {
@@ -126,6 +138,9 @@ public final class Grad {
 
     private static final Tensor[] NO_INPUTS = new Tensor[0];
 
+    /** Off only in a test that compares against plain accumulation. */
+    static boolean HAND_OVER = true;
+
     /**
      * One reverse sweep. With targets == null, every tensor that needs a gradient gets one and
      * leaves accumulate into .grad. With targets, gradients go into the returned map only, and
@@ -153,20 +168,42 @@ public final class Grad {
         }
         grads.put(root, seed.clone());
         final IdentityHashMap<Tensor, Boolean> tsF = ts, neededF = needed;
-        Buffers buffers = t -> {
-            if (tsF != null) {
-                // a target reached through a tensor that needs no gradient (data x in grad_x) still gets one
-                if (!neededF.containsKey(t) && !tsF.containsKey(t)) return null;
+        final class SweepBuffers implements Buffers {
+            /** The gradient of the node being run, and whether it has been handed to one of its inputs. */
+            float[] current;
+            boolean handedOver;
+
+            @Override
+            public float[] of(Tensor t) {
+                if (tsF != null) {
+                    // a target reached through a tensor that needs no gradient (data x in grad_x) still gets one
+                    if (!neededF.containsKey(t) && !tsF.containsKey(t)) return null;
+                    return grads.computeIfAbsent(t, k -> Arena.floats(k.data.length));
+                }
+                if (!t.needsGrad()) return null;
+                if (t.node == null) {
+                    // a leaf: accumulate straight into its .grad
+                    if (t.grad == null) t.grad = t.freshGrad();
+                    return t.grad;
+                }
                 return grads.computeIfAbsent(t, k -> Arena.floats(k.data.length));
             }
-            if (!t.needsGrad()) return null;
-            if (t.node == null) {
-                // a leaf: accumulate straight into its .grad
-                if (t.grad == null) t.grad = t.freshGrad();
-                return t.grad;
+
+            @Override
+            public void add(Tensor t, float[] gOut) {
+                // hand over: the node's gradient is dropped after its closure runs, so an intermediate input without a
+                // gradient yet can take the array itself; leaves keep their own .grad (it outlives the sweep), targets
+                // of Grad.grad are copied out anyway, and the array goes to one input only
+                boolean wanted = tsF == null ? t.needsGrad() : neededF.containsKey(t) || tsF.containsKey(t);
+                if (HAND_OVER && gOut == current && !handedOver && wanted && t.node != null && gOut.length == t.data.length && !grads.containsKey(t)) {
+                    grads.put(t, gOut);
+                    handedOver = true;
+                    return;
+                }
+                Buffers.super.add(t, gOut);
             }
-            return grads.computeIfAbsent(t, k -> Arena.floats(k.data.length));
-        };
+        }
+        SweepBuffers buffers = new SweepBuffers();
         for (int i = order.size() - 1; i >= 0; i--) {
             Tensor t = order.get(i);
             if (t.node == null) {
@@ -179,6 +216,8 @@ public final class Grad {
             if (runs != null && !runs.containsKey(t)) continue;
             float[] g = grads.get(t);
             if (g == null) continue;
+            buffers.current = g;
+            buffers.handedOver = ts != null && ts.containsKey(t); // a target's gradient is returned: never handed on
             t.node.fn.apply(g, buffers);
             if (ts == null || !ts.containsKey(t)) grads.remove(t); // free as we go
         }

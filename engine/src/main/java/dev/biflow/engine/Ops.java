@@ -69,6 +69,18 @@ public final class Ops {
         Tensor r = new Tensor(out, os);
         boolean same = Arrays.equals(a.shape, b.shape);
         return Grad.record(r, name, (g, buf) -> {
+            if (same && (op == Bin.ADD || op == Bin.SUB)) {
+                // the residual add: a's gradient is g itself (handed over when a has none yet), b's is +-g
+                if (op == Bin.SUB) {
+                    float[] gb = buf.of(b);
+                    if (gb != null) addInto(-1f, g, gb);
+                    buf.add(a, g);
+                } else {
+                    buf.add(a, g);
+                    buf.add(b, g);
+                }
+                return;
+            }
             float[] ga = buf.of(a), gb = buf.of(b);
             if (same && (op == Bin.MUL || op == Bin.DIV)) {
                 // equal shapes (the common case): no broadcast temporaries, one pass per input;
@@ -250,7 +262,7 @@ public final class Ops {
         float[] out = Arena.floats(a.data.length);
         float[] x = a.data;
         Parallel.forRange(out.length, PAR_GRAIN, (lo, hi) -> { for (int i = lo; i < hi; i++) out[i] = x[i] + s; });
-        return Grad.record(new Tensor(out, a.shape.clone()), "add_scalar", (g, buf) -> addInto(1f, g, buf.of(a)), a);
+        return Grad.record(new Tensor(out, a.shape.clone()), "add_scalar", (g, buf) -> buf.add(a, g), a);
     }
 
     public static Tensor mulScalar(Tensor a, float s) {
@@ -690,7 +702,9 @@ public final class Ops {
             float[] gx = buf.of(x), gw = buf.of(w), gb = b == null ? null : buf.of(b);
             if (gx != null) be.sgemm(false, false, n, in, out, 1f, g, 0, ldc, wd, 0, ldx, 1f, gx, 0, ldx);
             if (gw != null) be.sgemm(true, false, out, in, n, 1f, g, 0, ldc, xd, 0, ldx, 1f, gw, 0, ldx);
-            if (gb != null) for (int i = 0; i < n; i++) Vec.axpy(1f, g, i * out, gb, 0, out); // rows in order: deterministic
+            // rows in order per column (deterministic); columns split between threads in whole vectors
+            if (gb != null) Parallel.forRange((out + 15) / 16, Math.max(1, (1 << 16) / Math.max(1, n * 16)),
+                    (lo, hi) -> Vec.addRows(g, n, out, gb, lo * 16, Math.min(out, hi * 16)));
         }, b == null ? new Tensor[]{x, w} : new Tensor[]{x, w, b});
     }
 
@@ -729,7 +743,7 @@ public final class Ops {
         if (Shape.numel(s) != a.data.length)
             throw new IllegalArgumentException("reshape: " + Shape.str(a.shape) + " (" + a.data.length + " elements) cannot become "
                     + Shape.str(s) + " (" + Shape.numel(s) + " elements)");
-        return Grad.record(new Tensor(a.data, s), "reshape", (g, buf) -> addInto(1f, g, buf.of(a)), a);
+        return Grad.record(new Tensor(a.data, s), "reshape", (g, buf) -> buf.add(a, g), a);
     }
 
     /** Reorders axes: out.shape[i] = a.shape[perm[i]]. */

@@ -26,6 +26,48 @@ class AutogradTest {
         assertNull(x.grad());
     }
 
+    /**
+     * Residual adds, add(a, a), sub and reshape hand their output gradient on instead of adding it into a zeroed
+     * buffer (Grad.Buffers.add): the gradients must equal, bit for bit, those of the same graph with the hand-over
+     * switched off (every gradient added into a zeroed buffer), for backward() and for Grad.grad with an
+     * intermediate target; and a function of the same value written with mulScalar(.., 1) agrees to rounding.
+     */
+    @Test
+    void handingGradientsOverGivesTheSameGradientsAsAddingThem() {
+        Rng r = new Rng(3);
+        Tensor x = Tensor.randn(r, 4, 6).requiresGrad(true), w = Tensor.randn(r, 4, 6).requiresGrad(true);
+        java.util.function.BiFunction<Boolean, Tensor[], Tensor> f = (plain, mid) -> {
+            java.util.function.UnaryOperator<Tensor> id = t -> plain ? t : Ops.mulScalar(t, 1f);
+            Tensor h = Ops.tanh(Ops.mul(x, w));
+            mid[0] = h;
+            Tensor h1 = Ops.add(id.apply(h), Ops.sigmoid(h));           // residual: h + f(h)
+            Tensor h2 = Ops.sub(Ops.add(h1, id.apply(h1)), Ops.exp(h));  // add(a, a) and a sub
+            Tensor h3 = Ops.reshape(h2, 6, 4);
+            return Ops.sum(Ops.mul(h3, Ops.reshape(Ops.add(h, w), 6, 4)));
+        };
+        Tensor[] mid = new Tensor[1];
+        float[][] grads = new float[3][];
+        Tensor[][] byGrad = new Tensor[3][];
+        for (int k = 0; k < 3; k++) { // 0: hand-over on, 1: off, 2: the mulScalar form
+            Grad.HAND_OVER = k != 1;
+            try {
+                x.zeroGrad();
+                w.zeroGrad();
+                f.apply(k < 2, mid).backward();
+                float[] both = java.util.Arrays.copyOf(x.gradData(), 48);
+                System.arraycopy(w.gradData(), 0, both, 24, 24);
+                grads[k] = both;
+                byGrad[k] = Grad.grad(f.apply(k < 2, mid), null, mid[0], x);
+            } finally {
+                Grad.HAND_OVER = true;
+            }
+        }
+        assertArrayEquals(grads[1], grads[0], "backward(): d/dx and d/dw");
+        assertArrayEquals(byGrad[1][0].data(), byGrad[0][0].data(), "Grad.grad at the intermediate target h");
+        assertArrayEquals(byGrad[1][1].data(), byGrad[0][1].data(), "Grad.grad at x through the target");
+        assertArrayEquals(grads[1], grads[2], 1e-5f, "the mulScalar form (other summation order)");
+    }
+
     @Test
     void aTensorUsedTwiceGetsBothContributions() {
         Tensor x = Tensor.of(new float[]{0.5f, -1.5f}, 2).requiresGrad(true);

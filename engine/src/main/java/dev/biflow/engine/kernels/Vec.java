@@ -115,6 +115,41 @@ public final class Vec {
         for (; i < n; i++) y[yOff + i] = Math.fma(s, x[xOff + i], y[yOff + i]); // fused like the body, see above
     }
 
+    /**
+     * dst[j] += g[0][j] + g[1][j] + ... + g[rows-1][j] for j in [lo, hi), g (rows, cols) row-major: a bias
+     * gradient. Each column's sum is taken in row order, so the bits equal those of adding the rows one
+     * by one (axpy with 1: fma(1, g, acc) is acc + g rounded once), whatever the column split; four
+     * column vectors are summed at once so that the adds' latency overlaps, each cache line of g is
+     * read once.
+     */
+    public static void addRows(float[] g, int rows, int cols, float[] dst, int lo, int hi) {
+        int j = lo;
+        for (; j + 4 * L <= hi; j += 4 * L) {
+            FloatVector a0 = FloatVector.fromArray(S, dst, j), a1 = FloatVector.fromArray(S, dst, j + L),
+                    a2 = FloatVector.fromArray(S, dst, j + 2 * L), a3 = FloatVector.fromArray(S, dst, j + 3 * L);
+            for (int i = 0, o = j; i < rows; i++, o += cols) {
+                a0 = a0.add(FloatVector.fromArray(S, g, o));
+                a1 = a1.add(FloatVector.fromArray(S, g, o + L));
+                a2 = a2.add(FloatVector.fromArray(S, g, o + 2 * L));
+                a3 = a3.add(FloatVector.fromArray(S, g, o + 3 * L));
+            }
+            a0.intoArray(dst, j);
+            a1.intoArray(dst, j + L);
+            a2.intoArray(dst, j + 2 * L);
+            a3.intoArray(dst, j + 3 * L);
+        }
+        for (; j + L <= hi; j += L) {
+            FloatVector a = FloatVector.fromArray(S, dst, j);
+            for (int i = 0, o = j; i < rows; i++, o += cols) a = a.add(FloatVector.fromArray(S, g, o));
+            a.intoArray(dst, j);
+        }
+        for (; j < hi; j++) {
+            float a = dst[j];
+            for (int i = 0, o = j; i < rows; i++, o += cols) a += g[o];
+            dst[j] = a;
+        }
+    }
+
     /** Sum of x[off .. off+n). */
     public static float sum(float[] x, int off, int n) {
         FloatVector acc = FloatVector.zero(S);
