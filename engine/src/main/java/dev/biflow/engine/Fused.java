@@ -326,39 +326,115 @@ public final class Fused {
     static void attentionBackwardCpu(Backend be, Object saved, float[] g, float[] qd, float[] kd, float[] vd,
                                      float[] gq, float[] gk, float[] gv, int nb, int nh, int tq, int tk, int dh, int dv,
                                      boolean causal, float[] mdat, int[] maskShape, float scale) {
+        HeadLayout ql = new HeadLayout(0, nh * tq * dh, tq * dh, dh), kl = new HeadLayout(0, nh * tk * dh, tk * dh, dh),
+                vl = new HeadLayout(0, nh * tk * dv, tk * dv, dv), ol = new HeadLayout(0, nh * tq * dv, tq * dv, dv);
+        attentionBackwardCpu(be, saved, g, qd, kd, vd, gq, gk, gv, ql, kl, vl, ol, nb, nh, tq, tk, dh, dv, causal, scale);
+    }
+
+    /**
+     * The backward of {@link #attentionCpu} from its saved P, operands in any {@link HeadLayout}s: the gradients
+     * gq, gk, gv are written (added) in the layouts of q, k, v, and g is read in the output's layout.
+     */
+    private static void attentionBackwardCpu(Backend be, Object saved, float[] g, float[] qd, float[] kd, float[] vd,
+                                             float[] gq, float[] gk, float[] gv, HeadLayout ql, HeadLayout kl, HeadLayout vl,
+                                             HeadLayout ol, int nb, int nh, int tq, int tk, int dh, int dv, boolean causal, float scale) {
         if (!(saved instanceof float[] p) || p.length != nb * nh * tq * tk)
             throw new IllegalArgumentException("attentionBackward: saved is not the P of a CPU attentionForward of these sizes");
         int bh = nb * nh;
         long tt = (long) tq * tk;
         int shift = tk - tq;
         int rowsPerBlock = causal ? ATT_ROWS : Math.max(1, tq);
+        int ldq = ql.rowStride(), ldk = kl.rowStride(), ldv = vl.rowStride(), ldo = ol.rowStride();
         boolean outerParallel = bh >= Parallel.threads() || tt * Math.max(dh, dv) < (1L << 16);
         boolean needS = gq != null || gk != null;
         Parallel.RangeBody bwd = (lo, hi) -> {
             float[] dp = needS ? Arena.floats(Math.min(rowsPerBlock, tq) * tk) : null;
             for (int s = lo; s < hi; s++) {
-                int qOff = s * tq * dh, kOff = s * tk * dh, vOff = s * tk * dv, oOff = s * tq * dv;
+                int b = s / nh, h = s % nh;
+                int qOff = ql.of(b, h), kOff = kl.of(b, h), vOff = vl.of(b, h), oOff = ol.of(b, h);
                 for (int r0 = 0; r0 < tq; r0 += rowsPerBlock) {
                     int r1 = Math.min(tq, r0 + rowsPerBlock), m = r1 - r0;
                     int lm = causal ? clamp(r1 - 1 + shift + 1, 0, tk) : tk;
                     if (lm == 0) continue;
                     int pOff = (int) (s * tt) + r0 * tk;
                     // dV += P^T dO
-                    if (gv != null) be.sgemm(true, false, lm, dv, m, 1f, p, pOff, tk, g, oOff + r0 * dv, dv, 1f, gv, vOff, dv);
+                    if (gv != null) be.sgemm(true, false, lm, dv, m, 1f, p, pOff, tk, g, oOff + r0 * ldo, ldo, 1f, gv, vOff, ldv);
                     if (!needS) continue;
                     // dP = dO V^T, then dS = P (dP - rowdot(dP, P)) in place
-                    be.sgemm(false, true, m, lm, dv, 1f, g, oOff + r0 * dv, dv, vd, vOff, dv, 0f, dp, 0, lm);
+                    be.sgemm(false, true, m, lm, dv, 1f, g, oOff + r0 * ldo, ldo, vd, vOff, ldv, 0f, dp, 0, lm);
                     Parallel.forRange(m, grain(lm), (a, z) -> {
                         for (int i = a; i < z; i++) Softmax.softmaxBackwardRowInPlace(p, pOff + i * tk, dp, i * lm, lm);
                     });
                     // S = scale q k^T: dQ += scale dS K, dK += scale dS^T Q
-                    if (gq != null) be.sgemm(false, false, m, dh, lm, scale, dp, 0, lm, kd, kOff, dh, 1f, gq, qOff + r0 * dh, dh);
-                    if (gk != null) be.sgemm(true, false, lm, dh, m, scale, dp, 0, lm, qd, qOff + r0 * dh, dh, 1f, gk, kOff, dh);
+                    if (gq != null) be.sgemm(false, false, m, dh, lm, scale, dp, 0, lm, kd, kOff, ldk, 1f, gq, qOff + r0 * ldq, ldq);
+                    if (gk != null) be.sgemm(true, false, lm, dh, m, scale, dp, 0, lm, qd, qOff + r0 * ldq, ldq, 1f, gk, kOff, ldk);
                 }
             }
         };
         if (outerParallel) Parallel.forRange(bh, 1, bwd);
         else bwd.run(0, bh);
+    }
+
+    /**
+     * Causal or full self-attention straight from a fused qkv projection, with its gradient: qkv (B, T, 3 H Dh)
+     * ([q heads | k heads | v heads] along the last axis) -> (B, T, H Dh), heads merged. q and k are first
+     * multiplied by {@code qkScale} each (TARFlow's split scaling; 1: none) and the logits by {@code scale}.
+     * The same bits, forward and backward, as splitting and permuting to (B, H, T, Dh), scaling q and k with
+     * mulScalar, {@link #attention} and permuting back (a test checks it), without those five copies and
+     * their gradients' copies: on the CPU the kernels read and write the heads where the projection put them.
+     * On another backend it is that composition.
+     */
+    public static Tensor selfAttentionPacked(Tensor qkv, int heads, boolean causal, float qkScale, float scale) {
+        requireRank(qkv, 3, "selfAttentionPacked", "qkv", "(B, T, 3 H Dh)");
+        int nb = qkv.shape[0], t = qkv.shape[1], w = qkv.shape[2];
+        if (heads < 1 || w % (3 * heads) != 0 || w == 0)
+            throw new IllegalArgumentException("selfAttentionPacked: qkv is " + Shape.str(qkv.shape) + ": its last axis must be 3 x heads ("
+                    + heads + ") x head dim");
+        int dh = w / (3 * heads), d = heads * dh;
+        if (Backend.active() != Backend.CPU) {
+            Tensor packed = Ops.permute(Ops.reshape(qkv, nb, t, 3 * heads, dh), 0, 2, 1, 3);
+            Tensor[] qkvs = Ops.chunk(packed, 3, 1);
+            Tensor q = qkvs[0], k = qkvs[1];
+            if (qkScale != 1f) { q = Ops.mulScalar(q, qkScale); k = Ops.mulScalar(k, qkScale); }
+            return Ops.reshape(Ops.permute(attention(q, k, qkvs[2], causal, null, scale), 0, 2, 1, 3), nb, t, d);
+        }
+        float[] src = qkv.data;
+        // (B, T, 3D) with the q and k columns scaled, v as it is: the operands attention reads (mulScalar's rounding)
+        float[] sc = src;
+        if (qkScale != 1f) {
+            float[] scaled = Arena.floats(src.length);
+            int rows = nb * t;
+            Parallel.forRange(rows, Math.max(1, 4096 / w), (lo, hi) -> {
+                for (int r = lo; r < hi; r++) {
+                    Vec.scale(qkScale, src, scaled, r * w, r * w + 2 * d);
+                    System.arraycopy(src, r * w + 2 * d, scaled, r * w + 2 * d, d);
+                }
+            });
+            sc = scaled;
+        }
+        float[] op = sc;
+        boolean grad = Grad.anyNeedsGrad(qkv);
+        float[] out = Arena.floats(nb * t * d);
+        HeadLayout ql = new HeadLayout(0, t * w, dh, w), kl = new HeadLayout(d, t * w, dh, w), vl = new HeadLayout(2 * d, t * w, dh, w),
+                ol = new HeadLayout(0, t * d, dh, d);
+        Object saved = attentionCpu(Backend.CPU, op, op, op, out, ql, kl, vl, ol, nb, heads, t, t, dh, dh, causal, null, null, scale, grad);
+        return Grad.record(new Tensor(out, new int[]{nb, t, d}), "self_attention_packed", (g, buf) -> {
+            float[] gx = buf.of(qkv);
+            if (gx == null) return;
+            // gradients with respect to the scaled operands, in qkv's layout; then through the scaling (mulScalar's
+            // backward: each element once, s * g) into qkv's gradient
+            float[] gs = qkScale == 1f ? gx : Arena.floats(gx.length);
+            attentionBackwardCpu(Backend.CPU, saved, g, op, op, op, gs, gs, gs, ql, kl, vl, ol, nb, heads, t, t, dh, dh, causal, scale);
+            if (gs != gx) {
+                int rows = nb * t;
+                Parallel.forRange(rows, Math.max(1, 4096 / w), (lo, hi) -> {
+                    for (int r = lo; r < hi; r++) {
+                        Vec.axpy(qkScale, gs, gx, r * w, r * w + 2 * d);
+                        Vec.axpy(1f, gs, gx, r * w + 2 * d, r * w + w);
+                    }
+                });
+            }
+        }, qkv);
     }
 
     /** Broadcast strides of a rank-4 mask shape against full (B, H, Tq, Tk); checks that it broadcasts. */

@@ -82,6 +82,16 @@ public class MultiHeadAttention extends Module {
         int b = x.size(0), t = x.size(1);
         if (cache == null && !Grad.enabled()) return inferencePass(x, mask, temperature, null, null);
         Tensor h = norm == null ? x : norm.forward(x);
+        if (cache == null && mask == null) {
+            // training: attention reads the heads where the qkv projection wrote them and writes its gradient there
+            // (the same bits as the split / scale / permute composition below)
+            double s = Math.pow(headDim, -0.25);
+            Tensor qkvOut = Ops.reshape(qkv.forward(h), b, t, 3 * dim); // (B, T, 3D): [q heads | k heads | v heads]
+            Tensor o = scaling == Scaling.SPLIT_QK
+                    ? Fused.selfAttentionPacked(qkvOut, heads, causal, (float) s, 1f / temperature)
+                    : Fused.selfAttentionPacked(qkvOut, heads, causal, 1f, (float) (s * s / temperature));
+            return proj.forward(o); // (B, T, D)
+        }
         Tensor packed = Ops.permute(Ops.reshape(qkv.forward(h), b, t, 3 * heads, headDim), 0, 2, 1, 3); // (B, 3H, T, Dh)
         Tensor[] qkvs = Ops.chunk(packed, 3, 1);
         Tensor q = qkvs[0], k = qkvs[1], v = qkvs[2]; // (B, H, T, Dh)
