@@ -82,8 +82,10 @@ public final class Arena implements AutoCloseable {
     private final Pool pool;
     private final Arena parent;
     private final Thread owner;
-    private final ArrayList<float[]> taken = new ArrayList<>();
+    private final ArrayList<float[]> taken = new ArrayList<>(256);
     private long takenFloats;
+    /** The most floats any scope nested in this one held at once (its own and its nested scopes'). */
+    private long nestedPeak;
     private boolean closed;
 
     private Arena(Pool pool) {
@@ -108,13 +110,25 @@ public final class Arena implements AutoCloseable {
      * when no scope is open on this thread (worker threads of the pool never have one).
      */
     public static float[] floats(int n) {
-        Pool p = POOL.get();
-        Arena a = p.current;
-        if (a == null) return new float[n];
-        float[] r = p.take(n);
+        Arena a = POOL.get().current;
+        return a == null ? new float[n] : a.take(n);
+    }
+
+    /** The innermost scope open on this thread, or null. */
+    public static Arena current() { return POOL.get().current; }
+
+    /**
+     * n zero-filled floats that live as long as this scope, even when called from inside a nested one: for state
+     * made in one scope and filled lazily in the scopes nested in it (a KV cache sized at its first append).
+     */
+    public float[] take(int n) {
+        if (closed) throw new IllegalStateException("Arena: this scope is closed");
+        if (Thread.currentThread() != owner)
+            throw new IllegalStateException("Arena: a scope hands out arrays only on the thread that opened it (" + owner.getName() + ")");
+        float[] r = pool.take(n);
         Arrays.fill(r, 0f);
-        a.taken.add(r);
-        a.takenFloats += n;
+        taken.add(r);
+        takenFloats += n;
         return r;
     }
 
@@ -133,8 +147,10 @@ public final class Arena implements AutoCloseable {
         for (float[] a : taken) pool.give(a);
         taken.clear();
         pool.current = parent;
-        // keep what one more step of this size needs, no more: a larger step once must not pin its memory for good
-        if (parent == null) pool.trim(takenFloats, Integer.MAX_VALUE);
+        // keep what one more scope of this size needs (its arrays and those of its largest nested scope), no more:
+        // a larger step once must not pin its memory for good
+        if (parent != null) parent.nestedPeak = Math.max(parent.nestedPeak, takenFloats + nestedPeak);
+        else pool.trim(takenFloats + nestedPeak, Integer.MAX_VALUE);
     }
 
     // ---------------------------------------------------------------- Scratch's face of the same pool

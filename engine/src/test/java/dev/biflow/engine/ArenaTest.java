@@ -113,6 +113,24 @@ class ArenaTest {
     }
 
     @Test
+    void stateMadeInAScopeAndFilledInANestedOneLivesAsLongAsItsOwnScope() {
+        try (Arena outer = Arena.open()) {
+            assertSame(outer, Arena.current());
+            float[] kept;
+            try (Arena step = Arena.open()) {
+                kept = outer.take(32); // what a KV cache does when it first grows inside a decode step
+                java.util.Arrays.fill(kept, 5f);
+            }
+            try (Arena next = Arena.open()) {
+                float[] t = Arena.floats(32);
+                assertNotSame(kept, t, "the outer scope's array is not handed to the next step");
+                assertEquals(5f, kept[0], "and keeps its values");
+            }
+        }
+        assertNull(Arena.current());
+    }
+
+    @Test
     void zeroGradKeepsTheBufferButAParameterNoGradientReachesIsSkipped() {
         Tensor p = Tensor.ones(3).requiresGrad(true), unused = Tensor.ones(3).requiresGrad(true);
         AdamW opt = new AdamW(List.of(p, unused), 0.1);

@@ -20,10 +20,14 @@ import jdk.incubator.vector.VectorSpecies;
  * MultiHeadAttention} appends the new tokens' k and v, then attends from the new queries only
  * through {@link #attend}, a decode kernel that reads the buffers in place. Each layer needs its
  * own cache, and a guided sampler keeps separate caches for its conditional and unconditional
- * passes (ml-tarflow's {@code which_cache='cond'/'uncond'}).
+ * passes (ml-tarflow's {@code which_cache='cond'/'uncond'}). A cache made inside an {@link dev.biflow.engine.Arena}
+ * scope takes its buffers from that scope (even when it first grows inside a nested one) and must not be used
+ * after the scope closes.
  */
 public final class KVCache {
     private float[] kBuf, vBuf; // keys (B, H, Dh, cap), values (B, H, cap, Dh)
+    /** The Arena scope open where this cache was made (null: none); its buffers live as long as that scope. */
+    private final dev.biflow.engine.Arena owner = dev.biflow.engine.Arena.current();
     private int b, h, dh, cap, len;
 
     /** Tokens cached so far. */
@@ -81,7 +85,10 @@ public final class KVCache {
     private int reserved;
 
     private void grow(int newCap) {
-        float[] nk = new float[b * h * newCap * dh], nv = new float[b * h * newCap * dh];
+        // from the Arena when a scope is open (a sampler's caches then reuse the last sample's arrays: fresh arrays of
+        // tens of MB per call made the exact inverse page-fault its way through a resizing heap, 2-3x slower)
+        float[] nk = owner == null ? new float[b * h * newCap * dh] : owner.take(b * h * newCap * dh),
+                nv = owner == null ? new float[b * h * newCap * dh] : owner.take(b * h * newCap * dh);
         for (int r = 0; r < b * h && len > 0; r++) {
             for (int d = 0; d < dh; d++) System.arraycopy(kBuf, (r * dh + d) * cap, nk, (r * dh + d) * newCap, len);
             System.arraycopy(vBuf, r * cap * dh, nv, r * newCap * dh, len * dh);

@@ -158,12 +158,19 @@ public final class TarFlow extends Module {
         return Tensor.of(out, b, config.inChannels(), config.imgSize(), config.imgSize());
     }
 
-    /** The exact inverse of these rows on the calling thread (grad off here: the mode is per thread). */
+    /**
+     * The exact inverse of these rows on the calling thread (grad off here: the mode is per thread). Its KV caches and
+     * temporaries come from an Arena scope, so a second call reuses the first call's arrays; the tokens are copied out.
+     */
     private Tensor reverseRows(Tensor z, int[] y, Guidance g) {
-        try (var ng = Grad.noGrad()) {
+        Tensor tokens;
+        try (var ng = Grad.noGrad(); Arena whole = Arena.open()) {
             Tensor x = Ops.mul(z, Ops.sqrt(var));
             for (int i = blocks.size() - 1; i >= 0; i--) x = blocks.get(i).reverse(x, y, g);
-            return unpatchify(x);
+            tokens = Tensor.of(x.toArray(), x.shape()); // (B, T, Cp^2), out of the scope's arrays
+        }
+        try (var ng = Grad.noGrad()) {
+            return unpatchify(tokens);
         }
     }
 
