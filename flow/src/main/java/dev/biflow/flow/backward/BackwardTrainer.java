@@ -301,22 +301,21 @@ public final class BackwardTrainer {
      */
     private BiFlowModel.Output cfgForward(Tensor z, int[] yG, float[] w) {
         int b = z.size(0);
-        List<Integer> sel = new ArrayList<>();
-        for (int i = 0; i < b; i++) if (w[i] > 0 && yG != null && yG[i] >= 0) sel.add(i);
-        int m = sel.size();
-        if (m == 0) return model.forward(z, yG, w);
-        int[] selIdx = sel.stream().mapToInt(Integer::intValue).toArray();
+        if (yG == null) return model.forward(z, yG, w);
+        // Every example gets a null-class copy, used only by those with a label and w > 0 (the others combine with
+        // themselves): the batch is 2B every step, not B + (a random count), so a step asks for the same array sizes
+        // each time and its buffers are reused (Arena) instead of about 1.5 GB allocated per step.
         int[] partner = new int[b];
-        for (int i = 0; i < b; i++) partner[i] = i;
-        int[] y2 = new int[b + m];
-        float[] w2 = new float[b + m];
-        for (int i = 0; i < b; i++) { y2[i] = yG == null ? -1 : yG[i]; w2[i] = w[i]; }
-        for (int j = 0; j < m; j++) {
-            y2[b + j] = -1;
-            w2[b + j] = w[selIdx[j]];
-            partner[selIdx[j]] = b + j;
+        int[] y2 = new int[2 * b];
+        float[] w2 = new float[2 * b];
+        for (int i = 0; i < b; i++) {
+            y2[i] = yG[i];
+            w2[i] = w[i];
+            y2[b + i] = -1;
+            w2[b + i] = w[i];
+            partner[i] = w[i] > 0 && yG[i] >= 0 ? b + i : i;
         }
-        Tensor z2 = Ops.concat(0, z, Ops.indexSelect(z, 0, selIdx));
+        Tensor z2 = Ops.concat(0, z, z);
         BiFlowModel.Output all = model.forward(z2, y2, w2);
         float[] wv = w.clone(), inv = new float[b];
         for (int i = 0; i < b; i++) inv[i] = 1f / (1f + w[i]);
