@@ -208,6 +208,9 @@ public final class Idx {
         if (bytes > MAX_BYTES)
             throw new CorruptFileException(src, "dims " + Shape.str(dims) + " of " + type + " describe more than " + MAX_BYTES
                     + " bytes of data, more than this reader supports; the header is corrupt (or split the dataset)");
+        // the raw bytes and their expansion to float32 (or int) values, which every caller makes
+        MemoryBudget.check(src, "IDX data " + Shape.str(dims) + " of " + type + " (" + MemoryBudget.size(bytes) + " on disk"
+                + (src.endsWith(".gz") ? " after decompression" : "") + ", 4 bytes per value in memory)", bytes + bytes / type.size * 4);
         byte[] raw = readUpTo(in, (int) bytes);
         if (raw.length < bytes)
             throw new CorruptFileException(src, "dims " + Shape.str(dims) + " of " + type + " need " + bytes + " bytes of data"

@@ -179,6 +179,7 @@ public final class Safetensors {
             Source src = new FileSource(ch, path.toString());
             Header h = parseHeader(src);
             TensorInfo t = h.tensor(name);
+            MemoryBudget.check(src.name(), "tensor '" + name + "' (" + t.numel() + " " + t.dtype + " values, as float32)", floatBytes(t));
             return Tensor.of(decodeFloats(src, h, t), t.shape);
         }
     }
@@ -195,6 +196,8 @@ public final class Safetensors {
             if (!t.dtype.isInteger())
                 throw new IllegalArgumentException(src.name() + ": tensor '" + name + "' is " + t.dtype
                         + ", not an integer dtype; use readTensor for floating-point tensors");
+            MemoryBudget.check(src.name(), "tensor '" + name + "' (" + t.numel() + " " + t.dtype + " values, as int64)",
+                    t.numel() > Long.MAX_VALUE / 8 ? -1 : t.numel() * 8);
             long[] out = new long[checkedNumel(src, t)];
             forEachChunk(src, h, t, (buf, off, cnt) -> {
                 for (int j = 0; j < cnt; j++) out[off + j] = switch (t.dtype) {
@@ -215,6 +218,9 @@ public final class Safetensors {
 
     private static Contents read(Source src) throws IOException {
         Header h = parseHeader(src);
+        long total = 0;
+        for (TensorInfo t : h.tensors) total = total < 0 || floatBytes(t) < 0 ? -1 : total + floatBytes(t);
+        MemoryBudget.check(src.name(), "loading its " + h.tensors.size() + " tensors as float32", total);
         LinkedHashMap<String, Tensor> tensors = new LinkedHashMap<>();
         for (TensorInfo t : h.tensors) tensors.put(t.name, Tensor.of(decodeFloats(src, h, t), t.shape));
         return new Contents(h, tensors, h.metadata);
@@ -239,6 +245,8 @@ public final class Safetensors {
         if (n < 2)
             throw new CorruptFileException(f, "the JSON header is " + n + " bytes long, too short for a JSON object;"
                     + " the file is corrupt (re-save it)");
+        // the bytes, their String (UTF-16) and the JSON tree: about 5 bytes per header byte
+        MemoryBudget.check(f, "the " + n + "-byte JSON header", 5 * n);
         ByteBuffer hb = ByteBuffer.allocate((int) n);
         src.read(8, hb);
         hb.flip();
@@ -379,6 +387,12 @@ public final class Safetensors {
 
     private static String clip(String s) {
         return s.length() <= 60 ? s : s.substring(0, 57) + "...";
+    }
+
+    /** The bytes of {@code t} decoded to float32; -1 when that overflows a long. */
+    public static long floatBytes(TensorInfo t) {
+        long n = t.numel();
+        return n > Long.MAX_VALUE / 4 ? -1 : n * 4;
     }
 
     private static int checkedNumel(Source src, TensorInfo t) throws CorruptFileException {
