@@ -35,6 +35,10 @@ public final class Main implements Runnable {
         CommandLine cl = new CommandLine(new Main());
         cl.setExecutionStrategy(OptionCheck::execute); // every numeric option finite and in its range, before the command runs
         cl.setExecutionExceptionHandler((ex, cmd, parsed) -> {
+            if (outOfMemory(ex) != null) {
+                cmd.getErr().println(outOfMemoryLine(cmd.getCommandName()));
+                return 3;
+            }
             String msg = ex instanceof java.nio.file.FileSystemException fse ? fileSystemError(fse)
                     : ex.getMessage() == null ? ex.toString() : ex.getMessage();
             cmd.getErr().println("biflow " + cmd.getCommandName() + ": error: " + msg);
@@ -43,7 +47,39 @@ public final class Main implements Runnable {
                     || ex instanceof dev.biflow.flow.train.TrainingDivergedException ? 2 : 1;
         });
         // --config FILE / --resume DIR: the settings file becomes the subcommand's default values, before parsing
-        int rc = ConfigFile.install(cl, args);
-        return rc != 0 ? rc : cl.execute(args);
+        try {
+            int rc = ConfigFile.install(cl, args);
+            return rc != 0 ? rc : cl.execute(args);
+        } catch (OutOfMemoryError e) {
+            String sub = java.util.Arrays.stream(args).filter(cl.getSubcommands()::containsKey).findFirst().orElse("biflow");
+            System.err.println(outOfMemoryLine(sub));
+            return 3;
+        }
+    }
+
+    /** The OutOfMemoryError in ex's cause chain (a worker thread's error arrives wrapped), or null. */
+    static OutOfMemoryError outOfMemory(Throwable ex) {
+        for (Throwable t = ex; t != null; t = t.getCause()) if (t instanceof OutOfMemoryError o) return o;
+        return null;
+    }
+
+    /** Per command, the options that make it need less memory. */
+    private static final java.util.Map<String, String> SMALLER = java.util.Map.ofEntries(
+            java.util.Map.entry("sample", "a smaller --batch (images sampled together)"),
+            java.util.Map.entry("eval", "a smaller --batch or --samples"),
+            java.util.Map.entry("flow", "a smaller --batch (images run together)"),
+            java.util.Map.entry("train-forward", "a smaller --batch"),
+            java.util.Map.entry("train-backward", "a smaller --batch"),
+            java.util.Map.entry("train-features", "a smaller --batch"),
+            java.util.Map.entry("bench", "a smaller --batch"));
+
+    /** One line for an OutOfMemoryError: the heap it had, and what would fix it. */
+    static String outOfMemoryLine(String command) {
+        long max = Runtime.getRuntime().maxMemory();
+        long gb = Math.max(2, 2 * ((max + (1L << 30) - 1) >> 30));
+        String smaller = SMALLER.get(command);
+        return "biflow " + command + ": error: out of memory: the Java heap (" + dev.biflow.engine.io.MemoryBudget.size(max)
+                + ") is too small for this; run with more, e.g. BIFLOW_JAVA_OPTS=-Xmx" + gb + "g ./biflow " + command + " ..."
+                + (smaller != null ? ", or use " + smaller : "");
     }
 }
