@@ -55,7 +55,7 @@ public final class Checkpoints {
      * Refuses a loaded state dict with NaN/Inf values (unless {@link #setAllowNonFinite}): a
      * one-line error naming the file, the tensor and the count.
      */
-    public static void checkFinite(Path path, Map<String, Tensor> state) {
+    public static void checkFinite(Object path, Map<String, Tensor> state) {
         if (allowNonFinite) return;
         for (var e : state.entrySet()) {
             float[] d = e.getValue().data();
@@ -79,7 +79,7 @@ public final class Checkpoints {
      * loaded file, 8 bytes a value): a small file whose config asks for a huge model is a one-line
      * error, not an OutOfMemoryError.
      */
-    public static void checkFits(Path path, Safetensors.Header h, String model, String configJson, double values) {
+    public static void checkFits(Object path, Safetensors.Header h, String model, String configJson, double values) {
         long held = 0;
         for (Safetensors.TensorInfo t : h.tensors()) held += t.numel(); // each bounded by the file's bytes
         if (values > held)
@@ -104,7 +104,17 @@ public final class Checkpoints {
     public static TarFlow loadTarFlow(Path path, TarFlowConfig config) throws IOException {
         if (!Files.exists(path))
             throw new IOException("checkpoint " + path + " does not exist; train one with `biflow train-forward` or check the path");
-        Safetensors.Header h = Safetensors.readHeader(path);
+        return loadTarFlow(path.toString(), Safetensors.readHeader(path), () -> Safetensors.read(path), config);
+    }
+
+    /** Loads a TarFlow from a checkpoint's bytes; {@code source} names it in errors (and for fuzzing). */
+    public static TarFlow loadTarFlow(byte[] bytes, String source) throws IOException {
+        return loadTarFlow(source, Safetensors.readHeader(bytes, source), () -> Safetensors.read(bytes, source), null);
+    }
+
+    private interface Reader { Safetensors.Contents read() throws IOException; }
+
+    private static TarFlow loadTarFlow(String path, Safetensors.Header h, Reader contents, TarFlowConfig config) throws IOException {
         String kind = h.metadata().get(KIND_KEY);
         if (kind != null && !kind.equals("tarflow"))
             throw new IllegalArgumentException(path + " holds a '" + kind + "' model, not a TARFlow forward model");
@@ -114,10 +124,14 @@ public final class Checkpoints {
             if (json == null)
                 throw new IllegalArgumentException(path + " has no 'config' metadata; pass the model's arguments "
                         + "(in_channels, img_size, patch_size, channels, num_blocks, layers_per_block, num_classes)");
-            cfg = TarFlowConfig.fromJson(json);
+            try {
+                cfg = TarFlowConfig.fromJson(json);
+            } catch (IllegalArgumentException e) {
+                throw new IllegalArgumentException(path + ": " + e.getMessage(), e);
+            }
         }
         checkFits(path, h, "TARFlow", cfg.toJson(), cfg.stateValues());
-        Safetensors.Contents c = Safetensors.read(path);
+        Safetensors.Contents c = contents.read();
         TarFlow model = new TarFlow(cfg, new Rng(0));
         Map<String, Tensor> state = new LinkedHashMap<>(c.tensors());
         state.keySet().removeIf(k -> k.endsWith("attn_mask")); // a PyTorch buffer we rebuild from causality
