@@ -29,11 +29,39 @@ public final class Main implements Runnable {
 
     public static void main(String[] args) { System.exit(execute(args)); }
 
+    /**
+     * The message on one line: control characters from file contents or arguments (a key with a
+     * carriage return, say) are shown escaped (\\r, \\n, \\u0007), not printed.
+     */
+    static String oneLine(String msg) {
+        StringBuilder sb = new StringBuilder(msg.length());
+        for (int i = 0; i < msg.length(); i++) {
+            char ch = msg.charAt(i);
+            if (ch == '\n') sb.append("\\n");
+            else if (ch == '\r') sb.append("\\r");
+            else if (ch == '\t') sb.append("\\t");
+            else if (Character.isISOControl(ch) || ch == '\u2028' || ch == '\u2029' || ch == '\u0085') sb.append(String.format("\\u%04x", (int) ch));
+            else sb.append(ch);
+        }
+        return sb.toString();
+    }
+
+    /**
+     * The command line as {@link #execute} runs it: numeric options checked before a command runs,
+     * and no {@code @file} expansion (picocli's default: an argument {@code @x} read the file x as
+     * more arguments, so {@code @/dev/zero} never ended and {@code @.} failed with a stack trace).
+     */
+    static CommandLine commandLine() {
+        CommandLine cl = new CommandLine(new Main());
+        cl.setExpandAtFiles(false);
+        cl.setExecutionStrategy(OptionCheck::execute); // every numeric option finite and in its range, before the command runs
+        return cl;
+    }
+
     /** Runs the command line; user errors print one clear message and give a non-zero exit code. */
     public static int execute(String... args) {
         dev.biflow.flow.model.Checkpoints.setAllowNonFinite(false); // only a command's own --allow-nonfinite turns the check off
-        CommandLine cl = new CommandLine(new Main());
-        cl.setExecutionStrategy(OptionCheck::execute); // every numeric option finite and in its range, before the command runs
+        CommandLine cl = commandLine();
         cl.setExecutionExceptionHandler((ex, cmd, parsed) -> {
             if (outOfMemory(ex) != null) {
                 cmd.getErr().println(outOfMemoryLine(cmd.getCommandName()));
@@ -41,7 +69,7 @@ public final class Main implements Runnable {
             }
             String msg = ex instanceof java.nio.file.FileSystemException fse ? fileSystemError(fse)
                     : ex.getMessage() == null ? ex.toString() : ex.getMessage();
-            cmd.getErr().println("biflow " + cmd.getCommandName() + ": error: " + msg);
+            cmd.getErr().println("biflow " + cmd.getCommandName() + ": error: " + oneLine(msg));
             if (System.getenv("BIFLOW_DEBUG") != null) ex.printStackTrace(cmd.getErr());
             return ex instanceof IllegalArgumentException || ex instanceof java.io.IOException
                     || ex instanceof dev.biflow.flow.train.TrainingDivergedException ? 2 : 1;

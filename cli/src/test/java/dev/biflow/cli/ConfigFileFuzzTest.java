@@ -39,7 +39,7 @@ class ConfigFileFuzzTest {
         Files.write(file, java.util.Arrays.copyOfRange(input, 1, input.length));
         String[] args = resume ? new String[]{command, "--resume", dir.toString(), "--steps", "3"}
                 : new String[]{command, "--config", file.toString()};
-        CommandLine cl = new CommandLine(new Main());
+        CommandLine cl = Main.commandLine();
         StringWriter err = new StringWriter();
         cl.setErr(new PrintWriter(err));
         int rc = ConfigFile.install(cl, args);

@@ -35,7 +35,7 @@ class OptionsFuzzTest {
         int n = data.consumeInt(0, 12);
         for (int i = 0; i < n; i++) args.add(data.consumeString(40));
         String[] a = args.toArray(String[]::new);
-        CommandLine cl = new CommandLine(new Main());
+        CommandLine cl = Main.commandLine();
         StringWriter err = new StringWriter();
         cl.setErr(new PrintWriter(err));
         cl.setOut(new PrintWriter(new StringWriter()));
