@@ -95,27 +95,38 @@ class MemoryLimitsTest {
     }
 
     @Test
-    void aGzipIdxThatExpandsBeyondTheHeapIsRefusedBeforeDecompressing(@TempDir Path tmp) throws Exception {
+    void aGzipIdxThatExpandsBeyondTheBudgetIsRefusedBeforeItIsKept(@TempDir Path tmp) throws Exception {
         Path dir = tmp.resolve("bomb");
         Files.createDirectories(dir);
         TrainSettingsTest.writeSplit(dir, "t10k", 8, 2);
         TrainSettingsTest.writeSplit(dir, "train", 8, 1);
         Files.delete(dir.resolve("train-images-idx3-ubyte"));
-        int n = 2_678_572; // x 28 x 28 = 2.1 GB of pixels, 8.4 GB as floats
+        int n = 20_000; // x 28 x 28 = 15 MB of pixels in a 15 KB gzip; 75 MB as bytes and floats, over a 16 MB budget
         ByteArrayOutputStream bo = new ByteArrayOutputStream();
         try (DataOutputStream d = new DataOutputStream(new GZIPOutputStream(bo))) {
             d.writeInt(0x00000803);
             d.writeInt(n);
             d.writeInt(28);
             d.writeInt(28);
-            d.write(new byte[1 << 20]);
+            d.write(new byte[n * 28 * 28]);
         }
         Path gz = Files.write(dir.resolve("train-images-idx3-ubyte.gz"), bo.toByteArray());
-        System.setProperty(MemoryBudget.PROPERTY, "256m");
+        assertTrue(Files.size(gz) < 100_000);
+        System.setProperty(MemoryBudget.PROPERTY, "16m");
         oneLineError(run(HostileInputsTest.tiny(tmp, "r", "--data", dir.toString())), gz.toString(),
-                "IDX data (2678572, 28, 28) of UBYTE (2.0 GB on disk after decompression, 4 bytes per value in memory) needs 9.8 GB",
-                "BIFLOW_JAVA_OPTS=-Xmx");
+                "IDX data (20000, 28, 28) of UBYTE (15.0 MB on disk after decompression, 4 bytes per value in memory) needs 74.8 MB,"
+                        + " more than the 16.0 MB budget", "BIFLOW_JAVA_OPTS=-Xmx");
+        // the same header with its data cut short is a truncated file, whatever the budget
+        byte[] cut = java.util.Arrays.copyOf(Idx_gunzip(gz), 16 + 1000);
+        Files.write(gz, cut);
+        oneLineError(run(HostileInputsTest.tiny(tmp, "r", "--data", dir.toString())), "need 15680000 bytes of data but the file has only 1000");
         assertFalse(Files.exists(tmp.resolve("r")), "no run folder");
+    }
+
+    static byte[] Idx_gunzip(Path gz) throws IOException {
+        try (var in = new java.util.zip.GZIPInputStream(Files.newInputStream(gz))) {
+            return in.readAllBytes();
+        }
     }
 
     /** sample: any --n in batches, as several grid files when one would be too large; batching does not change the images. */
