@@ -104,7 +104,10 @@ final class Common {
     }
 
     /** "0,1,2" or "all" (one of each class, cycling) for n samples of a model with the given classes. */
-    static int[] labels(String spec, int n, int numClasses) {
+    static int[] labels(String spec, int n, int numClasses) { return labels(spec, 0, n, numClasses); }
+
+    /** Labels {@code from .. from + n - 1} of the sequence {@link #labels(String, int, int)} describes (for batches). */
+    static int[] labels(String spec, long from, int n, int numClasses) {
         if (numClasses == 0) {
             if (spec != null && !spec.equals("none"))
                 throw new IllegalArgumentException("--labels given for an unconditional model; leave it out");
@@ -112,12 +115,12 @@ final class Common {
         }
         int[] y = new int[n];
         if (spec == null || spec.equals("all")) {
-            for (int i = 0; i < n; i++) y[i] = i % numClasses;
+            for (int i = 0; i < n; i++) y[i] = (int) ((from + i) % numClasses);
             return y;
         }
         String[] parts = spec.split(",");
         for (int i = 0; i < n; i++) {
-            String p = parts[i % parts.length].trim();
+            String p = parts[(int) ((from + i) % parts.length)].trim();
             try {
                 y[i] = Integer.parseInt(p);
             } catch (NumberFormatException e) {

@@ -327,7 +327,7 @@ final class ConfigFile implements CommandLine.IDefaultValueProvider {
             else if (resume != null) sub.setDefaultValueProvider(read(Path.of(resume).resolve(FILE_NAME), c.configSchema(), true));
             return 0;
         } catch (IllegalArgumentException | IOException e) {
-            sub.getErr().println("biflow " + sub.getCommandName() + ": error: " + e.getMessage());
+            sub.getErr().println("biflow " + sub.getCommandName() + ": error: " + Main.oneLine(e.getMessage()));
             sub.getErr().flush();
             return 2;
         }

@@ -62,9 +62,28 @@ final class EvalCommand implements Callable<Integer> {
             return 0;
         }
         Metrics metrics = Metrics.load(evalNet);
+        checkSampleMemory(samples, batch, f.config.dims(), metrics.net().config.featureDim() + metrics.net().config.numClasses());
         var r = SamplerEval.run(f, g, metrics, train, test, new SamplerEval.Settings(samples, batch, w, sigma, seed, bpdImages, 10), dir);
         report(dir, r, "biflow eval", "biflow eval " + String.join(" ", spec.commandLine().getParseResult().originalArgs()));
         return 0;
+    }
+
+    /**
+     * The sample metrics cannot stream: Frechet distance, precision/recall (k-NN manifolds of all
+     * samples) and class consistency need every sample's features at once, and the grid and timing
+     * keep the samples. So --samples is refused up front, with the largest count that fits, when the
+     * samples (noise, images, one copy while joining batches) and their features would not fit the
+     * memory budget; --batch only bounds the sampler's own working memory.
+     */
+    static void checkSampleMemory(int samples, int batch, int dims, int featureValues) {
+        long perSample = 4L * (3L * dims + featureValues) + 8;
+        long need = perSample * samples;
+        if (dev.biflow.engine.io.MemoryBudget.fits(need)) return;
+        long max = Math.max(0, dev.biflow.engine.io.MemoryBudget.limit() / perSample);
+        throw new IllegalArgumentException("--samples " + samples + " is too many for this heap: the sample metrics (" + Metrics.FD_NAME
+                + ", precision/recall over all pairs, class consistency) need every sample and its features in memory at once, "
+                + dev.biflow.engine.io.MemoryBudget.tooLarge(samples + " samples of " + dims + " values", need)
+                + "; or use --samples " + max + " or fewer");
     }
 
     /** Prints the table and summary, writes report.html, and prints its path. */

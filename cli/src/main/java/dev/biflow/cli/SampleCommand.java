@@ -31,7 +31,9 @@ final class SampleCommand implements Callable<Integer> {
     @Range(min = 0) @Option(names = "--denoise", description = "Score-based denoising step with this sigma (0 = off; use the training sigma).") float denoise = 0;
     @Option(names = "--seed", description = "Noise seed.") long seed = 0;
     @Range(min = 1) @Option(names = "--nrow", description = "Images per row in the grid.") int nrow = 10;
-    @Option(names = "--out", description = "PNG grid to write.") Path out = Path.of("samples.png");
+    @Option(names = "--out", description = "PNG grid to write; when --n images make a grid too large for one file"
+            + " (over " + (MAX_GRID_BYTES >> 20) + " MB of pixels), grids of at most that size as OUT-00000.png, OUT-00001.png, ...") Path out = Path.of("samples.png");
+    @Range(min = 1) @Option(names = "--batch", description = "Images sampled together (memory grows with it; any --n is sampled in batches).") int batch = 256;
 
     @Option(names = "--backward", description = "A BiFlow backward model: sample 1-NFE with it and put the exact inverse of the same z beside it.") Path backward;
     @Range(min = 0) @Option(names = "--w", description = "Guidance scale for BiFlow's one-pass (training-time) CFG.") float w = 1f;
@@ -74,14 +76,56 @@ final class SampleCommand implements Callable<Integer> {
                     Common.duration((System.nanoTime() - t0) / 1e9), out);
             return 0;
         }
-        int[] y = Common.labels(labels, n, m.config.numClasses());
-        Tensor z = Tensor.randn(new Rng(seed), n, m.config.tokens(), m.config.tokenDim()).mul(temperature);
+        var c = m.config;
+        Common.labels(labels, 0, 1, c.numClasses()); // a bad --labels fails before any sampling
+        // Bounded memory for any --n: batches of --batch images, each grid file at most MAX_GRID_BYTES of pixels
+        // (and 1/8 of the memory budget); the noise is one stream from the seed, so batching does not change the samples.
+        int perGrid = perGrid(n, nrow, c.inChannels(), c.imgSize());
+        int grids = (int) ((n + (long) perGrid - 1) / perGrid);
+        Rng rng = new Rng(seed);
         long t0 = System.nanoTime();
-        Tensor x = m.reverse(z, y, new TarFlow.Guidance(guidance, annealed, attnTemp));
-        if (denoise > 0) x = m.denoise(x, y, denoise);
+        Path first = null, last = null;
+        for (int gi = 0; gi < grids; gi++) {
+            int inGrid = (int) Math.min(perGrid, n - (long) gi * perGrid);
+            float[] images = new float[Math.multiplyExact(inGrid, c.dims())];
+            for (int done = 0; done < inGrid; ) {
+                int b = Math.min(batch, inGrid - done);
+                int[] y = Common.labels(labels, (long) gi * perGrid + done, b, c.numClasses());
+                Tensor z = Tensor.randn(rng, b, c.tokens(), c.tokenDim()).mul(temperature);
+                Tensor x = m.reverse(z, y, new TarFlow.Guidance(guidance, annealed, attnTemp));
+                if (denoise > 0) x = m.denoise(x, y, denoise);
+                System.arraycopy(x.data(), 0, images, done * c.dims(), b * c.dims());
+                done += b;
+            }
+            Path file = grids == 1 ? out : numbered(out, gi);
+            ImageGrid.write(file, Tensor.of(images, inGrid, c.inChannels(), c.imgSize(), c.imgSize()), -1f, 1f, nrow, 2, 3);
+            if (first == null) first = file;
+            last = file;
+        }
         double secs = (System.nanoTime() - t0) / 1e9;
-        ImageGrid.write(out, x, -1f, 1f, nrow, 2, 3);
-        System.out.printf(Locale.ROOT, "sample: %d images in %s (%.1f ms/image) -> %s%n", n, Common.duration(secs), secs * 1000 / n, out);
+        System.out.printf(Locale.ROOT, "sample: %d images in %s (%.1f ms/image) -> %s%n", n, Common.duration(secs), secs * 1000 / n,
+                grids == 1 ? out : first + " .. " + last + " (" + grids + " grids of up to " + perGrid + " images)");
         return 0;
+    }
+
+    /** A grid file's pixels are at most this many bytes (a larger --n writes several files). */
+    static final long MAX_GRID_BYTES = 64L << 20;
+
+    /** Images per grid file: all n if their grid fits MAX_GRID_BYTES (and 1/8 of the memory budget), else whole rows that do. */
+    static int perGrid(int n, int nrow, int channels, int imgSize) {
+        long cell = (long) (imgSize * 3 + 2) * (imgSize * 3 + 2) * (channels == 1 ? 1 : 4) + 4L * channels * imgSize * imgSize; // pixels + floats
+        long cap = Math.min(MAX_GRID_BYTES, dev.biflow.engine.io.MemoryBudget.limit() / 8);
+        long fit = Math.max(1, cap / cell);
+        if (fit >= n) return n;
+        int cols = Math.min(nrow, n);
+        return (int) Math.max(cols, fit / cols * cols);
+    }
+
+    /** OUT-00012.png for grid 12 of out = OUT.png. */
+    static Path numbered(Path out, int i) {
+        String name = out.getFileName().toString();
+        int dot = name.lastIndexOf('.');
+        String stem = dot > 0 ? name.substring(0, dot) : name, ext = dot > 0 ? name.substring(dot) : ".png";
+        return out.resolveSibling(String.format(Locale.ROOT, "%s-%05d%s", stem, i, ext));
     }
 }

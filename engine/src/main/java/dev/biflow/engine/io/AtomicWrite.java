@@ -37,7 +37,7 @@ public final class AtomicWrite {
             throw new IOException(abs + " is a directory; give a file path to write to");
         Path dir = abs.getParent();
         Files.createDirectories(dir);
-        Path tmp = dir.resolve("." + abs.getFileName() + "." + Long.toHexString(ThreadLocalRandom.current().nextLong()) + ".tmp");
+        Path tmp = tempFor(abs);
         boolean done = false;
         try {
             // CREATE_NEW rather than createTempFile: the file gets the usual umask permissions, not 0600.
@@ -48,16 +48,30 @@ public final class AtomicWrite {
                 }
                 ch.force(true);
             }
-            try {
-                Files.move(tmp, abs, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
-            } catch (AtomicMoveNotSupportedException e) {
-                Files.move(tmp, abs, StandardCopyOption.REPLACE_EXISTING);
-            }
+            moveIntoPlace(tmp, abs);
             done = true;
-            syncDirectory(dir);
         } finally {
             if (!done) Files.deleteIfExists(tmp);
         }
+    }
+
+    /** A fresh hidden temporary name beside {@code abs} (an absolute path), its directory created. */
+    static Path tempFor(Path abs) throws IOException {
+        if (Files.isDirectory(abs))
+            throw new IOException(abs + " is a directory; give a file path to write to");
+        Path dir = abs.getParent();
+        Files.createDirectories(dir);
+        return dir.resolve("." + abs.getFileName() + "." + Long.toHexString(ThreadLocalRandom.current().nextLong()) + ".tmp");
+    }
+
+    /** Renames a complete, flushed temporary file over {@code abs} (atomically where the file system can) and syncs the directory. */
+    static void moveIntoPlace(Path tmp, Path abs) throws IOException {
+        try {
+            Files.move(tmp, abs, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
+        } catch (AtomicMoveNotSupportedException e) {
+            Files.move(tmp, abs, StandardCopyOption.REPLACE_EXISTING);
+        }
+        syncDirectory(abs.getParent());
     }
 
     /** Makes the rename itself durable where the platform allows opening a directory (Linux, macOS). */

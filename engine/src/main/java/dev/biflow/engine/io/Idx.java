@@ -208,16 +208,40 @@ public final class Idx {
         if (bytes > MAX_BYTES)
             throw new CorruptFileException(src, "dims " + Shape.str(dims) + " of " + type + " describe more than " + MAX_BYTES
                     + " bytes of data, more than this reader supports; the header is corrupt (or split the dataset)");
+        // the raw bytes and their expansion to float32 (or int) values, which every caller makes; over the
+        // budget, the data is counted first (streamed, not kept): a truncated file is reported as truncated
+        long need = bytes + bytes / type.size * 4;
+        if (!MemoryBudget.fits(need)) {
+            long have = countUpTo(in, bytes);
+            if (have < bytes) throw truncated(src, dims, type, bytes, have);
+            MemoryBudget.check(src, "IDX data " + Shape.str(dims) + " of " + type + " (" + MemoryBudget.size(bytes) + " on disk"
+                    + (src.endsWith(".gz") ? " after decompression" : "") + ", 4 bytes per value in memory)", need);
+        }
         byte[] raw = readUpTo(in, (int) bytes);
-        if (raw.length < bytes)
-            throw new CorruptFileException(src, "dims " + Shape.str(dims) + " of " + type + " need " + bytes + " bytes of data"
-                    + " but the file has only " + raw.length + "; it is truncated (an interrupted download? re-download it)");
+        if (raw.length < bytes) throw truncated(src, dims, type, bytes, raw.length);
         if (in.read() != -1) {
             long extra = 1 + in.transferTo(OutputStream.nullOutputStream());
             throw new CorruptFileException(src, "the file has " + extra + " bytes after the " + bytes + " data bytes that dims "
                     + Shape.str(dims) + " of " + type + " declare; the header or the file is wrong");
         }
         return new Data(type, dims, raw);
+    }
+
+    /** Reads and drops up to n bytes; how many there were. */
+    private static long countUpTo(InputStream in, long n) throws IOException {
+        byte[] buf = new byte[1 << 16];
+        long got = 0;
+        while (got < n) {
+            int r = in.read(buf, 0, (int) Math.min(buf.length, n - got));
+            if (r < 0) break;
+            got += r;
+        }
+        return got;
+    }
+
+    private static CorruptFileException truncated(String src, int[] dims, Type type, long bytes, long have) {
+        return new CorruptFileException(src, "dims " + Shape.str(dims) + " of " + type + " need " + bytes + " bytes of data"
+                + " but the file has only " + have + "; it is truncated (an interrupted download? re-download it)");
     }
 
     /**

@@ -21,6 +21,7 @@ import java.nio.channels.FileChannel;
 import java.nio.charset.CharacterCodingException;
 import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
@@ -179,7 +180,34 @@ public final class Safetensors {
             Source src = new FileSource(ch, path.toString());
             Header h = parseHeader(src);
             TensorInfo t = h.tensor(name);
+            MemoryBudget.check(src.name(), "tensor '" + name + "' (" + t.numel() + " " + t.dtype + " values, as float32)", floatBytes(t));
             return Tensor.of(decodeFloats(src, h, t), t.shape);
+        }
+    }
+
+    /**
+     * Rows {@code first .. first + count - 1} of a tensor (along its first dimension) as float32,
+     * shaped (count, ...): for files too large to load whole, read batch by batch.
+     */
+    public static Tensor readRows(Path path, String name, long first, int count) throws IOException {
+        try (FileChannel ch = FileChannel.open(path, StandardOpenOption.READ)) {
+            Source src = new FileSource(ch, path.toString());
+            Header h = parseHeader(src);
+            TensorInfo t = h.tensor(name);
+            if (t.shape.length == 0)
+                throw new IllegalArgumentException(src.name() + ": tensor '" + name + "' is a scalar; it has no rows");
+            if (first < 0 || count < 0 || first + count > t.shape[0])
+                throw new IllegalArgumentException(src.name() + ": rows " + first + ".." + (first + count) + " of tensor '" + name
+                        + "' are outside its " + t.shape[0] + " rows");
+            long perRow = t.shape[0] == 0 ? 0 : t.numel() / t.shape[0];
+            long n = perRow * count;
+            if (n > MAX_ARRAY)
+                throw new IllegalArgumentException(src.name() + ": " + count + " rows of tensor '" + name + "' hold " + n
+                        + " elements, more than a Java array holds; read fewer rows at a time");
+            MemoryBudget.check(src.name(), count + " rows of tensor '" + name + "' (as float32)", n * 4);
+            int[] shape = t.shape.clone();
+            shape[0] = count;
+            return Tensor.of(decodeFloats(src, h, t, first * perRow, (int) n), shape);
         }
     }
 
@@ -195,6 +223,8 @@ public final class Safetensors {
             if (!t.dtype.isInteger())
                 throw new IllegalArgumentException(src.name() + ": tensor '" + name + "' is " + t.dtype
                         + ", not an integer dtype; use readTensor for floating-point tensors");
+            MemoryBudget.check(src.name(), "tensor '" + name + "' (" + t.numel() + " " + t.dtype + " values, as int64)",
+                    t.numel() > Long.MAX_VALUE / 8 ? -1 : t.numel() * 8);
             long[] out = new long[checkedNumel(src, t)];
             forEachChunk(src, h, t, (buf, off, cnt) -> {
                 for (int j = 0; j < cnt; j++) out[off + j] = switch (t.dtype) {
@@ -215,6 +245,9 @@ public final class Safetensors {
 
     private static Contents read(Source src) throws IOException {
         Header h = parseHeader(src);
+        long total = 0;
+        for (TensorInfo t : h.tensors) total = total < 0 || floatBytes(t) < 0 ? -1 : total + floatBytes(t);
+        MemoryBudget.check(src.name(), "loading its " + h.tensors.size() + " tensors as float32", total);
         LinkedHashMap<String, Tensor> tensors = new LinkedHashMap<>();
         for (TensorInfo t : h.tensors) tensors.put(t.name, Tensor.of(decodeFloats(src, h, t), t.shape));
         return new Contents(h, tensors, h.metadata);
@@ -239,6 +272,8 @@ public final class Safetensors {
         if (n < 2)
             throw new CorruptFileException(f, "the JSON header is " + n + " bytes long, too short for a JSON object;"
                     + " the file is corrupt (re-save it)");
+        // the bytes, their String (UTF-16) and the JSON tree: about 5 bytes per header byte
+        MemoryBudget.check(f, "the " + n + "-byte JSON header", 5 * n);
         ByteBuffer hb = ByteBuffer.allocate((int) n);
         src.read(8, hb);
         hb.flip();
@@ -381,6 +416,12 @@ public final class Safetensors {
         return s.length() <= 60 ? s : s.substring(0, 57) + "...";
     }
 
+    /** The bytes of {@code t} decoded to float32; -1 when that overflows a long. */
+    public static long floatBytes(TensorInfo t) {
+        long n = t.numel();
+        return n > Long.MAX_VALUE / 4 ? -1 : n * 4;
+    }
+
     private static int checkedNumel(Source src, TensorInfo t) throws CorruptFileException {
         long n = t.numel();
         if (n > MAX_ARRAY)
@@ -395,11 +436,15 @@ public final class Safetensors {
     }
 
     private static void forEachChunk(Source src, Header h, TensorInfo t, ChunkDecoder dec) throws IOException {
-        int n = checkedNumel(src, t);
+        forEachChunk(src, h, t, 0, checkedNumel(src, t), dec);
+    }
+
+    /** Decodes elements {@code start .. start + n - 1} of t (bounds checked by the caller). */
+    private static void forEachChunk(Source src, Header h, TensorInfo t, long start, int n, ChunkDecoder dec) throws IOException {
         int size = t.dtype.size;
         int perChunk = CHUNK_BYTES / size;
         ByteBuffer buf = ByteBuffer.allocate((int) Math.min(CHUNK_BYTES, (long) n * size)).order(ByteOrder.LITTLE_ENDIAN);
-        long pos = h.dataStart() + t.begin;
+        long pos = h.dataStart() + t.begin + start * size;
         for (int i = 0; i < n; ) {
             int cnt = Math.min(perChunk, n - i);
             buf.clear().limit(cnt * size);
@@ -412,8 +457,12 @@ public final class Safetensors {
     }
 
     private static float[] decodeFloats(Source src, Header h, TensorInfo t) throws IOException {
-        float[] out = new float[checkedNumel(src, t)];
-        forEachChunk(src, h, t, (buf, off, cnt) -> {
+        return decodeFloats(src, h, t, 0, checkedNumel(src, t));
+    }
+
+    private static float[] decodeFloats(Source src, Header h, TensorInfo t, long start, int n) throws IOException {
+        float[] out = new float[n];
+        forEachChunk(src, h, t, start, n, (buf, off, cnt) -> {
             switch (t.dtype) {
                 case F32 -> buf.asFloatBuffer().get(out, off, cnt);
                 case F64 -> { for (int j = 0; j < cnt; j++) out[off + j] = (float) buf.getDouble(); }
@@ -574,7 +623,7 @@ public final class Safetensors {
         }
 
         /** The JSON header, space-padded to a multiple of 8 bytes, in Python json.dumps formatting. */
-        private byte[] header() {
+        byte[] header() {
             StringBuilder sb = new StringBuilder("{");
             long offset = 0;
             for (Map.Entry<String, Entry> me : entries.entrySet()) {
@@ -641,6 +690,100 @@ public final class Safetensors {
                     out.write(chunk, 0, cnt * size);
                 }
             }
+        }
+    }
+
+    /**
+     * Writes F32 tensors whose size is known up front row block by row block (rows along the first
+     * dimension), so an output larger than the heap streams to disk: the header is written first,
+     * each {@link #put} writes its rows at their place, {@link #commit} checks every row was written
+     * and moves the file into place atomically; {@link #close} without a commit removes it.
+     */
+    public static RowWriter rowWriter(Path target, LinkedHashMap<String, int[]> shapes, Map<String, String> metadata) throws IOException {
+        return new RowWriter(target, shapes, metadata);
+    }
+
+    public static final class RowWriter implements AutoCloseable {
+        private final Path target, tmp;
+        private final FileChannel ch;
+        private final LinkedHashMap<String, long[]> layout = new LinkedHashMap<>(); // name -> {data position, values per row, rows, rows written}
+        private boolean committed;
+
+        private RowWriter(Path target, LinkedHashMap<String, int[]> shapes, Map<String, String> metadata) throws IOException {
+            Builder b = builder();
+            for (var e : shapes.entrySet()) {
+                long numel = 1;
+                for (int d : e.getValue()) numel = Math.multiplyExact(numel, (long) d);
+                if (e.getValue().length == 0 || numel > MAX_ARRAY)
+                    throw new IllegalArgumentException("tensor '" + e.getKey() + "' of shape " + Shape.str(e.getValue())
+                            + (e.getValue().length == 0 ? " has no rows" : " has more elements than one tensor may (" + MAX_ARRAY + ")"));
+                b.add(e.getKey(), Dtype.F32, e.getValue().clone(), null, (int) numel);
+            }
+            if (metadata != null) b.metadata(metadata);
+            byte[] header = b.header();
+            long pos = 8L + header.length;
+            for (var e : shapes.entrySet()) {
+                int[] sh = e.getValue();
+                long perRow = sh[0] == 0 ? 0 : b.entries.get(e.getKey()).length() / sh[0];
+                layout.put(e.getKey(), new long[]{pos, perRow, sh[0], 0});
+                pos += 4L * b.entries.get(e.getKey()).length();
+            }
+            this.target = target.toAbsolutePath();
+            this.tmp = AtomicWrite.tempFor(this.target);
+            this.ch = FileChannel.open(tmp, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE);
+            try {
+                ByteBuffer hb = ByteBuffer.allocate(8 + header.length).order(ByteOrder.LITTLE_ENDIAN);
+                hb.putLong(header.length).put(header).flip();
+                write(hb, 0);
+            } catch (IOException | RuntimeException e) {
+                close();
+                throw e;
+            }
+        }
+
+        private void write(ByteBuffer bb, long pos) throws IOException {
+            while (bb.hasRemaining()) pos += ch.write(bb, pos);
+        }
+
+        /** Writes {@code rows} (shape (k, ...) matching the tensor's other dimensions) as rows {@code first .. first + k - 1}. */
+        public void put(String name, long first, Tensor rows) throws IOException {
+            long[] l = layout.get(name);
+            if (l == null) throw new IllegalArgumentException("tensor '" + name + "' is not in this file; it has " + layout.keySet());
+            int k = rows.shape().length == 0 ? 1 : rows.size(0);
+            if (rows.numel() != (long) k * l[1] || first < 0 || first + k > l[2])
+                throw new IllegalArgumentException("tensor '" + name + "': rows " + first + ".." + (first + k) + " of shape "
+                        + Shape.str(rows.shape()) + " do not fit its " + l[2] + " rows of " + l[1] + " values");
+            float[] d = rows.data();
+            ByteBuffer bb = ByteBuffer.allocate((int) Math.min(CHUNK_BYTES, 4L * d.length)).order(ByteOrder.LITTLE_ENDIAN);
+            long pos = l[0] + 4L * first * l[1];
+            for (int i = 0; i < d.length; ) {
+                int cnt = Math.min(CHUNK_BYTES / 4, d.length - i);
+                bb.clear();
+                bb.asFloatBuffer().put(d, i, cnt);
+                bb.limit(cnt * 4);
+                write(bb, pos);
+                pos += cnt * 4L;
+                i += cnt;
+            }
+            l[3] += k;
+        }
+
+        /** Checks that every row was written (once), flushes, and moves the file into place. */
+        public void commit() throws IOException {
+            for (var e : layout.entrySet())
+                if (e.getValue()[3] != e.getValue()[2])
+                    throw new IllegalStateException("tensor '" + e.getKey() + "': " + e.getValue()[3] + " of " + e.getValue()[2] + " rows written");
+            ch.force(true);
+            ch.close();
+            AtomicWrite.moveIntoPlace(tmp, target);
+            committed = true;
+        }
+
+        @Override
+        public void close() throws IOException {
+            if (committed) return;
+            ch.close();
+            Files.deleteIfExists(tmp);
         }
     }
 

@@ -62,14 +62,16 @@ public final class BackwardCheckpoints {
     public static Loaded read(Path path) throws IOException {
         if (!Files.exists(path))
             throw new IOException("backward checkpoint " + path + " does not exist; train one with BackwardTrainer (biflow train-backward) or check the path");
-        Safetensors.Contents c = Safetensors.read(path);
-        String kind = c.metadata().get(Checkpoints.KIND_KEY);
+        Safetensors.Header h = Safetensors.readHeader(path);
+        String kind = h.metadata().get(Checkpoints.KIND_KEY);
         if (!KIND.equals(kind))
             throw new IllegalArgumentException(path + " holds " + (kind == null ? "a model of unknown kind" : "a '" + kind + "' model")
                     + ", not a BiFlow backward model");
-        String json = c.metadata().get(Checkpoints.CONFIG_KEY);
+        String json = h.metadata().get(Checkpoints.CONFIG_KEY);
         if (json == null) throw new IllegalArgumentException(path + " has no 'config' metadata; it was not written by BackwardCheckpoints.save");
         BackwardConfig cfg = BackwardConfig.fromJson(json);
+        Checkpoints.checkFits(path, h, "BiFlow backward model", cfg.toJson(), cfg.minStateValues());
+        Safetensors.Contents c = Safetensors.read(path);
         BiFlowModel model = new BiFlowModel(cfg, new Rng(0));
         Map<String, Tensor> state = new LinkedHashMap<>(c.tensors());
         try {

@@ -210,6 +210,17 @@ public record BackwardConfig(int tokens, int tokenDim, int stages, int numClasse
 
     public int heads() { return width / headDim; }
 
+    /**
+     * A lower bound of the values in a checkpoint of this model (every transformer layer's weights,
+     * the embeddings and the output projection), computed without building it, so a config can be
+     * checked against a file and the heap first.
+     */
+    public double minStateValues() {
+        double d = width, t = tokens, td = tokenDim;
+        double layer = 18 * d * d + 15 * d; // adaLN 6d^2+6d, qkv 3d^2+3d, proj d^2+d, mlp 8d^2+5d
+        return ((double) stages * layersPerStage + denoiseLayers) * layer + t * d + (numClasses + 1.0) * d + 2 * td * d;
+    }
+
     /** Index of the null class in G's class table. */
     public int nullClass() { return numClasses; }
 

@@ -55,7 +55,7 @@ public final class Checkpoints {
      * Refuses a loaded state dict with NaN/Inf values (unless {@link #setAllowNonFinite}): a
      * one-line error naming the file, the tensor and the count.
      */
-    public static void checkFinite(Path path, Map<String, Tensor> state) {
+    public static void checkFinite(Object path, Map<String, Tensor> state) {
         if (allowNonFinite) return;
         for (var e : state.entrySet()) {
             float[] d = e.getValue().data();
@@ -73,6 +73,25 @@ public final class Checkpoints {
         }
     }
 
+    /**
+     * Checks, before a model is built or a tensor decoded, that a config asking for {@code values}
+     * weights fits the file (which must hold at least that many) and the heap (the model and the
+     * loaded file, 8 bytes a value): a small file whose config asks for a huge model is a one-line
+     * error, not an OutOfMemoryError.
+     */
+    public static void checkFits(Object path, Safetensors.Header h, String model, String configJson, double values) {
+        long held = 0;
+        for (Safetensors.TensorInfo t : h.tensors()) held += t.numel(); // each bounded by the file's bytes
+        if (values > held)
+            throw new IllegalArgumentException(path + ": its config " + configJson + " describes a " + model + " of "
+                    + String.format(java.util.Locale.ROOT, "%.4g", values) + " weights, but the file holds only " + held
+                    + "; the config or the file is wrong (damaged metadata, or weights of another model)");
+        double bytes = values * 8;
+        if (!dev.biflow.engine.io.MemoryBudget.fits((long) Math.min(bytes, Long.MAX_VALUE)))
+            throw new IllegalArgumentException(path + ": " + dev.biflow.engine.io.MemoryBudget.tooLarge(
+                    "the " + model + " of " + (long) values + " weights (model and loaded file)", (long) Math.min(bytes, Long.MAX_VALUE)));
+    }
+
     /** Loads a TarFlow whose config is in the file's metadata. */
     public static TarFlow loadTarFlow(Path path) throws IOException {
         return loadTarFlow(path, null);
@@ -85,18 +104,34 @@ public final class Checkpoints {
     public static TarFlow loadTarFlow(Path path, TarFlowConfig config) throws IOException {
         if (!Files.exists(path))
             throw new IOException("checkpoint " + path + " does not exist; train one with `biflow train-forward` or check the path");
-        Safetensors.Contents c = Safetensors.read(path);
-        String kind = c.metadata().get(KIND_KEY);
+        return loadTarFlow(path.toString(), Safetensors.readHeader(path), () -> Safetensors.read(path), config);
+    }
+
+    /** Loads a TarFlow from a checkpoint's bytes; {@code source} names it in errors (and for fuzzing). */
+    public static TarFlow loadTarFlow(byte[] bytes, String source) throws IOException {
+        return loadTarFlow(source, Safetensors.readHeader(bytes, source), () -> Safetensors.read(bytes, source), null);
+    }
+
+    private interface Reader { Safetensors.Contents read() throws IOException; }
+
+    private static TarFlow loadTarFlow(String path, Safetensors.Header h, Reader contents, TarFlowConfig config) throws IOException {
+        String kind = h.metadata().get(KIND_KEY);
         if (kind != null && !kind.equals("tarflow"))
             throw new IllegalArgumentException(path + " holds a '" + kind + "' model, not a TARFlow forward model");
         TarFlowConfig cfg = config;
         if (cfg == null) {
-            String json = c.metadata().get(CONFIG_KEY);
+            String json = h.metadata().get(CONFIG_KEY);
             if (json == null)
                 throw new IllegalArgumentException(path + " has no 'config' metadata; pass the model's arguments "
                         + "(in_channels, img_size, patch_size, channels, num_blocks, layers_per_block, num_classes)");
-            cfg = TarFlowConfig.fromJson(json);
+            try {
+                cfg = TarFlowConfig.fromJson(json);
+            } catch (IllegalArgumentException e) {
+                throw new IllegalArgumentException(path + ": " + e.getMessage(), e);
+            }
         }
+        checkFits(path, h, "TARFlow", cfg.toJson(), cfg.stateValues());
+        Safetensors.Contents c = contents.read();
         TarFlow model = new TarFlow(cfg, new Rng(0));
         Map<String, Tensor> state = new LinkedHashMap<>(c.tensors());
         state.keySet().removeIf(k -> k.endsWith("attn_mask")); // a PyTorch buffer we rebuild from causality

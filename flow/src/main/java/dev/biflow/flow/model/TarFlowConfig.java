@@ -52,6 +52,18 @@ public record TarFlowConfig(int inChannels, int imgSize, int patchSize, int chan
 
     public boolean conditional() { return numClasses > 0; }
 
+    /**
+     * The values in a checkpoint of this model (parameters and the prior variance, as in
+     * {@code TarFlow.stateDict()}), computed without building it, so a config can be checked against
+     * a file and the heap first. A double: absurd configs give absurd (not overflowed) counts.
+     */
+    public double stateValues() {
+        double d = channels, t = tokens(), td = tokenDim();
+        double layer = 12 * d * d + 13 * d; // attention: norm 2d, qkv 3d^2+3d, proj d^2+d; mlp: norm 2d, fc 4d^2+4d, 4d^2+d
+        double block = td * d + d + t * d + (double) numClasses * d + layersPerBlock * layer + d * 2 * td + 2 * td;
+        return t * td + (double) numBlocks * block;
+    }
+
     public TarFlowConfig withNormControl(NormControl nc, float c) {
         return new TarFlowConfig(inChannels, imgSize, patchSize, channels, numBlocks, layersPerBlock, numClasses, headDim, nc, c);
     }

@@ -75,7 +75,15 @@ public record TrainingState(Map<String, Tensor> opt, Map<String, Tensor> ema, lo
 
     /** Reads a file written by {@link #write} (or by either trainer before this class existed: same layout). */
     public static TrainingState read(Path file) throws IOException {
-        Safetensors.Contents c = Safetensors.read(file);
+        return read(Safetensors.read(file), file.toString());
+    }
+
+    /** Parses a training state's bytes; {@code file} names them in errors (and for fuzzing). */
+    public static TrainingState read(byte[] bytes, String file) throws IOException {
+        return read(Safetensors.read(bytes, file), file);
+    }
+
+    private static TrainingState read(Safetensors.Contents c, String file) throws IOException {
         Map<String, Tensor> o = new LinkedHashMap<>(), e = new LinkedHashMap<>();
         for (var en : c.tensors().entrySet()) {
             if (en.getKey().startsWith(OPT_PREFIX)) o.put(en.getKey().substring(OPT_PREFIX.length()), en.getValue());
@@ -109,13 +117,13 @@ public record TrainingState(Map<String, Tensor> opt, Map<String, Tensor> ema, lo
         return new TrainingState(o, e, rs, step, cursor, order);
     }
 
-    private static String need(Safetensors.Contents c, Path file, String key) throws IOException {
+    private static String need(Safetensors.Contents c, String file, String key) throws IOException {
         String v = c.metadata().get(key);
         if (v == null) throw damaged(file, "it has no '" + key + "' metadata");
         return v;
     }
 
-    private static IOException damaged(Path file, String what) {
+    private static IOException damaged(String file, String what) {
         return new IOException(file + " is not a valid training state: " + what + "; it is damaged or not written by a training run"
                 + " (resume from an intact run folder, or start a new run from its settings)");
     }
