@@ -26,10 +26,7 @@ class HostileInputsTest {
 
     @BeforeAll
     static void tinyModel() throws IOException {
-        TrainSettingsTest.shared = shared;
-        TrainSettingsTest.tinyDataset();
-        ok(tinyForward(shared, "f"));
-        model = shared.resolve("f").resolve("model.safetensors");
+        model = TrainSettingsTest.tinyForwardModel(shared);
     }
 
     /** tinyForward's flags with one option set to a value (replacing the one it has). */

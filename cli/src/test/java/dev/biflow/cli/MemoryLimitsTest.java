@@ -29,7 +29,6 @@ import java.util.zip.GZIPOutputStream;
 import static dev.biflow.cli.CliErrorsTest.run;
 import static dev.biflow.cli.HostileInputsTest.oneLineError;
 import static dev.biflow.cli.TrainSettingsTest.ok;
-import static dev.biflow.cli.TrainSettingsTest.tinyForward;
 import static org.junit.jupiter.api.Assertions.*;
 
 class MemoryLimitsTest {
@@ -38,10 +37,7 @@ class MemoryLimitsTest {
 
     @BeforeAll
     static void tinyModel() throws IOException {
-        TrainSettingsTest.shared = shared;
-        TrainSettingsTest.tinyDataset();
-        ok(tinyForward(shared, "f"));
-        model = shared.resolve("f").resolve("model.safetensors");
+        model = TrainSettingsTest.tinyForwardModel(shared);
     }
 
     @AfterEach

@@ -56,6 +56,17 @@ class TrainSettingsTest {
     }
 
     /** A tiny forward model's flags, a few steps on the tiny data. */
+    /**
+     * The tiny dataset under dir (as the shared folder of these tests) and a tiny forward model trained on it, run
+     * "f"; returns its model file. The fixture of the tests that feed a real checkpoint to hostile-input probes.
+     */
+    static Path tinyForwardModel(Path dir) throws IOException {
+        shared = dir;
+        tinyDataset();
+        ok(tinyForward(dir, "f"));
+        return dir.resolve("f").resolve("model.safetensors");
+    }
+
     static List<String> tinyForward(Path runs, String name, String... more) {
         List<String> a = new ArrayList<>(List.of("train-forward", "--data", data.toString(), "--runs", runs.toString(), "--name", name,
                 "--width", "16", "--blocks", "1", "--layers", "1", "--head-dim", "8", "--steps", "2", "--batch", "4",
