@@ -160,23 +160,49 @@ class AblateCommandTest {
                 "the same model, noise and labels grade the same");
     }
 
-    /** An exact-inverse variant trains nothing and is graded once; other settings for a finished run are refused, not retrained. */
+    /**
+     * A forward model the grid trains itself is trained once and shared by the variants that name it;
+     * an exact-inverse variant trains nothing and is graded once; other settings for a finished run
+     * are refused, not retrained.
+     */
     @Test
-    void exactInverseIsGradedOnceAndChangedSettingsAreRefused(@TempDir Path tmp) throws Exception {
-        Path grid = tinyGrid(tmp, ", {'name': 'exact', 'options': {'strategy': 'exact-inverse'}}");
+    void trainedForwardIsSharedExactInverseIsGradedOnceAndChangedSettingsAreRefused(@TempDir Path tmp) throws Exception {
+        Path grid = TrainSettingsTest.write(tmp.resolve("grid.json"), "{'data': '" + data + "', 'eval_net': '" + evalNet + "',"
+                + " 'forwards': {'tiny': {'options': {'width': 16, 'blocks': 2, 'layers': 1, 'head-dim': 8, 'batch': 4, 'eval-images': 4},"
+                + "                       'budget': {'steps': 2}}},"
+                + " 'forward': 'tiny',"
+                + " 'base': {'perceptual': 'none', 'width': 16, 'head-dim': 8, 'layers-per-stage': 1, 'batch': 4, 'checkpoint-every': 1},"
+                + " 'budget': {'steps': 3, 'minutes': 10}, 'seeds': 1, 'samples': 8, 'batch': 4, 'guidance': [0, 1],"
+                + " 'variants': [{'name': 'align'}, {'name': 'naive', 'options': {'strategy': 'naive'}},"
+                + "              {'name': 'exact', 'options': {'strategy': 'exact-inverse'}}]}");
         Path out = tmp.resolve("ab");
-        Run r = ablate(grid, out, "--seeds", "1");
+        Run r = ablate(grid, out);
         assertEquals(0, r.code(), r.err());
+        Path f = out.resolve("forward/tiny/model.safetensors");
+        assertTrue(Files.exists(f));
+        try (var forwards = Files.list(out.resolve("forward"))) {
+            assertEquals(1, forwards.count(), "one F, trained once");
+        }
+        for (String v : List.of("align", "naive"))
+            assertEquals(f.toString(), TrainSettingsTest.config(out.resolve("runs").resolve(v).resolve("seed-0")).get("forward").asText(), v);
+        JsonNode state = json(out.resolve("runs/align/seed-0").resolve(AblateCommand.STATE_FILE));
+        assertTrue(state.get("trained").asBoolean() && state.get("train_seconds").asDouble() > 0, state.toString());
+
         Path exact = out.resolve("runs/exact/exact");
         assertTrue(Files.exists(exact.resolve(AblateCommand.GRADE_FILE)));
         assertFalse(Files.exists(exact.resolve("backward.safetensors")));
-        assertTrue(Files.readString(out.resolve(AblateTable.TABLE_MD)).contains("| exact (exact inverse) | 0 | 1 (no training) |"));
+        String md = Files.readString(out.resolve(AblateTable.TABLE_MD));
+        assertTrue(md.contains("| exact (exact inverse) | 0 | 1 (no training) |") && md.contains("| exact (exact inverse) | 1 | 1 (no training) |"), md);
         JsonNode grade = json(exact.resolve(AblateCommand.GRADE_FILE));
-        assertTrue(grade.at("/rows/0/nfe").asInt() > 1, "the exact inverse's NFE: " + grade);
+        assertEquals(2, grade.get("rows").size(), "one row per guidance scale");
+        assertTrue(grade.at("/rows/0/nfe").asInt() > 1 && grade.at("/rows/1/nfe").asInt() > grade.at("/rows/0/nfe").asInt(),
+                "the exact inverse's NFE, doubled by CFG: " + grade);
+        assertEquals(3 * 2, Files.readAllLines(out.resolve(AblateTable.RESULTS)).size(), "one line per run and guidance scale");
 
-        Run changed = ablate(grid, out, "--seeds", "1", "--steps", "4");
+        Run changed = ablate(grid, out, "--steps", "4");
         assertEquals(2, changed.code());
         assertTrue(changed.err().contains("was made with other settings") && changed.err().contains("--steps=4"), changed.err());
+        assertEquals(3, RunCheckpoint.read(out.resolve("runs/align/seed-0").resolve(RunCheckpoint.MANIFEST)).step(), "not retrained");
     }
 
     @Test
