@@ -334,7 +334,8 @@ public final class BiFlowModel extends Module {
         return a;
     }
 
-    void checkGuidance(float w, int[] y) {
+    /** Refuses a guidance scale this model cannot sample at (negative, non-finite, no CFG, no labels, beyond w_max). */
+    public void checkGuidance(float w, int[] y) {
         if (!(w >= 0) || Float.isInfinite(w))
             throw new IllegalArgumentException("guidance scale w must be finite and >= 0, got " + w);
         if (w == 0) return;
