@@ -341,11 +341,11 @@ final class AblateCommand implements Callable<Integer> {
             if (gm == null) {
                 BiFlowSampler exact = BiFlowSampler.exactInverse(ff, BackwardConfig.Denoise.SCORE, sigma);
                 row = SamplerEval.timeAndGrade(r.variant().name() + ", exact inverse, w=" + AblateGrid.fmt(w), SamplerEval.exactNfe(f.config, w),
-                        exact, eps, y, s, metrics, ref, firstRows);
+                        exact, w, eps, y, s, metrics, ref, firstRows);
             } else {
                 try (Common.DeviceSampler ds = Common.biflowSampler(ff, gm.model(), sigma, g.batch, w)) {
                     row = SamplerEval.timeAndGrade(r.variant().name() + ", 1-NFE, w=" + AblateGrid.fmt(w), ds.sampler().evaluationsPerSample(w),
-                            ds.sampler(), eps, y, s, metrics, ref, firstRows);
+                            ds.sampler(), w, eps, y, s, metrics, ref, firstRows);
                 }
             }
             ObjectNode ro = rows.addObject();

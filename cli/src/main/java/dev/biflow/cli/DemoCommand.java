@@ -40,7 +40,10 @@ final class DemoCommand implements Callable<Integer> {
     @Range(min = 0, minOpen = true) @Option(names = "--minutes", description = "With --from-scratch: total training budget, split features 10%, F 55%, G 35%.") double minutes = 24;
     @Range(min = 1) @Option(names = "--samples", description = "Images per sampler (also the size of the real reference sets).") int samples = 1000;
     @Range(min = 0) @Option(names = "--bpd-images", description = "Test images for F's bits/dim.") int bpdImages = 2000;
-    @Range(min = 0) @Option(names = "--w", description = "Guidance scale for both samplers.") float w = 1f;
+    @Range(min = 0) @Option(names = "--w", description = "Guidance scale of the exact inverse, and of G unless --w-biflow or G's "
+            + "recorded scale says otherwise (default 1).") Float w;
+    @Range(min = 0) @Option(names = "--w-biflow", description = "Guidance scale of G (default: the scale recorded in G's checkpoint, "
+            + "picked by a sweep on other noise; see docs/MODELS.md).") Float wBiflow;
     @Option(names = "--seed", description = "Noise seed.") long seed = 1;
     @Option(names = "--data", description = "Directory with MNIST-format IDX files.") Path data = ImageDataset.FASHION_MNIST_DIR;
     @Option(names = "--runs", description = "Parent folder of run folders.") Path runs = Path.of("runs");
@@ -72,17 +75,16 @@ final class DemoCommand implements Callable<Integer> {
         ImageDataset train = ImageDataset.loadIdx(data, "train");
         System.out.printf(Locale.ROOT, "demo: F %s (%,d parameters), G %s (%,d parameters), grading with %s%n",
                 f, fm.parameterCount(), g, gm.model().parameterCount(), evalNet);
+        // each sampler at its own guidance scale, then both without guidance (the setting of the paper's ablations)
+        var scales = SamplerEval.scales(w, wBiflow, null, true, gm);
         var r = SamplerEval.run(fm, gm, metrics, train, test,
-                new SamplerEval.Settings(samples, 100, w, 0.1f, seed, bpdImages, 10), dir);
-        EvalCommand.report(dir, r, "biflow demo" + (fromScratch ? " --from-scratch" : ""),
-                "biflow demo " + String.join(" ", commandArgs()));
+                new SamplerEval.Settings(samples, 100, scales.get(0), scales.get(1), 0.1f, seed, bpdImages, 10), dir);
+        EvalCommand.report(dir, r, "biflow demo" + (fromScratch ? " --from-scratch" : ""), EvalCommand.commandLine(spec));
         System.out.printf(Locale.ROOT, "demo: done in %s%n", Common.duration((System.nanoTime() - t0) / 1e9));
         return 0;
     }
 
     @picocli.CommandLine.Spec picocli.CommandLine.Model.CommandSpec spec;
-
-    private List<String> commandArgs() { return spec.commandLine().getParseResult().originalArgs(); }
 
     /** Trains the feature networks, F and G inside dir; returns {F, G, eval net}. */
     private Path[] trainAll(Path dir) throws Exception {

@@ -13,6 +13,7 @@ import picocli.CommandLine.Option;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.List;
 import java.util.Locale;
 import java.util.concurrent.Callable;
 
@@ -27,7 +28,8 @@ import java.util.concurrent.Callable;
         footer = {"", "Examples:",
                 "  biflow eval --model models/fmnist/forward.safetensors --backward models/fmnist/backward.safetensors",
                 "  biflow eval --model runs/forward/model-ema.safetensors --samples 0          # bits/dim only",
-                "  biflow eval --model runs/forward/model-ema.safetensors --bpd-images 0 --samples 2000 --w 2"})
+                "  biflow eval --model runs/forward/model-ema.safetensors --bpd-images 0 --samples 2000 --w 2",
+                "  biflow eval --model F --backward G --n 0 --seed 2 --w-sweep 0,0.25,0.5,0.75,1,1.5   # pick each sampler's w"})
 final class EvalCommand implements Callable<Integer> {
     @Mixin Common common;
     @picocli.CommandLine.Spec picocli.CommandLine.Model.CommandSpec spec;
@@ -39,7 +41,13 @@ final class EvalCommand implements Callable<Integer> {
     @Range(min = 0) @Option(names = {"--bpd-images", "--n"}, description = "Test images for bits/dim (0 = skip).") int bpdImages = 10000;
     @Range(min = 0) @Option(names = "--samples", description = "Images per sampler for the sample metrics (0 = bits/dim only); also the size of the real reference sets.") int samples = 1000;
     @Range(min = 1) @Option(names = "--batch", description = "Images sampled together.") int batch = 100;
-    @Range(min = 0) @Option(names = "--w", description = "Guidance scale for both samplers (exact: two-pass CFG; BiFlow: trained in).") float w = 1f;
+    @Range(min = 0) @Option(names = "--w", description = "Guidance scale of the exact inverse (two-pass CFG of F), and of G unless "
+            + "--w-biflow or G's recorded scale says otherwise (default 1).") Float w;
+    @Range(min = 0) @Option(names = "--w-biflow", description = "Guidance scale of G (trained in; default: the scale recorded in G's "
+            + "checkpoint by `biflow export --guidance-w`, else --w).") Float wBiflow;
+    @Option(names = "--w-sweep", split = ",", paramLabel = "W,W,...", description = "Grade both samplers at every one of these scales "
+            + "(writes guidance.png and names each sampler's best); pick a scale on another --seed than the one you report.") List<Float> sweep;
+    @Option(names = "--unguided", description = "Also grade both samplers at w = 0 (the paper's ablations are without guidance).") boolean unguided;
     @Range(min = 0) @Option(names = "--sigma", description = "Training noise of F, for score denoising (taken from the backward checkpoint when given).") float sigma = 0.1f;
     @Option(names = "--seed", description = "Noise seed (samples, dequantisation, reference subset).") long seed = 1;
     @Option(names = "--out", description = "Folder for eval.jsonl, the grid and report.html (default runs/eval-<time>).") Path out;
@@ -56,15 +64,21 @@ final class EvalCommand implements Callable<Integer> {
             throw new IllegalArgumentException("evaluation network " + evalNet + " not found: train one with `biflow train-features --arch eval`"
                     + " and pass --eval-net, or use --samples 0 for bits/dim only");
         Path dir = out != null ? out : Path.of("runs", "eval-" + System.currentTimeMillis() / 1000);
+        var scales = SamplerEval.scales(w, wBiflow, sweep, unguided, g);
+        var settings = new SamplerEval.Settings(samples, batch, scales.get(0), scales.get(1), sigma, seed, bpdImages, 10);
+        if (sweep != null && sweep.size() > 1 && samples == 0) throw new IllegalArgumentException("--w-sweep grades samples: give --samples > 0");
         if (samples == 0) {
-            var r = SamplerEval.run(f, g, null, null, test, new SamplerEval.Settings(0, batch, w, sigma, seed, bpdImages, 10), null);
+            var r = SamplerEval.run(f, g, null, null, test, settings, null);
             System.out.printf(Locale.ROOT, "eval: test bits/dim %.4f over %d images of %s%n", r.bitsPerDim(), r.bpdImages(), test.name);
             return 0;
         }
         Metrics metrics = Metrics.load(evalNet);
         checkSampleMemory(samples, batch, f.config.dims(), metrics.net().config.featureDim() + metrics.net().config.numClasses());
-        var r = SamplerEval.run(f, g, metrics, train, test, new SamplerEval.Settings(samples, batch, w, sigma, seed, bpdImages, 10), dir);
-        report(dir, r, "biflow eval", "biflow eval " + String.join(" ", spec.commandLine().getParseResult().originalArgs()));
+        var r = SamplerEval.run(f, g, metrics, train, test, settings, dir);
+        report(dir, r, "biflow eval", commandLine(spec));
+        if (sweep != null && sweep.size() > 1)
+            for (SamplerEval.Row b : SamplerEval.bestPerSampler(r.rows()))
+                System.out.printf(Locale.ROOT, "best of the sweep: %s (%s %.3f)%n", b.sampler(), Metrics.FD_NAME, b.report().fd());
         return 0;
     }
 
@@ -84,6 +98,11 @@ final class EvalCommand implements Callable<Integer> {
                 + ", precision/recall over all pairs, class consistency) need every sample and its features in memory at once, "
                 + dev.biflow.engine.io.MemoryBudget.tooLarge(samples + " samples of " + dims + " values", need)
                 + "; or use --samples " + max + " or fewer");
+    }
+
+    /** The command as the user typed it ({@code originalArgs} already starts with the subcommand's name). */
+    static String commandLine(picocli.CommandLine.Model.CommandSpec spec) {
+        return "biflow " + String.join(" ", spec.commandLine().getParseResult().originalArgs());
     }
 
     /** Prints the table and summary, writes report.html, and prints its path. */

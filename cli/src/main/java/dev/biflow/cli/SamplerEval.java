@@ -103,10 +103,57 @@ final class SamplerEval {
         }
     }
 
-    /** What to evaluate and how much. */
-    record Settings(int samples, int batch, float w, float sigma, long seed, int bpdImages, int nrow) {}
+    /**
+     * What to evaluate and how much. Each sampler is graded at each of its guidance scales (exact: two-pass CFG of F;
+     * BiFlow: G's trained-in or two-pass guidance); the first scale of each list is the headline pair that the grid
+     * shows. The two samplers' scales are separate because the same number does not mean the same guidance: the
+     * exact inverse extrapolates F's per-token affine parameters, G extrapolates its outputs (see docs/RESULTS.md).
+     */
+    record Settings(int samples, int batch, List<Float> wExact, List<Float> wBiflow, float sigma, long seed, int bpdImages, int nrow) {
+        Settings {
+            wExact = List.copyOf(wExact);
+            wBiflow = List.copyOf(wBiflow);
+            if (wExact.isEmpty()) throw new IllegalArgumentException("at least one guidance scale for the exact inverse");
+            for (float w : wExact) checkScale(w);
+            for (float w : wBiflow) checkScale(w);
+        }
+
+        /** Both samplers at one scale. */
+        Settings(int samples, int batch, float w, float sigma, long seed, int bpdImages, int nrow) {
+            this(samples, batch, List.of(w), List.of(w), sigma, seed, bpdImages, nrow);
+        }
+
+        private static void checkScale(float w) {
+            if (!(w >= 0) || Float.isInfinite(w)) throw new IllegalArgumentException("guidance scale w must be finite and >= 0, got " + w);
+        }
+    }
 
     private SamplerEval() {}
+
+    /** The default guidance scale of the exact inverse (and of G when nothing else says). */
+    static final float DEFAULT_W = 1f;
+
+    /**
+     * The guidance scales to grade at, {exact, BiFlow}, from a command's options: a sweep grades both samplers at every
+     * scale; otherwise the exact inverse runs at {@code w} (default 1) and G at {@code wBiflow}, else at the scale
+     * recorded in its checkpoint ({@code guidance_w}), else at an explicit {@code w}, else 1. {@code unguided} adds
+     * w = 0 for both (the paper's ablations are without guidance).
+     */
+    static List<List<Float>> scales(Float w, Float wBiflow, List<Float> sweep, boolean unguided, BackwardCheckpoints.Loaded g) {
+        if (sweep != null && !sweep.isEmpty()) {
+            if (w != null || wBiflow != null) throw new IllegalArgumentException("--w-sweep grades both samplers at every scale; drop --w and --w-biflow");
+            List<Float> sorted = new ArrayList<>(new java.util.TreeSet<>(sweep));
+            return List.of(sorted, sorted);
+        }
+        float we = w != null ? w : DEFAULT_W;
+        float wb = wBiflow != null ? wBiflow : g != null && !Float.isNaN(g.guidance()) ? g.guidance() : we;
+        List<Float> exact = new ArrayList<>(List.of(we)), biflow = new ArrayList<>(List.of(wb));
+        if (unguided) {
+            if (we != 0) exact.add(0f);
+            if (wb != 0) biflow.add(0f);
+        }
+        return List.of(exact, biflow);
+    }
 
     static Result run(TarFlow f, BackwardCheckpoints.Loaded g, Metrics metrics, ImageDataset train, ImageDataset test,
                       Settings s, Path outDir) throws IOException {
@@ -129,20 +176,21 @@ final class SamplerEval {
         int[] y = labels(cfg, n);
         // one noise tensor for every sampler: the rows differ only by the sampler
         Tensor eps = noise(cfg, n, s.seed());
-        List<Tensor> firstRows = new ArrayList<>();
-        List<String> names = new ArrayList<>();
 
         BiFlowSampler exact = BiFlowSampler.exactInverse(ff, BackwardConfig.Denoise.SCORE, sigma);
-        int exactNfe = exactNfe(cfg, s.w());
-        String exactName = String.format(Locale.ROOT, "exact inverse, CFG w=%s", fmt(s.w()));
-        rows.add(timeAndGrade(exactName, exactNfe, exact, eps, y, s, metrics, ref, firstRows));
-        names.add(exactName);
+        List<Tensor> headline = new ArrayList<>(); // the first exact and the first BiFlow sample set, for the grid
+        for (float w : s.wExact()) {
+            int exactNfe = exactNfe(cfg, w);
+            String name = String.format(Locale.ROOT, "exact inverse, CFG w=%s", fmt(w));
+            rows.add(timeAndGrade(name, exactNfe, exact, w, eps, y, s, metrics, ref, headline.isEmpty() ? headline : null));
+        }
         if (g != null) {
-            try (Common.DeviceSampler ds = Common.biflowSampler(ff, g.model(), sigma, s.batch(), s.w())) {
-                BiFlowSampler one = ds.sampler();
-                String name = String.format(Locale.ROOT, "biflow 1-NFE, w=%s", fmt(s.w()));
-                rows.add(timeAndGrade(name, one.evaluationsPerSample(s.w()), one, eps, y, s, metrics, ref, firstRows));
-                names.add(name);
+            for (float w : s.wBiflow()) {
+                try (Common.DeviceSampler ds = Common.biflowSampler(ff, g.model(), sigma, s.batch(), w)) {
+                    BiFlowSampler one = ds.sampler();
+                    String name = String.format(Locale.ROOT, "biflow 1-NFE, w=%s", fmt(w));
+                    rows.add(timeAndGrade(name, one.evaluationsPerSample(w), one, w, eps, y, s, metrics, ref, headline.size() == 1 ? headline : null));
+                }
             }
         }
         double recon = Double.NaN;
@@ -161,8 +209,9 @@ final class SamplerEval {
                 if (!Double.isNaN(recon)) w.write("{\"recon_mse\":" + recon + ",\"recon_images\":" + reconN + "}\n");
             }
             grid = outDir.resolve(g != null ? "samples-biflow-vs-exact.png" : "samples-exact.png");
-            writeGrid(grid, firstRows, cfg, s.nrow());
+            writeGrid(grid, headline, cfg, s.nrow());
             charts(outDir, rows);
+            if (s.wExact().size() > 2 || s.wBiflow().size() > 2) guidanceChart(outDir, rows);
         }
         return new Result(bpd, bpdN, rows, grid, recon, reconN);
     }
@@ -173,17 +222,16 @@ final class SamplerEval {
     /** The requested classes of n samples: cycling through the classes (null for an unconditional F). */
     static int[] labels(TarFlowConfig cfg, int n) { return Common.labels("all", n, cfg.numClasses()); }
 
-    /** Sequential network passes of the exact inverse with score denoising: one per token per block (two with CFG), plus the denoising pass. */
-    static int exactNfe(TarFlowConfig cfg, float w) {
-        return cfg.numBlocks() * cfg.tokens() * (w > 0 ? 2 : 1) + 1;
-    }
+    /** Sequential passes of the exact inverse: T - 1 decode steps per block (token 0 is z_0 itself), twice with CFG, plus the score-denoising pass. */
+    static int exactNfe(TarFlowConfig cfg, float w) { return cfg.numBlocks() * (cfg.tokens() - 1) * (w > 0 ? 2 : 1) + 1; }
 
-    static Row timeAndGrade(String name, int nfe, BiFlowSampler sampler, Tensor eps, int[] y, Settings s, Metrics metrics,
-                                    Metrics.Reference ref, List<Tensor> firstRows) {
+    /** Samples eps with labels y at guidance w, timed batch by batch; keeps the samples in {@code keep} when it is not null. */
+    static Row timeAndGrade(String name, int nfe, BiFlowSampler sampler, float w, Tensor eps, int[] y, Settings s, Metrics metrics,
+                                    Metrics.Reference ref, List<Tensor> keep) {
         int n = eps.size(0), per = eps.size(1) * eps.size(2);
         // warm-up (JIT, pools, caches) outside the timed region, on a small batch of other noise
         int wb = Math.min(8, n);
-        sampler.sample(Tensor.randn(new Rng(s.seed() + 1), wb, eps.size(1), eps.size(2)), java.util.Arrays.copyOf(y, wb), s.w());
+        sampler.sample(Tensor.randn(new Rng(s.seed() + 1), wb, eps.size(1), eps.size(2)), java.util.Arrays.copyOf(y, wb), w);
         Tensor[] parts = new Tensor[(n + s.batch() - 1) / s.batch()];
         long nanos = 0;
         try (ProgressBar pb = Common.bar(name.split(",")[0], n, "img")) {
@@ -191,13 +239,13 @@ final class SamplerEval {
                 int m = Math.min(s.batch(), n - i);
                 Tensor e = Tensor.of(java.util.Arrays.copyOfRange(eps.data(), i * per, (i + m) * per), m, eps.size(1), eps.size(2));
                 long t0 = System.nanoTime();
-                parts[b] = sampler.sample(e, java.util.Arrays.copyOfRange(y, i, i + m), s.w());
+                parts[b] = sampler.sample(e, java.util.Arrays.copyOfRange(y, i, i + m), w);
                 nanos += System.nanoTime() - t0;
                 pb.stepTo(i + m);
             }
         }
         Tensor x = dev.biflow.engine.Ops.concat(0, parts);
-        firstRows.add(x);
+        if (keep != null) keep.add(x);
         Metrics.Report rep = metrics.evaluate(x, y, ref.real());
         return new Row(name, nfe, nanos / 1e6 / n, rep);
     }
@@ -281,6 +329,33 @@ final class SamplerEval {
         q.getStyler().setLegendVisible(false);
         q.addSeries(Metrics.FD_NAME, all, fd);
         org.knowm.xchart.BitmapEncoder.saveBitmap(q, dir.resolve("sample-quality.png").toString(), org.knowm.xchart.BitmapEncoder.BitmapFormat.PNG);
+    }
+
+    /** guidance.png: FD against the guidance scale, one line per sampler (a sweep: --w-sweep). */
+    private static void guidanceChart(Path dir, List<Row> rows) throws IOException {
+        var chart = new org.knowm.xchart.XYChartBuilder().width(720).height(360).title(Metrics.FD_NAME + " against guidance scale w (lower is better)")
+                .xAxisTitle("w").yAxisTitle(Metrics.FD_NAME).build();
+        for (String sampler : new String[]{"exact inverse", "biflow 1-NFE"}) {
+            List<Double> xs = new ArrayList<>(), ys = new ArrayList<>();
+            for (Row r : rows)
+                if (r.sampler().startsWith(sampler)) {
+                    xs.add(Double.parseDouble(r.sampler().substring(r.sampler().lastIndexOf('=') + 1)));
+                    ys.add(r.report().fd());
+                }
+            if (!xs.isEmpty()) chart.addSeries(sampler, xs, ys);
+        }
+        org.knowm.xchart.BitmapEncoder.saveBitmap(chart, dir.resolve("guidance.png").toString(), org.knowm.xchart.BitmapEncoder.BitmapFormat.PNG);
+    }
+
+    /** For each sampler, its row with the lowest FD (a sweep's answer to "which w?"), in row order; empty rows skipped. */
+    static List<Row> bestPerSampler(List<Row> rows) {
+        List<Row> best = new ArrayList<>();
+        for (String sampler : new String[]{"exact inverse", "biflow 1-NFE"}) {
+            Row b = null;
+            for (Row r : rows) if (r.sampler().startsWith(sampler) && (b == null || r.report().fd() < b.report().fd())) b = r;
+            if (b != null) best.add(b);
+        }
+        return best;
     }
 
     private static String fmt(float w) {

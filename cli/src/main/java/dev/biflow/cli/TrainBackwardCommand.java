@@ -98,7 +98,7 @@ final class TrainBackwardCommand implements Callable<Integer>, ConfigFile.Config
     @Option(names = "--strategy", description = "hidden-alignment | naive | hidden-distillation") String strategy = "hidden-alignment";
     @Option(names = "--denoise", description = "learned | score | none") String denoise = "learned";
     @Option(names = "--align-norm", description = "token | sample | none (norm control of the alignment targets)") String alignNorm = "token";
-    @Option(names = "--cfg", description = "training-time | two-pass | none (default: training-time for a class-conditional F, else none)") String cfg;
+    @Option(names = "--cfg", description = "training-time | training-time-stage | two-pass | none: CFG trained in (whole-network or the paper's stage-wise combination; both sample in one pass), two passes at sampling, or none (default: training-time for a class-conditional F, else none)") String cfg;
     @Range(min = 0) @Option(names = "--w-max", description = "Largest guidance scale sampled in training.") float wMax = 3f;
     @Range(min = 0, max = 1) @Option(names = "--w-zero-prob", description = "Probability of guidance scale 0 in training-time CFG.") float wZeroProb = 0.1f;
     @Range(min = 1) @Option(names = "--width", description = "G's width.") int width = 128;

@@ -201,7 +201,7 @@ final class TrainForwardCommand implements Callable<Integer>, ConfigFile.Configu
             xs = model.denoise(xs, ys, sigma);
             ImageGrid.write(grid, xs, -1f, 1f, 10, 2, 3);
         }
-        Path report = RunReport.write(dir, "train-forward " + dir.getFileName(), "biflow train-forward " + String.join(" ", spec.commandLine().getParseResult().originalArgs()),
+        Path report = RunReport.write(dir, "train-forward " + dir.getFileName(), EvalCommand.commandLine(spec),
                 Common.ordered("steps", Long.toString(trainer.step()), "wall time", Common.duration(secs),
                         "final loss (smoothed)", String.format(Locale.ROOT, "%.4f", lastLoss[0]),
                         "test bits/dim", String.format(Locale.ROOT, "%.4f (%d images)", bpd, Math.min(evalImages, test.n)),

@@ -65,27 +65,83 @@ class DemoEvalExportTest {
         Path html = dir.resolve("report.html");
         assertTrue(r.out().contains("report: " + html.toAbsolutePath()), r.out());
         List<String> lines = Files.readAllLines(dir.resolve("eval.jsonl"));
-        assertEquals(5, lines.size(), "bits/dim line, the real floor, exact inverse, BiFlow, G's reconstruction of test images: " + lines);
-        JsonNode recon = JSON.readTree(lines.get(4));
-        assertTrue(recon.get("recon_mse").asDouble() > 0 && recon.get("recon_images").asInt() == 8, lines.get(4));
+        assertEquals(7, lines.size(), "bits/dim line, the real floor, exact inverse at w = 1 and 0, BiFlow at w = 1 and 0, "
+                + "G's reconstruction of test images: " + lines);
+        JsonNode recon = JSON.readTree(lines.get(6));
+        assertTrue(recon.get("recon_mse").asDouble() > 0 && recon.get("recon_images").asInt() == 8, lines.get(6));
         JsonNode bpd = JSON.readTree(lines.get(0)), floor = JSON.readTree(lines.get(1)), exact = JSON.readTree(lines.get(2)),
-                one = JSON.readTree(lines.get(3));
+                exact0 = JSON.readTree(lines.get(3)), one = JSON.readTree(lines.get(4)), one0 = JSON.readTree(lines.get(5));
         assertTrue(bpd.get("test_bpd").asDouble() > 0, lines.get(0));
         assertTrue(floor.get("ms_per_image").isNull(), "the real data has no sampling cost");
+        assertEquals("exact inverse, CFG w=1", exact.get("sampler").asText());
+        assertEquals("exact inverse, CFG w=0", exact0.get("sampler").asText());
+        assertEquals("biflow 1-NFE, w=1", one.get("sampler").asText());
+        assertEquals("biflow 1-NFE, w=0", one0.get("sampler").asText());
         assertEquals(1, one.get("nfe").asInt(), "G is one network evaluation");
-        assertEquals(2 * 2 * 49 + 1, exact.get("nfe").asInt(), "blocks x tokens x 2 (CFG) + the denoising pass");
-        for (JsonNode row : List.of(exact, one)) {
+        assertEquals(2 * 48 * 2 + 1, exact.get("nfe").asInt(), "blocks x (tokens - 1) decode steps x 2 (CFG) + the denoising pass");
+        assertEquals(2 * 48 + 1, exact0.get("nfe").asInt(), "no second pass without guidance");
+        for (JsonNode row : List.of(exact, exact0, one, one0)) {
             assertEquals(12, row.get("n").asInt());
             assertTrue(row.get("ms_per_image").asDouble() > 0 && Double.isFinite(row.get("fd_fashionnet").asDouble()), row.toString());
             double cc = row.get("class_consistency").asDouble();
             assertTrue(cc >= 0 && cc <= 1, row.toString());
         }
+        assertNotEquals(exact.get("fd_fashionnet").asDouble(), exact0.get("fd_fashionnet").asDouble(), "guidance changes the samples");
         String page = Files.readString(html);
         assertTrue(page.contains("biflow 1-NFE") && page.contains("exact inverse") && page.contains("FD-FashionNet"), "the table is in the report");
         assertTrue(page.contains("data:image/png;base64,"), "pictures are embedded");
         for (String png : List.of("samples-biflow-vs-exact.png", "sampling-cost.png", "sample-quality.png", "reconstruction-biflow.png"))
             assertTrue(Files.size(dir.resolve(png)) > 100, png);
         assertTrue(r.out().contains("speed-up of BiFlow 1-NFE over the exact inverse"), r.out());
+        assertTrue(page.contains("biflow demo --models ") && !page.contains("biflow demo demo"), "the command as typed");
+    }
+
+    /** A sweep grades both samplers at every scale, draws FD against w and names each sampler's best. */
+    @Test
+    void evalSweepsGuidanceForBothSamplers(@TempDir Path tmp) throws Exception {
+        Path out = tmp.resolve("sweep");
+        Run r = ok(List.of("eval", "--model", models.resolve(DemoCommand.FORWARD_FILE).toString(), "--backward",
+                models.resolve(DemoCommand.BACKWARD_FILE).toString(), "--data", data.toString(), "--samples", "8", "--n", "0",
+                "--eval-net", models.resolve(FeatureNets.EVAL_FILE).toString(), "--w-sweep", "1,0,0.5", "--out", out.toString(), "--threads", "1"));
+        List<String> samplers = new java.util.ArrayList<>();
+        for (String line : Files.readAllLines(out.resolve("eval.jsonl"))) {
+            JsonNode n = JSON.readTree(line);
+            if (n.has("sampler")) samplers.add(n.get("sampler").asText());
+        }
+        assertEquals(List.of("real test vs train (floor)", "exact inverse, CFG w=0", "exact inverse, CFG w=0.5", "exact inverse, CFG w=1",
+                "biflow 1-NFE, w=0", "biflow 1-NFE, w=0.5", "biflow 1-NFE, w=1"), samplers);
+        assertTrue(Files.size(out.resolve("guidance.png")) > 100);
+        assertTrue(r.out().contains("best of the sweep: exact inverse, CFG w=") && r.out().contains("best of the sweep: biflow 1-NFE, w="), r.out());
+        Run both = run("eval", "--model", models.resolve(DemoCommand.FORWARD_FILE).toString(), "--data", data.toString(),
+                "--w-sweep", "0,1", "--w", "2", "--eval-net", models.resolve(FeatureNets.EVAL_FILE).toString());
+        assertEquals(2, both.code());
+        assertTrue(both.err().contains("drop --w"), both.err());
+    }
+
+    /** export --guidance-w records G's scale; eval and demo then sample G at it by default, the exact inverse at 1. */
+    @Test
+    void recordedGuidanceScaleIsGsDefault(@TempDir Path tmp) throws Exception {
+        Path g = tmp.resolve("g.safetensors");
+        ok(List.of("export", models.resolve(DemoCommand.BACKWARD_FILE).toString(), g.toString(), "--guidance-w", "0.5"));
+        assertEquals("0.5", Safetensors.read(g).metadata().get(dev.biflow.flow.backward.BackwardCheckpoints.GUIDANCE_KEY));
+        Path out = tmp.resolve("e");
+        ok(List.of("eval", "--model", models.resolve(DemoCommand.FORWARD_FILE).toString(), "--backward", g.toString(), "--data", data.toString(),
+                "--samples", "8", "--n", "0", "--eval-net", models.resolve(FeatureNets.EVAL_FILE).toString(), "--out", out.toString(), "--threads", "1"));
+        String rows = Files.readString(out.resolve("eval.jsonl"));
+        assertTrue(rows.contains("\"exact inverse, CFG w=1\"") && rows.contains("\"biflow 1-NFE, w=0.5\""), rows);
+        // an explicit --w-biflow wins over the recorded scale
+        ok(List.of("eval", "--model", models.resolve(DemoCommand.FORWARD_FILE).toString(), "--backward", g.toString(), "--data", data.toString(),
+                "--samples", "8", "--n", "0", "--eval-net", models.resolve(FeatureNets.EVAL_FILE).toString(), "--out", out.toString(),
+                "--w-biflow", "0.25", "--threads", "1"));
+        assertTrue(Files.readString(out.resolve("eval.jsonl")).contains("\"biflow 1-NFE, w=0.25\""));
+        // refused: a forward model, and a scale outside G's trained range
+        Run fwd = run("export", models.resolve(DemoCommand.FORWARD_FILE).toString(), tmp.resolve("f.safetensors").toString(), "--guidance-w", "1");
+        assertEquals(2, fwd.code());
+        assertTrue(fwd.err().contains("backward models"), fwd.err());
+        Run far = run("export", models.resolve(DemoCommand.BACKWARD_FILE).toString(), tmp.resolve("g2.safetensors").toString(), "--guidance-w", "99");
+        assertEquals(2, far.code());
+        assertTrue(far.err().contains("w_max"), far.err());
+        assertFalse(Files.exists(tmp.resolve("g2.safetensors")), "nothing written on a refusal");
     }
 
     @Test

@@ -16,7 +16,9 @@ import java.util.Map;
  * The layout of {@link Checkpoints}: G's state dict by name (prior_var included), its
  * {@link BackwardConfig} as JSON under metadata {@code config}, {@code kind = biflow}, and from the
  * trainer {@code sigma} (the training noise, needed for score denoising), {@code forward_config}
- * (F's config, to check that G is paired with the flow it inverts) and {@code step}.
+ * (F's config, to check that G is paired with the flow it inverts) and {@code step}; optionally
+ * {@code guidance_w}, the guidance scale G samples best at, picked by a sweep on held-out noise
+ * (`biflow eval --w-sweep`, recorded by `biflow export --guidance-w`).
  */
 public final class BackwardCheckpoints {
     private BackwardCheckpoints() {}
@@ -24,12 +26,19 @@ public final class BackwardCheckpoints {
     public static final String KIND = "biflow";
     public static final String SIGMA_KEY = "sigma";
     public static final String FORWARD_CONFIG_KEY = "forward_config";
+    public static final String GUIDANCE_KEY = "guidance_w";
 
     /** A loaded model and the file's metadata. */
     public record Loaded(BiFlowModel model, Map<String, String> metadata) {
         /** The training noise sigma, or NaN when the file does not say. */
         public float sigma() {
             String s = metadata.get(SIGMA_KEY);
+            return s == null ? Float.NaN : Float.parseFloat(s);
+        }
+
+        /** The recorded guidance scale G samples best at, or NaN when the file does not say. */
+        public float guidance() {
+            String s = metadata.get(GUIDANCE_KEY);
             return s == null ? Float.NaN : Float.parseFloat(s);
         }
 
@@ -80,6 +89,20 @@ public final class BackwardCheckpoints {
             throw new IllegalArgumentException(path + " does not fit the backward config " + cfg.toJson() + ": " + e.getMessage(), e);
         }
         Checkpoints.checkFinite(path, state);
+        String gw = c.metadata().get(GUIDANCE_KEY);
+        if (gw != null) {
+            float w;
+            try {
+                w = Float.parseFloat(gw);
+            } catch (NumberFormatException e) {
+                throw new IllegalArgumentException(path + ": metadata " + GUIDANCE_KEY + " = '" + gw + "' is not a number; rewrite it with biflow export --guidance-w W");
+            }
+            try {
+                model.checkGuidance(w, new int[1]);
+            } catch (IllegalArgumentException e) {
+                throw new IllegalArgumentException(path + ": metadata " + GUIDANCE_KEY + " = " + gw + " does not fit the model: " + e.getMessage(), e);
+            }
+        }
         return new Loaded(model, java.util.Collections.unmodifiableMap(new LinkedHashMap<>(c.metadata())));
     }
 }

@@ -110,15 +110,29 @@ public record BackwardConfig(int tokens, int tokenDim, int stages, int numClasse
         NONE,
         /** Label dropout trains the null class; sampling with w > 0 evaluates G twice: (1+w) G(z|c) - w G(z|null). */
         TWO_PASS,
-        /** w is an input of G; one evaluation gives the guided output (see {@link BiFlowModel}). */
-        TRAINING_TIME;
+        /**
+         * w is an input of G; one evaluation gives the guided output. Training combines whole-network
+         * outputs: the conditional and null-class passes each keep their own chain of states (see {@link BiFlowModel}).
+         */
+        TRAINING_TIME,
+        /**
+         * w is an input of G; one evaluation gives the guided output. Training combines stage by stage, the
+         * paper's h_{i+1} = (1+w) G_i(h_i|c) - w G_i(h_i): both classes of stage i read the same guided state
+         * h_i (see {@link BiFlowModel#forwardStageGuided}). Same network and checkpoint layout as TRAINING_TIME.
+         */
+        TRAINING_TIME_STAGE;
+
+        /** Whether w is an input of G (one evaluation gives the guided output). */
+        public boolean guidanceInput() { return this == TRAINING_TIME || this == TRAINING_TIME_STAGE; }
 
         public static Cfg parse(String s) {
             return switch (key(s)) {
                 case "none", "off" -> NONE;
                 case "twopass", "two", "inference" -> TWO_PASS;
                 case "trainingtime", "training", "onepass", "one" -> TRAINING_TIME;
-                default -> throw new IllegalArgumentException("unknown CFG mode '" + s + "'; choose none, two-pass or training-time");
+                case "trainingtimestage", "perstage", "stage" -> TRAINING_TIME_STAGE;
+                default -> throw new IllegalArgumentException("unknown CFG mode '" + s
+                        + "'; choose none, two-pass, training-time or training-time-stage");
             };
         }
     }
@@ -170,6 +184,9 @@ public record BackwardConfig(int tokens, int tokenDim, int stages, int numClasse
         if (cfg == null) cfg = Cfg.NONE;
         if (cfg != Cfg.NONE && numClasses == 0)
             throw new IllegalArgumentException("BackwardConfig: CFG " + cfg + " needs a class-conditional model (num_classes > 0); use cfg none");
+        if (cfg == Cfg.TRAINING_TIME_STAGE && strategy == Strategy.HIDDEN_DISTILLATION)
+            throw new IllegalArgumentException("BackwardConfig: stage-wise training-time CFG guides G's hidden states; hidden distillation"
+                    + " re-embeds input-space states between stages: use cfg training-time with it");
         if (!(wMax >= 0) || Float.isInfinite(wMax))
             throw new IllegalArgumentException("BackwardConfig: w_max must be finite and >= 0, got " + wMax);
         if (!(wZeroProb >= 0 && wZeroProb <= 1))

@@ -233,7 +233,7 @@ public final class BackwardTrainer {
         if (y != null && bc.cfg() != BackwardConfig.Cfg.NONE)
             for (int i = 0; i < b; i++) if (r.nextDouble() < cfg.labelDropout()) yG[i] = -1;
         float[] w = null;
-        if (bc.cfg() == BackwardConfig.Cfg.TRAINING_TIME) {
+        if (bc.cfg().guidanceInput()) {
             w = new float[b];
             double logMax = Math.log1p(bc.wMax());
             for (int i = 0; i < b; i++) w[i] = r.nextDouble() < bc.wZeroProb() ? 0f : (float) Math.expm1(r.nextDouble() * logMax);
@@ -297,15 +297,16 @@ public final class BackwardTrainer {
     /**
      * Training-time CFG: one evaluation of G on the batch plus, for every example that has a label
      * and w > 0, a null-class copy; each output is combined as (o(c, w) + w o(null, w)) / (1 + w).
-     * Examples with w = 0 or a dropped label need no partner (the combination is o itself).
+     * Examples with w = 0 or a dropped label need no partner (the combination is o itself). This is the
+     * whole-network form (TRAINING_TIME); TRAINING_TIME_STAGE combines stage by stage inside G instead.
      */
     private BiFlowModel.Output cfgForward(Tensor z, int[] yG, float[] w) {
         int b = z.size(0);
         if (yG == null) return model.forward(z, yG, w);
+        if (bc.cfg() == BackwardConfig.Cfg.TRAINING_TIME_STAGE) return model.forwardStageGuided(z, yG, w);
         // Every example gets a null-class copy, used only by those with a label and w > 0 (the others combine with
         // themselves): the batch is 2B every step, not B + (a random count), so a step asks for the same array sizes
         // each time and its buffers are reused (Arena) instead of about 1.5 GB allocated per step.
-        int[] partner = new int[b];
         int[] y2 = new int[2 * b];
         float[] w2 = new float[2 * b];
         for (int i = 0; i < b; i++) {
@@ -313,24 +314,13 @@ public final class BackwardTrainer {
             w2[i] = w[i];
             y2[b + i] = -1;
             w2[b + i] = w[i];
-            partner[i] = w[i] > 0 && yG[i] >= 0 ? b + i : i;
         }
-        Tensor z2 = Ops.concat(0, z, z);
-        BiFlowModel.Output all = model.forward(z2, y2, w2);
-        float[] wv = w.clone(), inv = new float[b];
-        for (int i = 0; i < b; i++) inv[i] = 1f / (1f + w[i]);
-        Tensor wt = Tensor.of(wv, b, 1, 1), invT = Tensor.of(inv, b, 1, 1);
+        BiFlowModel.Output all = model.forward(Ops.concat(0, z, z), y2, w2);
+        BiFlowModel.Guided mix = new BiFlowModel.Guided(yG, w);
         List<Tensor> hidden = new ArrayList<>(), states = new ArrayList<>();
-        for (Tensor h : all.hidden()) hidden.add(combine(h, b, partner, wt, invT));
-        for (Tensor s : all.states()) states.add(combine(s, b, partner, wt, invT));
-        return new BiFlowModel.Output(hidden, states, combine(all.tokens(), b, partner, wt, invT));
-    }
-
-    /** (A + w B) / (1 + w) with A the first b rows and B each row's partner (itself when it has none). */
-    private static Tensor combine(Tensor o, int b, int[] partner, Tensor w, Tensor inv) {
-        Tensor a = Ops.narrow(o, 0, 0, b);
-        Tensor p = Ops.indexSelect(o, 0, partner);
-        return Ops.mul(Ops.add(a, Ops.mul(p, w)), inv);
+        for (Tensor h : all.hidden()) hidden.add(mix.implicitConditional(h));
+        for (Tensor s : all.states()) states.add(mix.implicitConditional(s));
+        return new BiFlowModel.Output(hidden, states, mix.implicitConditional(all.tokens()));
     }
 
     /** norm(x_i) of hidden alignment, without a graph. */

@@ -48,8 +48,8 @@ import java.util.concurrent.atomic.AtomicLong;
  * model is o(z | null, w) itself. Then (1+w) o_cond(z|c,w) - w o_cond(z|null,w) = o(z | c, w)
  * exactly: one pass of G at sampling time is the guided output of the conditional model, at every
  * stage output. The combination is per whole-network output (each pass keeps its own chain of
- * states), so the guided sample is exactly two-pass CFG of the implicitly trained conditional model;
- * it is not the paper's stage-by-stage re-feeding of guided states. At w = 0 the model is simply
+ * states), so the guided sample is exactly two-pass CFG of the implicitly trained conditional model.
+ * The paper's stage-by-stage re-feeding of guided states is cfg TRAINING_TIME_STAGE ({@link #forwardStageGuided}). At w = 0 the model is simply
  * conditional: o(z | c, 0) = o_cond(z | c, 0).
  *
  * <p>Inputs: {@link #forward} takes z in F's output space (what F produced, variance = F's prior
@@ -86,7 +86,7 @@ public final class BiFlowModel extends Module {
         projIn = registerModule("proj_in", new Linear(td, d, true, rng));
         posEmbed = registerParameter("pos_embed", Init.normal(Tensor.zeros(t, d), rng, 0, 1e-2));
         classEmbed = registerParameter("class_embed", Init.normal(Tensor.zeros(config.numClasses() + 1, d), rng, 0, 0.02));
-        wEmbed = config.cfg() == BackwardConfig.Cfg.TRAINING_TIME
+        wEmbed = config.cfg().guidanceInput()
                 ? registerModule("w_embed", new MLP(2, d, d, false, Activation.Kind.SILU, rng)) : null;
         stages = registerModule("stages", new ModuleList<>());
         boolean distill = config.strategy() == BackwardConfig.Strategy.HIDDEN_DISTILLATION;
@@ -145,6 +145,84 @@ public final class BiFlowModel extends Module {
         for (Layer l : denoise) h = l.forward(h, c);
         Tensor tokens = finalLayer.forward(h, c);
         return new Output(List.of(hidden), states == null ? List.of() : List.of(states), tokens);
+    }
+
+    /**
+     * Training-time CFG stage by stage (cfg TRAINING_TIME_STAGE), the paper's h_{i+1} = (1+w) G_i(h_i|c) - w G_i(h_i).
+     * Each stage k runs on the guided state h it is handed, with the class and with the null class (both given w),
+     * as one batch of 2B rows:
+     * <pre>
+     *   o_c = stage_k(h | c, w),  o_n = stage_k(h | null, w)                    (B, T, D) each
+     *   reported h_i   = (o_c + w o_n) / (1 + w)     what the losses supervise: the implicit conditional model
+     *   next input     = o_c = (1+w) h_i - w o_n      the guided state
+     * </pre>
+     * Rows with a dropped label (-1) or w = 0 report o_c itself. So a plain {@link #forward} with (c, w) is the chain
+     * of guided states, stage after stage, and sampling stays one evaluation; the training forward is what differs
+     * from TRAINING_TIME, where the conditional and null passes each keep their own chain (see the class comment).
+     * The last segment (denoising layers and the final layer) is combined the same way into x'. y: labels or -1,
+     * w: per-example scales (both length B).
+     */
+    public Output forwardStageGuided(Tensor z, int[] y, float[] w) {
+        checkTokens(z, "z");
+        if (config.cfg() != BackwardConfig.Cfg.TRAINING_TIME_STAGE)
+            throw new IllegalStateException("forwardStageGuided is the training forward of cfg training-time-stage; this model has cfg " + config.cfg());
+        int b = z.size(0);
+        if (y == null || w == null || y.length != b || w.length != b)
+            throw new IllegalArgumentException("stage-wise CFG needs one label and one w per example (batch " + b + ")");
+        int[] y2 = new int[2 * b];
+        float[] w2 = new float[2 * b];
+        for (int i = 0; i < b; i++) {
+            y2[i] = y[i];
+            y2[b + i] = -1;
+            w2[i] = w[i];
+            w2[b + i] = w[i];
+        }
+        Tensor c2 = Ops.silu(condition(y2, w2, 2 * b)); // (2B, 1, D): rows 0..B-1 with the class, B..2B-1 the null class
+        evaluations.incrementAndGet();
+        Guided mix = new Guided(y, w);
+        int nStages = config.stages();
+        Tensor[] hidden = new Tensor[nStages];
+        Tensor h = Ops.add(projIn.forward(z), posEmbed); // h_B (B, T, D)
+        for (int k = 0; k < nStages; k++) {
+            Tensor h2 = Ops.concat(0, h, h); // (2B, T, D)
+            for (Layer l : stages.get(k).layers) h2 = l.forward(h2, c2);
+            hidden[nStages - 1 - k] = mix.implicitConditional(h2);
+            h = Ops.narrow(h2, 0, 0, b); // o_c: the guided state handed on
+        }
+        Tensor h2 = Ops.concat(0, h, h);
+        for (Layer l : denoise) h2 = l.forward(h2, c2);
+        Tensor tokens = mix.implicitConditional(finalLayer.forward(h2, c2));
+        return new Output(List.of(hidden), List.of(), tokens);
+    }
+
+    /**
+     * The implicit conditional model of training-time CFG: for a 2B-row output whose rows 0..B-1 are o(. | c, w) and
+     * rows B..2B-1 the null-class o(. | null, w) of the same examples, (o_c + w o_n) / (1 + w) per example; rows
+     * without a label or with w = 0 take o_c itself (their partner is their own row). Shared by both training forms.
+     */
+    static final class Guided {
+        private final int b;
+        private final int[] partner;
+        private final Tensor w, inv; // (B, 1, 1)
+
+        Guided(int[] y, float[] w) {
+            b = w.length;
+            partner = new int[b];
+            float[] inv = new float[b];
+            for (int i = 0; i < b; i++) {
+                partner[i] = w[i] > 0 && y[i] >= 0 ? b + i : i;
+                inv[i] = 1f / (1f + w[i]);
+            }
+            this.w = Tensor.of(w.clone(), b, 1, 1);
+            this.inv = Tensor.of(inv, b, 1, 1);
+        }
+
+        /** o (2B, ...) -> (B, ...). */
+        Tensor implicitConditional(Tensor o) {
+            Tensor a = Ops.narrow(o, 0, 0, b);
+            Tensor p = Ops.indexSelect(o, 0, partner);
+            return Ops.mul(Ops.add(a, Ops.mul(p, w)), inv);
+        }
     }
 
     /** The condition vector (B, 1, D): class embedding (null class for -1 / null labels) plus the guidance embedding. */
@@ -240,7 +318,7 @@ public final class BiFlowModel extends Module {
                 Tensor uncond = forward(z, null, null).tokens();
                 return toData(guide(cond, uncond, w));
             }
-            float[] ws = config.cfg() == BackwardConfig.Cfg.TRAINING_TIME ? filled(b, w) : null;
+            float[] ws = config.cfg().guidanceInput() ? filled(b, w) : null;
             return toData(forward(z, y, ws).tokens());
         }
     }
@@ -256,7 +334,8 @@ public final class BiFlowModel extends Module {
         return a;
     }
 
-    void checkGuidance(float w, int[] y) {
+    /** Refuses a guidance scale this model cannot sample at (negative, non-finite, no CFG, no labels, beyond w_max). */
+    public void checkGuidance(float w, int[] y) {
         if (!(w >= 0) || Float.isInfinite(w))
             throw new IllegalArgumentException("guidance scale w must be finite and >= 0, got " + w);
         if (w == 0) return;
@@ -264,7 +343,7 @@ public final class BiFlowModel extends Module {
             throw new IllegalArgumentException("this backward model was trained without CFG (cfg none): sample with w = 0, or train with cfg two-pass or training-time");
         if (y == null)
             throw new IllegalArgumentException("guidance (w = " + w + ") needs class labels; pass labels or w = 0");
-        if (config.cfg() == BackwardConfig.Cfg.TRAINING_TIME && w > config.wMax())
+        if (config.cfg().guidanceInput() && w > config.wMax())
             throw new IllegalArgumentException("guidance scale w = " + w + " is outside the trained range [0, " + config.wMax()
                     + "] of this training-time-CFG model; retrain with a larger w_max");
     }

@@ -21,10 +21,17 @@ class BackwardConfigTest {
                     BackwardConfig c = new BackwardConfig(tokens, g[0] * g[1] * g[1], stages, classes, g[0], g[2], g[1],
                             16 * stages, 8, 1 + classes % 2, classes % 3, BackwardConfig.Head.values()[stages % 2], strat,
                             BackwardConfig.Denoise.values()[classes % 3], BackwardConfig.AlignNorm.values()[stages % 3],
-                            classes == 0 ? BackwardConfig.Cfg.NONE : BackwardConfig.Cfg.values()[classes % 3],
+                            cfgFor(classes, strat),
                             2.5f + stages, 0.1f * (classes % 4), 1f, 0.5f * stages, 0.01f, stages % 2);
                     return c;
                 }).zip(floats().between(0f, 10f), (c, w) -> c.withCfg(c.cfg(), w, c.wZeroProb()));
+    }
+
+    /** Every CFG mode the class count allows (the stage-wise form does not combine with hidden distillation). */
+    private static BackwardConfig.Cfg cfgFor(int classes, BackwardConfig.Strategy strat) {
+        if (classes == 0) return BackwardConfig.Cfg.NONE;
+        BackwardConfig.Cfg c = BackwardConfig.Cfg.values()[classes % BackwardConfig.Cfg.values().length];
+        return c == BackwardConfig.Cfg.TRAINING_TIME_STAGE && strat == BackwardConfig.Strategy.HIDDEN_DISTILLATION ? BackwardConfig.Cfg.TRAINING_TIME : c;
     }
 
     @Test
@@ -62,6 +69,7 @@ class BackwardConfigTest {
         assertEquals(BackwardConfig.Strategy.EXACT_INVERSE, BackwardConfig.Strategy.parse("EXACT_INVERSE"));
         assertEquals(BackwardConfig.Cfg.TRAINING_TIME, BackwardConfig.Cfg.parse("training-time"));
         assertEquals(BackwardConfig.Cfg.TWO_PASS, BackwardConfig.Cfg.parse("two_pass"));
+        assertEquals(BackwardConfig.Cfg.TRAINING_TIME_STAGE, BackwardConfig.Cfg.parse("training-time-stage"));
         assertEquals(BackwardConfig.Denoise.SCORE, BackwardConfig.Denoise.parse("score"));
         assertEquals(BackwardConfig.AlignNorm.TOKEN, BackwardConfig.AlignNorm.parse("on"));
         assertEquals(BackwardConfig.Head.MLP, BackwardConfig.Head.parse("mlp"));
@@ -77,6 +85,8 @@ class BackwardConfigTest {
         assertMsg(() -> ok.withCfg(BackwardConfig.Cfg.TRAINING_TIME, -1f, 0f), "w_max");
         assertMsg(() -> ok.withCfg(BackwardConfig.Cfg.TRAINING_TIME, 4f, 1.5f), "w_zero_prob");
         assertMsg(() -> ok.withAdaptive(0f, 1f), "eps > 0");
+        assertMsg(() -> ok.withStrategy(BackwardConfig.Strategy.HIDDEN_DISTILLATION).withCfg(BackwardConfig.Cfg.TRAINING_TIME_STAGE),
+                "use cfg training-time");
         assertMsg(() -> ok.withWeights(-1f, 1f), "loss weights");
         assertMsg(() -> BackwardConfig.forVectors(1, 2, 2, 0).withCfg(BackwardConfig.Cfg.TWO_PASS), "class-conditional");
         assertMsg(() -> new BackwardConfig(15, 4, 2, 3, 1, 8, 2, 32, 16, 1, 1, null, null, null, null, null, 4f, 0.1f, 1f, 1f, 0.01f, 1f),

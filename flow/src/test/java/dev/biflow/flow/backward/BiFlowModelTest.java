@@ -115,6 +115,60 @@ class BiFlowModelTest {
         for (int i = 0; i < got.length; i++) assertEquals((1 + w) * c[i] - w * u[i], got[i], 1e-5);
     }
 
+    /** Stage-wise training-time CFG at w = 0 (and for rows without a label) is the plain conditional forward. */
+    @Test
+    void stageGuidedTrainingForwardAtWZeroIsThePlainForward() {
+        BiFlowModel g = randomModel(cfg(BackwardConfig.Cfg.TRAINING_TIME_STAGE), 21);
+        Tensor z = noise(22, 3);
+        int[] y = {2, -1, 1};
+        float[] w = {0f, 1.5f, 0f}; // row 1 has w > 0 but no label: no partner either
+        try (var ng = Grad.noGrad()) {
+            BiFlowModel.Output s = g.forwardStageGuided(z, y, w), p = g.forward(z, y, w);
+            for (int i = 0; i < p.hidden().size(); i++) assertArrayEquals(p.hidden().get(i).data(), s.hidden().get(i).data(), 1e-5f, "h_" + i);
+            assertArrayEquals(p.tokens().data(), s.tokens().data(), 1e-5f);
+        }
+    }
+
+    /**
+     * The paper's h_{i+1} = (1+w) G_i(h_i|c) - w G_i(h_i), stage by stage: what the stage-wise training forward reports
+     * for stage k is (o_c + w o_n) / (1+w), where o_c is stage k of ONE plain forward pass with (c, w) (the guided chain)
+     * and o_n is stage k run with the null class on the same guided input. Checked against that brute-force
+     * construction, so one pass at sampling time is the guided chain the losses trained.
+     */
+    @Test
+    void stageGuidedTrainingForwardCombinesEachStageOnTheGuidedChain() {
+        qt().withExamples(8).forAll(longs().between(0, 1L << 30), floats().between(0.05f, 3f)).checkAssert((seed, wv) -> {
+            BiFlowModel g = randomModel(cfg(BackwardConfig.Cfg.TRAINING_TIME_STAGE), seed);
+            Tensor z = noise(seed + 1, 2);
+            int[] y = {0, 2};
+            float[] w = {wv, wv};
+            try (var ng = Grad.noGrad()) {
+                BiFlowModel.Output s = g.forwardStageGuided(z, y, w), p = g.forward(z, y, w);
+                Tensor cNull = Ops.silu(g.condition(null, w, 2));
+                int n = g.config.stages();
+                Tensor in = Ops.add(g.projIn.forward(z), g.posEmbed); // h_B
+                for (int k = 0; k < n; k++) {
+                    int i = n - 1 - k;
+                    Tensor on = in;
+                    for (BiFlowModel.Layer l : g.stages.get(k).layers) on = l.forward(on, cNull);
+                    assertCombined(p.hidden().get(i), on, wv, s.hidden().get(i), "h_" + i);
+                    in = p.hidden().get(i); // the guided state handed on
+                }
+                Tensor on = in;
+                for (BiFlowModel.Layer l : g.denoise) on = l.forward(on, cNull);
+                assertCombined(p.tokens(), g.finalLayer.forward(on, cNull), wv, s.tokens(), "x'");
+            }
+        });
+    }
+
+    private static void assertCombined(Tensor oc, Tensor on, float w, Tensor got, String what) {
+        float[] c = oc.data(), u = on.data(), r = got.data();
+        for (int k = 0; k < r.length; k++) {
+            double want = (c[k] + w * u[k]) / (1 + w);
+            assertEquals(want, r[k], 1e-4 * (1 + Math.abs(want)), what + "[" + k + "]");
+        }
+    }
+
     /**
      * The documented reparameterisation: with o_cond(c, w) = (o(c, w) + w o(null, w)) / (1 + w), the
      * one-pass output o(c, w) is (1 + w) o_cond(c, w) - w o_cond(null, w) at every output.
