@@ -64,12 +64,17 @@ final class AblateTable {
         for (AblateGrid.Variant v : g.variants) {
             List<JsonNode> grades = new ArrayList<>();
             int planned = 0;
+            Path shown = dir.resolve("samples-" + v.name() + ".png");
+            Files.deleteIfExists(shown);
             for (AblateCommand.Run r : runs) {
                 if (!r.variant().name().equals(v.name())) continue;
                 planned++;
                 JsonNode gr = AblateCommand.readJson(r.dir().resolve(AblateCommand.GRADE_FILE));
                 if (gr == null) continue;
                 grades.add(gr);
+                // the report shows each variant's samples: its first graded run at the first guidance scale
+                Path grid = r.dir().resolve("samples-w" + AblateGrid.fmt(g.guidance.getFirst()) + ".png");
+                if (!Files.exists(shown) && Files.exists(grid)) Files.copy(grid, shown);
                 for (JsonNode row : gr.path("rows")) {
                     ObjectNode line = JSON.createObjectNode();
                     line.put("variant", v.name());
@@ -109,6 +114,9 @@ final class AblateTable {
         Map<String, String> summary = new LinkedHashMap<>();
         summary.put("grid", g.source + (g.description.isEmpty() ? "" : ": " + g.description));
         summary.put("budget per G run", g.budget.describe());
+        for (AblateGrid.Variant v : g.variants)
+            summary.put("variant " + v.name(), (v.overrides().isEmpty() ? "the base options" : String.join(" ", AblateGrid.args(v.overrides())))
+                    + ", F " + v.forward() + (v.exactInverse() ? " (F's exact inverse: nothing trained)" : ""));
         summary.put("seeds per variant", g.seeds + " (0 .. " + (g.seeds - 1) + "); an exact-inverse variant has no training and is graded once");
         summary.put("grading", String.format(Locale.ROOT, "%d samples per run and guidance scale, noise seed %d, labels cycling through the classes, "
                 + "evaluation network %s, data %s; cells are mean +- sample sd over the seeds done", g.samples, g.evalSeed, g.evalNet, g.data));
@@ -116,7 +124,8 @@ final class AblateTable {
         summary.put("runs", done + " of " + runs.size() + " graded" + (failures.isEmpty() ? "" : "; failed this time: "
                 + String.join(", ", failures.stream().map(f -> f.run().label()).toList())));
         summary.put("files", RESULTS + " (one line per run and guidance scale), " + TABLE_MD + ", " + TABLE_CSV + ", runs/<variant>/seed-<s>/ "
-                + "(train-backward's run folder, " + AblateCommand.GRADE_FILE + ", samples-w<w>.png)");
+                + "(train-backward's run folder, " + AblateCommand.GRADE_FILE + ", samples-w<w>.png); samples-<variant>.png: the first images of each "
+                + "variant's first graded run at the first guidance scale (the same noise and labels in every variant)");
         return RunReport.write(dir, "ablate " + g.name, command, summary, table);
     }
 

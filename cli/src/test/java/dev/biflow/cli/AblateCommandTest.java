@@ -147,11 +147,16 @@ class AblateCommandTest {
         assertEquals(0, third.code(), third.err());
         assertTrue(third.out().contains("4 finished, 0 to do"), third.out());
         done.forEach((p, t) -> assertDoesNotThrow(() -> assertEquals(t, Files.getLastModifiedTime(p), p + " was rewritten")));
+        assertTrue(Files.exists(out.resolve("samples-align.png")) && Files.exists(out.resolve("samples-naive.png")));
 
         // grading killed before it wrote its grades: only the grading reruns
         Path regrade = out.resolve("runs/naive/seed-1");
         Files.delete(regrade.resolve(AblateCommand.GRADE_FILE));
         FileTime model = Files.getLastModifiedTime(regrade.resolve("backward.safetensors"));
+        Run dry = ablate(grid, out, "--dry-run");
+        assertEquals(0, dry.code(), dry.err());
+        assertTrue(dry.out().matches("(?s).*naive seed 1\\s+to do.*") && dry.out().matches("(?s).*naive seed 0\\s+finished.*"), dry.out());
+        assertFalse(Files.exists(regrade.resolve(AblateCommand.GRADE_FILE)), "a dry run runs nothing");
         Run fourth = ablate(grid, out);
         assertEquals(0, fourth.code(), fourth.err());
         assertTrue(fourth.out().contains("3 finished, 1 to do"), fourth.out());
