@@ -261,6 +261,7 @@ final class AblateCommand implements Callable<Integer> {
         writeState(stateFile, identity, false, used, start);
         Exception[] failure = {null};
         int rc = Main.execute(e -> failure[0] = e, args.toArray(String[]::new));
+        common.apply(); // the command reset what this one set (--allow-nonfinite) for the grading that follows
         if (rc != 0)
             throw new RunFailed(command + " failed (exit " + rc + ")" + (failure[0] != null && failure[0].getMessage() != null
                     ? ": " + failure[0].getMessage() : "; see the lines above"));

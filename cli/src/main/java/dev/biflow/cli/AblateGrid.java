@@ -2,7 +2,6 @@
 package dev.biflow.cli;
 
 import com.fasterxml.jackson.databind.JsonNode;
-import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.biflow.flow.backward.BackwardConfig;
 import dev.biflow.flow.data.ImageDataset;
@@ -37,7 +36,6 @@ final class AblateGrid {
     /** The grids shipped as resources, in the order {@code --list} shows them. */
     static final List<String> SHIPPED = List.of("strategies", "denoise", "norm-control", "distance", "guidance");
     private static final String RESOURCES = "/dev/biflow/cli/grids/";
-    private static final ObjectMapper JSON = new ObjectMapper();
 
     /** train-backward options the ablation sets for each run (from the grid's forward, data, seeds and budget). */
     static final Set<String> OWNED_G = Set.of("--forward", "--data", "--runs", "--name", "--resume", "--config", "--seed", "--steps",
@@ -185,13 +183,7 @@ final class AblateGrid {
     }
 
     static AblateGrid parse(String name, String source, String text) {
-        JsonNode n;
-        try {
-            n = JSON.readTree(text);
-        } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
-            throw new IllegalArgumentException(source + " is not valid JSON: " + e.getOriginalMessage()
-                    + (e.getLocation() != null ? " (line " + e.getLocation().getLineNr() + ")" : ""));
-        }
+        JsonNode n = ConfigFile.parseJson(text, source);
         if (n == null || !n.isObject()) throw new IllegalArgumentException(source + " must hold a JSON object (format: docs/ABLATE.md)");
         return new AblateGrid(name, source, (ObjectNode) n);
     }

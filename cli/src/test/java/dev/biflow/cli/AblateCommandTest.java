@@ -30,17 +30,11 @@ class AblateCommandTest {
     @TempDir static Path shared;
     static Path data, forward, evalNet;
 
-    /** A tiny dataset, a tiny F (2 steps) and a tiny evaluation network (2 steps). */
+    /** The tiny dataset and F of the cli tests (TrainSettingsTest's fixture) and a tiny evaluation network (2 steps). */
     @BeforeAll
     static void tinyModels() throws IOException {
-        data = shared.resolve("tiny-idx");
-        Files.createDirectories(data);
-        TrainSettingsTest.writeSplit(data, "train", 16, 1);
-        TrainSettingsTest.writeSplit(data, "t10k", 8, 2);
-        Path runs = shared.resolve("runs");
-        ok(List.of("train-forward", "--data", data.toString(), "--runs", runs.toString(), "--name", "f", "--width", "16", "--blocks", "2",
-                "--layers", "1", "--head-dim", "8", "--steps", "2", "--batch", "4", "--eval-images", "4", "--threads", "1"));
-        forward = runs.resolve("f").resolve("model.safetensors");
+        forward = TrainSettingsTest.tinyForwardModel(shared);
+        data = TrainSettingsTest.data;
         Path nets = shared.resolve("nets");
         ok(List.of("train-features", "--arch", "eval", "--steps", "2", "--batch", "8", "--data", data.toString(), "--out", nets.toString(),
                 "--threads", "1"));
@@ -203,6 +197,22 @@ class AblateCommandTest {
         assertTrue(grade.at("/rows/0/nfe").asInt() > 1 && grade.at("/rows/1/nfe").asInt() > grade.at("/rows/0/nfe").asInt(),
                 "the exact inverse's NFE, doubled by CFG: " + grade);
         assertEquals(3 * 2, Files.readAllLines(out.resolve(AblateTable.RESULTS)).size(), "one line per run and guidance scale");
+
+        // a session killed after 700 s of a 10-minute budget, at a checkpoint: its time is spent, so nothing more trains
+        Path spent = out.resolve("runs/naive/seed-0");
+        long ck = Files.getLastModifiedTime(spent.resolve(RunCheckpoint.MANIFEST)).toMillis();
+        JsonNode st = json(spent.resolve(AblateCommand.STATE_FILE));
+        TrainSettingsTest.write(spent.resolve(AblateCommand.STATE_FILE), "{'settings': " + JSON.writeValueAsString(st.get("settings").asText()).replace('"', '\'')
+                + ", 'trained': false, 'train_seconds': 0, 'session_started_ms': " + (ck - 700_000) + "}");
+        Files.delete(spent.resolve(AblateCommand.GRADE_FILE));
+        FileTime model = Files.getLastModifiedTime(spent.resolve("backward.safetensors"));
+        Run budgetSpent = ablate(grid, out);
+        assertEquals(0, budgetSpent.code(), budgetSpent.err());
+        assertFalse(budgetSpent.out().contains("resuming"), budgetSpent.out());
+        assertEquals(model, Files.getLastModifiedTime(spent.resolve("backward.safetensors")));
+        JsonNode after = json(spent.resolve(AblateCommand.STATE_FILE));
+        assertTrue(after.get("trained").asBoolean(), after.toString());
+        assertEquals(700, after.get("train_seconds").asDouble(), 1, after.toString());
 
         Run changed = ablate(grid, out, "--steps", "4");
         assertEquals(2, changed.code());
