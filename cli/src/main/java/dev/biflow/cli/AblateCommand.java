@@ -99,9 +99,6 @@ final class AblateCommand implements Callable<Integer> {
         // the grading data first: a missing dataset fails here, not after hours of training
         ImageDataset test = ImageDataset.loadIdx(g.data, "test"), train = ImageDataset.loadIdx(g.data, "train");
         dir = out != null ? out : Path.of("runs", "ablate-" + g.name);
-        TrainForwardCommand.createDirectories(dir);
-        ConfigFile.write(dir.resolve(ConfigFile.FILE_NAME), g.resolved());
-
         List<Run> runs = plan();
         List<Run> todo = runs.stream().filter(r -> !finished(r)).toList();
         System.out.printf(Locale.ROOT, "ablate: %s, %d variants x %d seeds (%d runs; an exact inverse is graded once), %s per G run; %d finished, %d to do; folder %s%n",
@@ -110,6 +107,8 @@ final class AblateCommand implements Callable<Integer> {
             for (Run r : runs) System.out.printf(Locale.ROOT, "  %-40s %s%n", r.label(), todo.contains(r) ? "to do" : "finished");
             return 0;
         }
+        TrainForwardCommand.createDirectories(dir);
+        ConfigFile.write(dir.resolve(ConfigFile.FILE_NAME), g.resolved());
         List<Failure> failures = new ArrayList<>();
         long t0 = System.nanoTime();
         if (!todo.isEmpty()) {
@@ -239,7 +238,8 @@ final class AblateCommand implements Callable<Integer> {
                     + "): use another --out, or delete " + runDir + " to redo it");
         if (st != null && st.path("trained").asBoolean()) return;
         boolean checkpoint = Files.exists(runDir.resolve(RunCheckpoint.MANIFEST));
-        double used = st == null ? 0 : st.path("train_seconds").asDouble() + killedSession(st, runDir);
+        // without a checkpoint the run starts over, and so does its clock
+        double used = st == null || !checkpoint ? 0 : st.path("train_seconds").asDouble() + killedSession(st, runDir);
         if (budget.minutes() > 0 && checkpoint && used >= budget.minutes() * 60) {
             writeState(stateFile, identity, true, used, null);
             return;

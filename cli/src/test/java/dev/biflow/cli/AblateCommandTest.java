@@ -256,6 +256,10 @@ class AblateCommandTest {
         assertTrue(badOption.err().contains("variants[2] (typo)") && badOption.err().contains("unknown train-backward option 'stratgy'")
                 && badOption.err().contains("valid options: ") && badOption.err().contains("strategy, denoise"), badOption.err());
         assertFalse(Files.exists(tmp.resolve("o")), "nothing runs before the grid is checked");
+        Run dry = run("ablate", "--grid", tinyGrid(tmp, "").toString(), "--out", tmp.resolve("o").toString(), "--dry-run");
+        assertEquals(0, dry.code(), dry.err());
+        assertTrue(dry.out().contains("0 finished, 4 to do"), dry.out());
+        assertFalse(Files.exists(tmp.resolve("o")), "a dry run writes nothing");
 
         Path value = tinyGrid(tmp, ", {'name': 'range', 'options': {'w-zero-prob': 2}}");
         Run badValue = run("ablate", "--grid", value.toString(), "--out", tmp.resolve("o").toString());
