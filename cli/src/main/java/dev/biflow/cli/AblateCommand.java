@@ -131,7 +131,7 @@ final class AblateCommand implements Callable<Integer> {
                 }
             }
         }
-        Path report = AblateTable.write(dir, g, runs, "biflow ablate " + String.join(" ", spec.commandLine().getParseResult().originalArgs()), failures);
+        Path report = AblateTable.write(dir, g, runs, EvalCommand.commandLine(spec), failures);
         System.out.print(Files.readString(dir.resolve(AblateTable.TABLE_MD)));
         System.out.println("ablate: table " + dir.resolve(AblateTable.TABLE_MD) + ", report " + report.toAbsolutePath());
         if (!failures.isEmpty()) {

@@ -182,22 +182,29 @@ final class AblateTable {
         return b.toString();
     }
 
-    /** FD per variant (bars: mean over seeds, error bars: sample sd), one series per guidance scale. */
+    /** FD per variant (bars: mean over seeds, error bars: sample sd), one series per guidance scale; variants with no graded run left out. */
     static void plot(Path out, List<Row> rows, AblateGrid g) throws IOException {
-        CategoryChart c = new CategoryChartBuilder().width(720).height(360)
+        List<String> shown = new ArrayList<>();
+        for (AblateGrid.Variant v : g.variants)
+            if (rows.stream().filter(r -> r.variant().equals(v.name())).allMatch(r -> r.metrics().get("fd_fashionnet").n() > 0)) shown.add(v.name());
+        CategoryChart c = new CategoryChartBuilder().width(Math.max(720, 170 * shown.size())).height(360)
                 .title(Metrics.FD_NAME + " per variant (mean and sd over seeds; lower is better)").yAxisTitle(Metrics.FD_NAME).build();
         c.getStyler().setLegendVisible(g.guidance.size() > 1);
-        for (float w : g.guidance) {
-            List<String> names = new ArrayList<>();
+        c.getStyler().setYAxisDecimalPattern("#,##0.#");
+        if (shown.isEmpty()) { // nothing graded yet: an empty chart (xchart draws no axes without a series)
+            c.getStyler().setLegendVisible(false);
+            c.addSeries("nothing graded yet", List.of("-"), List.of(0));
+        }
+        for (float w : shown.isEmpty() ? List.<Float>of() : g.guidance) {
             List<Number> mean = new ArrayList<>(), err = new ArrayList<>();
-            for (Row r : rows) {
-                if (r.w() != w) continue;
-                Spread s = r.metrics().get("fd_fashionnet");
-                names.add(r.variant());
-                mean.add(s.n() == 0 ? 0 : s.mean());
-                err.add(Double.isNaN(s.sd()) ? 0 : s.sd());
-            }
-            c.addSeries("w=" + AblateGrid.fmt(w), names, mean, err);
+            for (String v : shown)
+                for (Row r : rows)
+                    if (r.variant().equals(v) && r.w() == w) {
+                        Spread s = r.metrics().get("fd_fashionnet");
+                        mean.add(s.mean());
+                        err.add(Double.isNaN(s.sd()) ? 0 : s.sd());
+                    }
+            c.addSeries("w=" + AblateGrid.fmt(w), shown, mean, err);
         }
         BitmapEncoder.saveBitmap(c, out.toString(), BitmapEncoder.BitmapFormat.PNG);
     }

@@ -233,11 +233,14 @@ final class TrainBackwardCommand implements Callable<Integer>, ConfigFile.Config
             t.run(l, () -> System.nanoTime() >= deadline); // a time limit stops cleanly between steps, with a checkpoint
         }
         double secs = (System.nanoTime() - t0) / 1e9;
-        Path grid = SampleCommand.compareGrid(ff, g, sigma, f.config, dir.resolve("samples-biflow-vs-exact.png"), 10, 1f, seed + 3);
+        // guided at w = 1 where G can be (a G trained without CFG samples at w = 0 only, one with w in the input up to w_max)
+        float gridW = bc.cfg() == BackwardConfig.Cfg.NONE ? 0f : bc.cfg().guidanceInput() ? Math.min(1f, bc.wMax()) : 1f;
+        Path grid = SampleCommand.compareGrid(ff, g, sigma, f.config, dir.resolve("samples-biflow-vs-exact.png"), 10, gridW, seed + 3);
         Path report = RunReport.write(dir, "train-backward " + dir.getFileName(), "biflow train-backward (see config.json)",
                 Common.ordered("steps", Long.toString(t.step()), "wall time", Common.duration(secs),
                         "last reconstruction MSE", String.format(Locale.ROOT, "%.5f", last[0]),
-                        "samples", grid.getFileName() + ": rows alternate BiFlow 1-NFE / exact inverse (score-denoised) from the same z and labels"));
+                        "samples", grid.getFileName() + ": rows alternate BiFlow 1-NFE / exact inverse (score-denoised) from the same z and labels, "
+                                + "guidance w = " + gridW));
         System.out.printf(Locale.ROOT, "train-backward: done %d steps in %s, recon %.5f; model %s; report %s%n",
                 t.step(), Common.duration(secs), last[0], dir.resolve(BackwardTrainer.MODEL_FILE), report);
         return 0;

@@ -44,13 +44,13 @@ class AblateCommandTest {
     @AfterEach
     void noHook() { RunCheckpoint.setFaultHook(null); }
 
-    /** A grid of two variants (they differ in strategy and learning rate) x 2 seeds, 3 steps each, graded on 8 samples. */
+    /** A grid of two variants (they differ in strategy, learning rate and guidance) x 2 seeds, 3 steps each, graded on 8 samples. */
     static Path tinyGrid(Path dir, String extraVariant) throws IOException {
         String grid = "{'forward': '" + forward + "', 'data': '" + data + "', 'eval_net': '" + evalNet + "',"
                 + " 'base': {'perceptual': 'none', 'width': 16, 'head-dim': 8, 'layers-per-stage': 1, 'batch': 4, 'checkpoint-every': 1},"
                 + " 'budget': {'steps': 3}, 'seeds': 2, 'samples': 8, 'batch': 4,"
                 + " 'variants': [{'name': 'align', 'options': {'strategy': 'hidden-alignment'}},"
-                + "              {'name': 'naive', 'options': {'strategy': 'naive', 'lr': 0.003}}" + extraVariant + "]}";
+                + "              {'name': 'naive', 'options': {'strategy': 'naive', 'lr': 0.003, 'cfg': 'none'}}" + extraVariant + "]}";
         return TrainSettingsTest.write(dir.resolve("grid.json"), grid);
     }
 
@@ -115,7 +115,8 @@ class AblateCommandTest {
         assertTrue(md.get(3).startsWith("| align | 0 | 2/2 | ") && md.get(3).contains(" ± "), md.get(3));
         assertEquals(4, Files.readAllLines(out.resolve(AblateTable.RESULTS)).size());
         for (String f : List.of(AblateTable.PLOT, "report.html", "config.json")) assertTrue(Files.exists(out.resolve(f)), f);
-        assertTrue(Files.readString(out.resolve("report.html")).contains("naive"));
+        String html = Files.readString(out.resolve("report.html"));
+        assertTrue(html.contains("naive") && html.contains("biflow ablate --grid " + grid), "the report shows the variants and the command as typed");
 
         // each variant and seed really trained differently: the recorded settings and the weights differ
         JsonNode a0 = TrainSettingsTest.config(out.resolve("runs/align/seed-0")), n0 = TrainSettingsTest.config(out.resolve("runs/naive/seed-0"));
@@ -124,6 +125,8 @@ class AblateCommandTest {
         assertEquals("naive", n0.at("/backward/strategy").asText());
         assertEquals(0.001, a0.at("/train/lr").asDouble());
         assertEquals(0.003, n0.at("/train/lr").asDouble());
+        assertEquals("training-time", a0.at("/backward/cfg").asText());
+        assertEquals("none", n0.at("/backward/cfg").asText());
         assertEquals(0, a0.at("/train/seed").asLong());
         assertEquals(1, a1.at("/train/seed").asLong());
         assertEquals(3, a0.at("/train/steps").asLong());
