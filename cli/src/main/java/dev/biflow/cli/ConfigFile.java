@@ -156,16 +156,20 @@ final class ConfigFile implements CommandLine.IDefaultValueProvider {
                     ? "cannot resume from " + file.getParent() + ": it has no " + FILE_NAME + " (every run writes one when it starts); check the folder"
                     : "config file " + file + " does not exist; pass a run's config.json, e.g. --config runs/<name>/config.json");
         }
-        JsonNode n;
-        try {
-            n = JSON.readTree(text);
-        } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
-            throw new IllegalArgumentException(file + " is not valid JSON: " + e.getOriginalMessage()
-                    + (e.getLocation() != null ? " (line " + e.getLocation().getLineNr() + ")" : ""));
-        }
+        JsonNode n = parseJson(text, file.toString());
         if (n == null || !n.isObject())
             throw new IllegalArgumentException(file + " must hold a JSON object like the config.json of a run; valid keys: " + schema.describe());
         return new ConfigFile(file, resumed, schema, (ObjectNode) n);
+    }
+
+    /** Parses JSON text; a syntax error is an IllegalArgumentException naming the source and the line. */
+    static JsonNode parseJson(String text, String source) {
+        try {
+            return JSON.readTree(text);
+        } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+            throw new IllegalArgumentException(source + " is not valid JSON: " + e.getOriginalMessage()
+                    + (e.getLocation() != null ? " (line " + e.getLocation().getLineNr() + ")" : ""));
+        }
     }
 
     private void collect(JsonNode obj, String prefix) {

@@ -8,7 +8,7 @@ import picocli.CommandLine.Command;
 @Command(name = "biflow", mixinStandardHelpOptions = true, version = "biflow 0.1.0",
         description = "Train, sample and benchmark normalizing-flow image generators (TARFlow / iTARFlow, BiFlow) in pure Java.",
         subcommands = {TrainForwardCommand.class, TrainBackwardCommand.class, TrainFeaturesCommand.class, EvalCommand.class, SampleCommand.class, FlowIoCommand.class,
-                InfoCommand.class, DevicesCommand.class, ReportCommand.class, BenchCommand.class, DemoCommand.class, ExportCommand.class, CommandLine.HelpCommand.class})
+                InfoCommand.class, DevicesCommand.class, ReportCommand.class, BenchCommand.class, AblateCommand.class, DemoCommand.class, ExportCommand.class, CommandLine.HelpCommand.class})
 public final class Main implements Runnable {
     @Override
     public void run() { new CommandLine(this).usage(System.out); }
@@ -59,10 +59,17 @@ public final class Main implements Runnable {
     }
 
     /** Runs the command line; user errors print one clear message and give a non-zero exit code. */
-    public static int execute(String... args) {
+    public static int execute(String... args) { return execute(null, args); }
+
+    /**
+     * As {@link #execute(String...)}, and also hands the exception that ended the command, if any,
+     * to onError: for a command that runs other commands and records why one failed (ablate).
+     */
+    static int execute(java.util.function.Consumer<Exception> onError, String... args) {
         dev.biflow.flow.model.Checkpoints.setAllowNonFinite(false); // only a command's own --allow-nonfinite turns the check off
         CommandLine cl = commandLine();
         cl.setExecutionExceptionHandler((ex, cmd, parsed) -> {
+            if (onError != null) onError.accept(ex);
             if (outOfMemory(ex) != null) {
                 cmd.getErr().println(outOfMemoryLine(cmd.getCommandName()));
                 return 3;
@@ -99,7 +106,8 @@ public final class Main implements Runnable {
             java.util.Map.entry("train-forward", "a smaller --batch"),
             java.util.Map.entry("train-backward", "a smaller --batch"),
             java.util.Map.entry("train-features", "a smaller --batch"),
-            java.util.Map.entry("bench", "a smaller --batch"));
+            java.util.Map.entry("bench", "a smaller --batch"),
+            java.util.Map.entry("ablate", "a smaller batch or samples in the grid file"));
 
     /** One line for an OutOfMemoryError: the heap it had, and what would fix it. */
     static String outOfMemoryLine(String command) {

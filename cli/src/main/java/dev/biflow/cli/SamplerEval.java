@@ -173,15 +173,14 @@ final class SamplerEval {
         FrozenFlow ff = FrozenFlow.of(f);
         float sigma = g != null ? g.sigma() : s.sigma();
         int n = s.samples();
-        int[] y = Common.labels("all", n, cfg.numClasses());
+        int[] y = labels(cfg, n);
         // one noise tensor for every sampler: the rows differ only by the sampler
-        Tensor eps = Tensor.randn(new Rng(s.seed()), n, cfg.tokens(), cfg.tokenDim());
+        Tensor eps = noise(cfg, n, s.seed());
 
         BiFlowSampler exact = BiFlowSampler.exactInverse(ff, BackwardConfig.Denoise.SCORE, sigma);
         List<Tensor> headline = new ArrayList<>(); // the first exact and the first BiFlow sample set, for the grid
         for (float w : s.wExact()) {
-            // T - 1 decode steps per block (token 0 is z_0 itself), twice with CFG, plus the score-denoising pass
-            int exactNfe = cfg.numBlocks() * (cfg.tokens() - 1) * (w > 0 ? 2 : 1) + 1;
+            int exactNfe = exactNfe(cfg, w);
             String name = String.format(Locale.ROOT, "exact inverse, CFG w=%s", fmt(w));
             rows.add(timeAndGrade(name, exactNfe, exact, w, eps, y, s, metrics, ref, headline.isEmpty() ? headline : null));
         }
@@ -217,8 +216,17 @@ final class SamplerEval {
         return new Result(bpd, bpdN, rows, grid, recon, reconN);
     }
 
+    /** The noise every sampler starts from (n, T, C p^2): the same for every sampler and run graded with this seed. */
+    static Tensor noise(TarFlowConfig cfg, int n, long seed) { return Tensor.randn(new Rng(seed), n, cfg.tokens(), cfg.tokenDim()); }
+
+    /** The requested classes of n samples: cycling through the classes (null for an unconditional F). */
+    static int[] labels(TarFlowConfig cfg, int n) { return Common.labels("all", n, cfg.numClasses()); }
+
+    /** Sequential passes of the exact inverse: T - 1 decode steps per block (token 0 is z_0 itself), twice with CFG, plus the score-denoising pass. */
+    static int exactNfe(TarFlowConfig cfg, float w) { return cfg.numBlocks() * (cfg.tokens() - 1) * (w > 0 ? 2 : 1) + 1; }
+
     /** Samples eps with labels y at guidance w, timed batch by batch; keeps the samples in {@code keep} when it is not null. */
-    private static Row timeAndGrade(String name, int nfe, BiFlowSampler sampler, float w, Tensor eps, int[] y, Settings s, Metrics metrics,
+    static Row timeAndGrade(String name, int nfe, BiFlowSampler sampler, float w, Tensor eps, int[] y, Settings s, Metrics metrics,
                                     Metrics.Reference ref, List<Tensor> keep) {
         int n = eps.size(0), per = eps.size(1) * eps.size(2);
         // warm-up (JIT, pools, caches) outside the timed region, on a small batch of other noise
@@ -248,7 +256,7 @@ final class SamplerEval {
      * clean x, and a grid of x over x' rows. Set beside the samples from the prior, it separates
      * "G has not learned F^-1" from "G has learned it on F's data manifold only".
      */
-    private static double reconstruction(TarFlow f, BackwardCheckpoints.Loaded g, ImageDataset test, int n, Settings s, Path outDir)
+    static double reconstruction(TarFlow f, BackwardCheckpoints.Loaded g, ImageDataset test, int n, Settings s, Path outDir)
             throws IOException {
         Rng rng = new Rng(s.seed() + 2);
         double sum = 0;
@@ -280,7 +288,7 @@ final class SamplerEval {
     }
 
     /** Rows of nrow images: for each sampler in turn, the first images, so a column shares noise and label. */
-    private static void writeGrid(Path out, List<Tensor> samples, TarFlowConfig cfg, int nrow) throws IOException {
+    static void writeGrid(Path out, List<Tensor> samples, TarFlowConfig cfg, int nrow) throws IOException {
         int d = cfg.dims(), rowsPer = 2;
         int per = Math.min(nrow * rowsPer, samples.getFirst().size(0));
         int rows = (per + nrow - 1) / nrow;

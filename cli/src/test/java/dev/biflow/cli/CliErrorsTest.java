@@ -74,7 +74,7 @@ class CliErrorsTest {
 
     @Test
     void everyCommandHasHelpWithExamples() {
-        for (String c : new String[]{"train-forward", "train-backward", "train-features", "sample", "eval", "flow", "info", "bench", "report", "demo", "devices"}) {
+        for (String c : new String[]{"train-forward", "train-backward", "train-features", "sample", "eval", "flow", "info", "bench", "report", "demo", "devices", "ablate"}) {
             Run r = run(c, "--help");
             assertEquals(0, r.code(), c);
             assertTrue(r.out().contains("Usage: biflow " + c), c + ": " + r.out());
