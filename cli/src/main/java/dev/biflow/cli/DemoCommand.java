@@ -24,7 +24,7 @@ import java.util.concurrent.Callable;
                 "(CFG + score denoising) and with G in one pass from the same noise and labels, times both, grades",
                 "both (" + Metrics.FD_NAME + ", " + Metrics.CS_NAME + ", precision/recall, class consistency, with the",
                 "real-data floor), reports F's test bits/dim, and writes runs/demo-<time>/report.html.",
-                "With --from-scratch it first trains every model itself (feature networks, F, G) in that folder."},
+                "With --from-scratch it first trains every model itself (evaluation network, F, G) in that folder."},
         footer = {"", "Examples:", "  biflow demo", "  biflow demo --samples 2000 --w 2",
                 "  biflow demo --from-scratch            # about 30 minutes on 2 cores"})
 final class DemoCommand implements Callable<Integer> {
@@ -36,8 +36,8 @@ final class DemoCommand implements Callable<Integer> {
     @Mixin Common common;
     @Option(names = "--models", description = "Folder with " + FORWARD_FILE + ", " + BACKWARD_FILE + " and " + FeatureNets.EVAL_FILE + ".")
     Path models = SHIPPED;
-    @Option(names = "--from-scratch", description = "Train every model first (feature networks, F, G), then run the same report.") boolean fromScratch;
-    @Range(min = 0, minOpen = true) @Option(names = "--minutes", description = "With --from-scratch: total training budget, split features 10%, F 55%, G 35%.") double minutes = 24;
+    @Option(names = "--from-scratch", description = "Train every model first (evaluation network, F, G), then run the same report.") boolean fromScratch;
+    @Range(min = 0, minOpen = true) @Option(names = "--minutes", description = "With --from-scratch: total training budget, split evaluation network 10%, F 55%, G 35%.") double minutes = 24;
     @Range(min = 1) @Option(names = "--samples", description = "Images per sampler (also the size of the real reference sets).") int samples = 1000;
     @Range(min = 0) @Option(names = "--bpd-images", description = "Test images for F's bits/dim.") int bpdImages = 2000;
     @Range(min = 0) @Option(names = "--w", description = "Guidance scale of the exact inverse, and of G unless --w-biflow or G's "
@@ -86,11 +86,11 @@ final class DemoCommand implements Callable<Integer> {
 
     @picocli.CommandLine.Spec picocli.CommandLine.Model.CommandSpec spec;
 
-    /** Trains the feature networks, F and G inside dir; returns {F, G, eval net}. */
+    /** Trains the evaluation network, F and G inside dir; returns {F, G, eval net}. (G trains with MSE only, as the shipped G.) */
     private Path[] trainAll(Path dir) throws Exception {
         Path features = dir.resolve("feature-nets");
         String threads = Integer.toString(dev.biflow.engine.kernels.Parallel.threads());
-        run("train-features", "--arch", "all", "--out", features.toString(), "--data", data.toString(), "--threads", threads,
+        run("train-features", "--arch", "eval", "--out", features.toString(), "--data", data.toString(), "--threads", threads,
                 "--time-limit", fmt(minutes * 0.10));
         run("train-forward", "--name", "forward", "--runs", dir.toString(), "--data", data.toString(), "--threads", threads,
                 "--patch", "4", "--width", "96", "--blocks", "4", "--layers", "1", "--head-dim", "32", "--sigma", "0.1",
@@ -98,8 +98,8 @@ final class DemoCommand implements Callable<Integer> {
                 "--checkpoint-every", "100", "--eval-images", "1000", "--time-limit", fmt(minutes * 0.55));
         Path f = dir.resolve("forward").resolve("model-ema.safetensors");
         run("train-backward", "--name", "backward", "--runs", dir.toString(), "--forward", f.toString(), "--data", data.toString(),
-                "--threads", threads, "--features", features.toString(), "--perceptual", "lpips+convnext", "--width", "96",
-                "--layers-per-stage", "1", "--steps", "1200", "--batch", "32", "--lr", "1e-3", "--warmup", "50", "--ema", "0.99",
+                "--threads", threads, "--perceptual", "none", "--w-max", "1.5", "--width", "96", // the shipped G's recipe (docs/MODELS.md)
+                "--layers-per-stage", "1", "--steps", "2500", "--batch", "32", "--lr", "1e-3", "--warmup", "50", "--ema", "0.995",
                 "--checkpoint-every", "50", "--seed", Long.toString(seed), "--time-limit", fmt(minutes * 0.35));
         return new Path[]{f, dir.resolve("backward").resolve("backward.safetensors"), features.resolve(FeatureNets.EVAL_FILE)};
     }

@@ -99,7 +99,8 @@ final class TrainForwardCommand implements Callable<Integer>, ConfigFile.Configu
     @Range(min = 0) @Option(names = "--weight-decay", description = "AdamW decoupled weight decay.") double weightDecay = 1e-4;
     @Range(min = 0, max = 1, maxOpen = true) @Option(names = "--beta1", description = "AdamW beta1.") double beta1 = 0.9;
     @Range(min = 0, max = 1, maxOpen = true) @Option(names = "--beta2", description = "AdamW beta2.") double beta2 = 0.95;
-    @Range(min = 0) @Option(names = "--sigma", description = "Training noise std (images in [-1, 1]).") float sigma = 0.1f;
+    @Range(min = 0) @Option(names = "--sigma", description = "Training noise std (images in [-1, 1]); 0 trains on uniformly dequantised pixels instead "
+            + "(the classic flow setting: its test bits/dim compares with published flows).") float sigma = 0.1f;
     @Range(min = 0) @Option(names = "--grad-clip", description = "Global gradient-norm clip (0 = off).") double gradClip = 1.0;
     @Range(min = 0, max = 1, maxOpen = true) @Option(names = "--ema", description = "EMA decay of parameters (0 = off).") double ema = 0;
     @Range(min = 0, max = 1) @Option(names = "--label-dropout", description = "Probability of dropping a label (for guidance).") float labelDropout = 0.1f;

@@ -20,7 +20,9 @@ import java.util.Map;
 import java.util.function.BooleanSupplier;
 
 /**
- * Trains a TarFlow on an image dataset: x + sigma * eps, label dropout, loss
+ * Trains a TarFlow on an image dataset: x + sigma * eps (TARFlow's noise; sigma = 0 trains on uniformly
+ * dequantised pixels (x_int + u) / 256 instead, the classic flow setting whose test bits/dim compares with
+ * published flows, since a flow on the raw discrete pixels has no finite density), label dropout, loss
  * 0.5 mean(z^2) - mean(logdet), AdamW with warm-up + cosine, optional clipping and EMA, and the
  * running prior variance. Non-finite steps are skipped and counted ({@link TrainLoop}). Checkpoints
  * (model file, training-state file, EMA file) are committed as one unit ({@link RunCheckpoint})
@@ -116,10 +118,15 @@ public final class ForwardTrainer {
         loop.runUntil(stop, null);
     }
 
+    /** Gaussian noise of sigma, or uniform dequantisation alone for sigma = 0 (see the class comment). */
+    public static ImageDataset.Noise trainingNoise(float sigma) {
+        return sigma > 0 ? ImageDataset.Noise.GAUSSIAN : ImageDataset.Noise.UNIFORM_DEQUANT;
+    }
+
     private GuardedStep.Outcome step(long next, double lr, GuardedStep guard) {
         long t0 = System.nanoTime();
         int[] idx = nextBatch();
-        Tensor x = data.batch(idx, ImageDataset.Noise.GAUSSIAN, cfg.sigma(), rng);
+        Tensor x = data.batch(idx, trainingNoise(cfg.sigma()), cfg.sigma(), rng);
         int[] y = null;
         if (model.config.conditional()) {
             y = data.labelsOf(idx);

@@ -70,6 +70,29 @@ class ForwardTrainerTest {
         assertTrue(last < first - 0.3, "loss should fall by > 0.3 nats/dim: first " + first + ", last " + last);
     }
 
+    /**
+     * sigma = 0 trains on uniformly dequantised pixels (the setting of published flows' bits/dim), not on the raw
+     * 256-level grid: the first step's loss is the loss of the dequantised batch the trainer's seed draws.
+     */
+    @Test
+    void sigmaZeroTrainsOnUniformlyDequantisedPixels() throws IOException {
+        ImageDataset data = toyImages(32);
+        TrainConfig c = cfg(2).withSigma(0f).withLabelDropout(0f);
+        List<Double> losses = new ArrayList<>();
+        new ForwardTrainer(new TarFlow(smallConfig(), new Rng(1)), data, c, null).run(new ForwardTrainer.Listener() {
+            @Override public void onStep(ForwardTrainer.StepStats s) { losses.add(s.loss()); }
+        });
+        // the same draws as the trainer: its Rng(seed) first permutes the data, then dequantises the batch
+        Rng r = new Rng(c.seed());
+        int[] idx = java.util.Arrays.copyOf(r.permutation(data.n), c.batchSize());
+        TarFlow fresh = new TarFlow(smallConfig(), new Rng(1));
+        double dequant = TarFlow.loss(fresh.forward(data.batch(idx, ImageDataset.Noise.UNIFORM_DEQUANT, 0f, r), data.labelsOf(idx))).item();
+        double raw = TarFlow.loss(fresh.forward(data.batch(idx, ImageDataset.Noise.NONE, 0f, null), data.labelsOf(idx))).item();
+        assertEquals(dequant, losses.getFirst(), 1e-5 * Math.abs(dequant));
+        assertNotEquals(raw, losses.getFirst(), 1e-5 * Math.abs(raw));
+        assertEquals(ImageDataset.Noise.GAUSSIAN, ForwardTrainer.trainingNoise(0.1f));
+    }
+
     @Test
     void resumedRunEqualsUninterruptedRun(@TempDir Path tmp) throws IOException {
         ImageDataset data = toyImages(40); // epochs wrap inside 6 steps of 16
