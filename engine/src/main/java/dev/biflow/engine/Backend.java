@@ -2,7 +2,7 @@
 package dev.biflow.engine;
 
 import dev.biflow.engine.kernels.Gemm;
-import dev.biflow.engine.kernels.LayerNorm;
+import dev.biflow.engine.kernels.LayerNormKernel;
 import dev.biflow.engine.kernels.Softmax;
 import dev.biflow.engine.kernels.Vec;
 
@@ -87,7 +87,7 @@ public interface Backend {
      */
     default void layerNorm(float[] x, float[] w, float[] b, float[] y, float[] mean, float[] rstd,
                            int rows, int d, float eps) {
-        LayerNorm.forward(x, w, b, y, mean, rstd, d, eps, 0, rows);
+        LayerNormKernel.forward(x, w, b, y, mean, rstd, d, eps, 0, rows);
     }
 
     /** Max-subtracted softmax of each of rows rows of length n (x and y may be the same array). */
@@ -124,7 +124,7 @@ public interface Backend {
                 int qo = (s * tq + i) * dh, oo = (s * tq + i) * dv;
                 for (int j = 0; j < lim; j++) {
                     boolean ok = mask == null || mask[b * ms[0] + h * ms[1] + i * ms[2] + j * ms[3]] != 0f;
-                    row[j] = ok ? scale * Softmax.dot(q, qo, k, (s * tk + j) * dh, dh) : Float.NEGATIVE_INFINITY;
+                    row[j] = ok ? scale * Vec.dot(q, qo, k, (s * tk + j) * dh, dh) : Float.NEGATIVE_INFINITY;
                 }
                 Softmax.softmaxRowInPlace(row, 0, tk, lim); // no visible key: a zero row
                 java.util.Arrays.fill(out, oo, oo + dv, 0f);

@@ -2,7 +2,7 @@
 package dev.biflow.engine;
 
 import dev.biflow.engine.kernels.Im2col;
-import dev.biflow.engine.kernels.LayerNorm;
+import dev.biflow.engine.kernels.LayerNormKernel;
 import dev.biflow.engine.kernels.Parallel;
 import dev.biflow.engine.kernels.Softmax;
 import dev.biflow.engine.kernels.Vec;
@@ -17,7 +17,7 @@ import java.util.Arrays;
  * <p>Determinism: every parallel loop writes each output element from exactly one range, and
  * reductions across rows sum fixed-size blocks in a fixed order, so results do not depend on the
  * thread count. Exponentials and lane sums go through {@link Softmax#exp} and
- * {@link Softmax#sumLanes}, which give the same bits before and after JIT compilation (the
+ * {@link Vec#sumLanes}, which give the same bits before and after JIT compilation (the
  * Vector API's own EXP and reduceLanes(ADD) do not), so two runs of a program agree bit for bit.
  *
  * <p>Memory: attention keeps its probabilities (B*H*Tq*Tk floats) for the backward only when a
@@ -116,19 +116,19 @@ public final class Fused {
             throw new IllegalStateException("layerNorm: writing into a given array is for inference; a gradient would be recorded here");
         float[] xd = x.data, wd = weight == null ? null : weight.data, bd = bias == null ? null : bias.data;
         float[] y = into != null ? into : Arena.floats(xd.length), mean = Arena.floats(rows), rstd = Arena.floats(rows);
-        Parallel.forRange(rows, grain(3L * d), (lo, hi) -> LayerNorm.forward(xd, wd, bd, y, mean, rstd, d, eps, lo, hi));
+        Parallel.forRange(rows, grain(3L * d), (lo, hi) -> LayerNormKernel.forward(xd, wd, bd, y, mean, rstd, d, eps, lo, hi));
         return Grad.record(new Tensor(y, x.shape.clone()), "layer_norm", (g, buf) -> {
             float[] gx = buf.of(x);
             float[] gw = weight == null ? null : buf.of(weight);
             float[] gb = bias == null ? null : buf.of(bias);
             if (gx != null)
-                Parallel.forRange(rows, grain(4L * d), (lo, hi) -> LayerNorm.backwardInput(g, xd, wd, mean, rstd, gx, d, lo, hi));
+                Parallel.forRange(rows, grain(4L * d), (lo, hi) -> LayerNormKernel.backwardInput(g, xd, wd, mean, rstd, gx, d, lo, hi));
             if (gw != null || gb != null) {
                 int nb = (rows + LN_BLOCK - 1) / LN_BLOCK;
                 float[] pw = gw == null ? null : Arena.floats(nb * d), pb = gb == null ? null : Arena.floats(nb * d);
                 Parallel.forRange(nb, grain((long) LN_BLOCK * d), (lo, hi) -> {
                     for (int blk = lo; blk < hi; blk++)
-                        LayerNorm.paramPartials(g, xd, mean, rstd, pw, pb, blk * d, d,
+                        LayerNormKernel.paramPartials(g, xd, mean, rstd, pw, pb, blk * d, d,
                                 blk * LN_BLOCK, Math.min(rows, (blk + 1) * LN_BLOCK));
                 });
                 for (int blk = 0; blk < nb; blk++) {
@@ -605,7 +605,7 @@ public final class Fused {
                 Parallel.forRange(o, grain((long) n * l), (lo, hi) -> {
                     for (int oc = lo; oc < hi; oc++) {
                         float s = 0f;
-                        for (int i = 0; i < n; i++) s += Softmax.sum(g, i * imgOut + oc * l, l);
+                        for (int i = 0; i < n; i++) s += Vec.sum(g, i * imgOut + oc * l, l);
                         gb[oc] += s;
                     }
                 });
