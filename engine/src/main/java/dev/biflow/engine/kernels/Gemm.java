@@ -202,6 +202,21 @@ public final class Gemm {
         for (int i = 0; i < m; i++) startRow(beta, c, cOff + i * ldc, bias, biasOff, n);
     }
 
+    /**
+     * C = R + G * C over an M x N block, the gated residual epilogue as a pass after a GEMM (a backend whose GEMM
+     * cannot apply it per tile): R rows ldr apart from rOff; G null, or M / gRows rows of N, ldg apart from gOff,
+     * row i / gRows scaling C's row i. The same roundings as {@link #sgemmBiasGatedAdd}'s epilogue ({@code r + g * c}).
+     */
+    public static void gatedAdd(int m, int n, float[] c, int cOff, int ldc, float[] r, int rOff, int ldr,
+                                float[] g, int gOff, int ldg, int gRows) {
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++) {
+                float y = c[cOff + i * ldc + j];
+                if (g != null) y = g[gOff + (i / gRows) * ldg + j] * y;
+                c[cOff + i * ldc + j] = r[rOff + i * ldr + j] + y;
+            }
+    }
+
     /** One row of the start value: c[ci .. ci + n) = beta c + bias (one fma, or a copy when beta == 0). */
     private static void startRow(float beta, float[] c, int ci, float[] bias, int bo, int n) {
         if (beta == 0f) System.arraycopy(bias, bo, c, ci, n);
