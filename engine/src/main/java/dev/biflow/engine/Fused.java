@@ -93,14 +93,7 @@ public final class Fused {
      * LayerNorm over the last axis: (x - mean) / sqrt(var + eps) * weight + bias, biased variance
      * as in PyTorch. weight and bias are (D) and may each be null (no scale / no shift).
      */
-    public static Tensor layerNorm(Tensor x, Tensor weight, Tensor bias, float eps) { return layerNorm(x, weight, bias, eps, null); }
-
-    /**
-     * The same written into {@code into} (x.numel() floats, overwritten; null: a new array), for inference
-     * temporaries in {@link dev.biflow.engine.kernels.Scratch} arrays; refused when a gradient would be
-     * recorded (the graph would keep an array its owner reuses).
-     */
-    public static Tensor layerNorm(Tensor x, Tensor weight, Tensor bias, float eps, float[] into) {
+    public static Tensor layerNorm(Tensor x, Tensor weight, Tensor bias, float eps) {
         if (x.shape.length == 0)
             throw new IllegalArgumentException("layerNorm: x must have rank >= 1 (..., D), got a scalar");
         int d = x.shape[x.shape.length - 1];
@@ -111,12 +104,8 @@ public final class Fused {
         if (!(eps >= 0f) || Float.isInfinite(eps))
             throw new IllegalArgumentException("layerNorm: eps must be a finite value >= 0, got " + eps);
         int rows = x.data.length / d;
-        if (into != null && into.length != x.data.length)
-            throw new IllegalArgumentException("layerNorm: the output array has " + into.length + " floats, x " + Shape.str(x.shape) + " needs " + x.data.length);
-        if (into != null && Grad.anyNeedsGrad(x, weight, bias))
-            throw new IllegalStateException("layerNorm: writing into a given array is for inference; a gradient would be recorded here");
         float[] xd = x.data, wd = weight == null ? null : weight.data, bd = bias == null ? null : bias.data;
-        float[] y = into != null ? into : Arena.floats(xd.length), mean = Arena.floats(rows), rstd = Arena.floats(rows);
+        float[] y = Arena.floats(xd.length), mean = Arena.floats(rows), rstd = Arena.floats(rows);
         Parallel.forRange(rows, grain(3L * d), (lo, hi) -> LayerNormKernel.forward(xd, wd, bd, y, mean, rstd, d, eps, lo, hi));
         return Grad.record(new Tensor(y, x.shape.clone()), "layer_norm", (g, buf) -> {
             float[] gx = buf.of(x);
@@ -203,46 +192,6 @@ public final class Fused {
         return Grad.record(new Tensor(out, new int[]{nb, nh, tq, dv}), "attention", (g, buf) ->
                 be.attentionBackward(saved, g, qd, kd, vd, buf.of(q), buf.of(k), buf.of(v), lay, nb, nh, tq, tk, dh, dv,
                         causal, mdat, msh, scale), q, k, v);
-    }
-
-    /**
-     * Self-attention for inference straight from a fused qkv projection: qkv (B, T, 3 H Dh) with the
-     * q heads, then the k heads, then the v heads along the last axis (nn.MultiHeadAttention's qkv
-     * Linear) -> (B, T, H Dh), heads merged. The same arithmetic, bit for bit, as splitting and
-     * permuting to (B, H, T, Dh), {@link #attention} and permuting back, without those copies (about
-     * 14 MB per layer of a BiFlow pass at batch 64). No gradient: call it only when none is recorded.
-     * The backend reads the heads where the projection wrote them ({@link Attention.Layouts#packed}).
-     *
-     * @param mask as in {@link #attention}, broadcasting to (B, H, T, T); or null
-     */
-    public static Tensor attentionPacked(Tensor qkv, int heads, boolean causal, Tensor mask, float scale) {
-        return attentionPacked(qkv, heads, causal, mask, scale, null);
-    }
-
-    /** The same, written into {@code into} (B T H Dh floats, overwritten; null: a new array) unless there is a mask. */
-    public static Tensor attentionPacked(Tensor qkv, int heads, boolean causal, Tensor mask, float scale, float[] into) {
-        requireRank(qkv, 3, "attentionPacked", "qkv", "(B, T, 3 H Dh)");
-        if (Grad.enabled() && qkv.needsGrad())
-            throw new IllegalStateException("attentionPacked records no gradient: use attention(q, k, v, ...) when training");
-        int nb = qkv.shape[0], t = qkv.shape[1], w = qkv.shape[2];
-        if (heads < 1 || w % (3 * heads) != 0)
-            throw new IllegalArgumentException("attentionPacked: qkv is " + Shape.str(qkv.shape) + ": its last axis must be 3 x heads ("
-                    + heads + ") x head dim");
-        int dh = w / (3 * heads), d = heads * dh;
-        if (mask != null) {
-            // the mask checks and broadcast of attention, on contiguous heads
-            Tensor packed = Ops.permute(Ops.reshape(qkv, nb, t, 3 * heads, dh), 0, 2, 1, 3);
-            Tensor[] qkvs = Ops.chunk(packed, 3, 1);
-            return Ops.reshape(Ops.permute(attention(qkvs[0], qkvs[1], qkvs[2], causal, mask, scale), 0, 2, 1, 3), nb, t, d);
-        }
-        if (into != null && into.length != nb * t * d)
-            throw new IllegalArgumentException("attentionPacked: the output array has " + into.length + " floats, (" + nb + ", " + t + ", " + d + ") needs " + nb * t * d);
-        float[] out = into != null ? into : Arena.floats(nb * t * d);
-        // no fill needed: self-attention without a mask gives every query a key (its own, causal or not),
-        // so every output row is written
-        Backend.active().attentionForward(qkv.data, qkv.data, qkv.data, out, Attention.Layouts.packed(heads, t, dh),
-                nb, heads, t, t, dh, dh, causal, null, null, scale, false);
-        return new Tensor(out, new int[]{nb, t, d});
     }
 
     /**

@@ -79,7 +79,7 @@ class BackendAttentionRoutingTest {
         }
     }
 
-    /** The packed self-attention (training and inference) reaches the backend with the heads' layout, no copies. */
+    /** The packed self-attention reaches the backend with the heads' layout, no copies, with and without a graph. */
     @Test
     void packedSelfAttentionGoesThroughTheActiveBackendWithItsLayout() {
         Rng rng = new Rng(5);
@@ -96,10 +96,10 @@ class BackendAttentionRoutingTest {
             assertEquals(Attention.Layouts.packed(heads, t, dh), c.lastLayouts);
             for (int i = 0; i < cpu.length; i++) assertArrayEquals(cpu[i].data(), routed[i].data());
             try (var ng = Grad.noGrad()) {
-                Tensor out = Fused.attentionPacked(qkv, heads, true, null, 0.5f);
+                Tensor out = Fused.selfAttentionPacked(qkv, heads, true, 1f, 0.5f);
                 assertEquals(2, c.forwards);
                 assertEquals(Attention.Layouts.packed(heads, t, dh), c.lastLayouts);
-                assertArrayEquals(cpu[0].data(), out.data(), "inference: the bits of the training forward");
+                assertArrayEquals(cpu[0].data(), out.data(), "no graph: the same bits");
             }
         } finally {
             Backend.use(before);

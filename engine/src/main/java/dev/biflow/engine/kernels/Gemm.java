@@ -146,7 +146,8 @@ public final class Gemm {
                                          float[] g, int gOff, int ldg, int gRows) {
         if (bias != null && (biasOff < 0 || (long) biasOff + n > bias.length))
             throw new IllegalArgumentException("sgemmBiasAdd: bias needs " + n + " floats from offset " + biasOff + ", has " + bias.length);
-        if (r == c || (g != null && g == c)) throw new IllegalArgumentException("sgemmBiasAdd: the residual and the gate must not be the output array");
+        if (overlaps(r, rOff, ldr, m, c, cOff, ldc, n) || (g != null && overlaps(g, gOff, ldg, m / Math.max(1, gRows), c, cOff, ldc, n)))
+            throw new IllegalArgumentException("sgemmBiasAdd: the residual and the gate must not overlap the output");
         checkMatrix("r", "ldr", r, rOff, ldr, m, n);
         if (g != null) {
             if (gRows < 1 || m % gRows != 0)
@@ -155,6 +156,13 @@ public final class Gemm {
         }
         sgemmWith(MR, true, transA, transB, m, n, k, 1f, a, aOff, lda, b, bOff, ldb, 0f, c, cOff, ldc, bias, biasOff,
                 new Epilogue(false, r, rOff, ldr, g, gOff, ldg, Math.max(1, gRows)));
+    }
+
+    /** Whether rows x n blocks of x (from xOff, rows lx apart) and c (from cOff, rows lc apart) share a float (one array, overlapping spans). */
+    private static boolean overlaps(float[] x, int xOff, int lx, int rows, float[] c, int cOff, int lc, int n) {
+        if (x != c || rows == 0 || n == 0) return false;
+        long xEnd = xOff + (long) (rows - 1) * lx + n, cEnd = cOff + (long) (rows - 1) * lc + n;
+        return xOff < cEnd && cOff < xEnd;
     }
 
     /**

@@ -21,9 +21,15 @@ public final class LayerNormKernel {
     /** Forward for rows [lo, hi). Two-pass variance: (x - mean)^2 summed after the mean is known. */
     public static void forward(float[] x, float[] w, float[] b, float[] y, float[] mean, float[] rstd,
                                int d, float eps, int lo, int hi) {
+        forward(x, 0, d, w, b, y, 0, d, mean, rstd, d, eps, lo, hi);
+    }
+
+    /** The same with row r of x at xOff + r ldx and of y at yOff + r ldy (rows inside larger arrays). */
+    public static void forward(float[] x, int xOff, int ldx, float[] w, float[] b, float[] y, int yOff, int ldy,
+                               float[] mean, float[] rstd, int d, float eps, int lo, int hi) {
         float invD = 1f / d;
         for (int r = lo; r < hi; r++) {
-            int off = r * d;
+            int off = xOff + r * ldx, yo = yOff + r * ldy;
             float mu = Vec.sum(x, off, d) * invD;
             FloatVector vmu = FloatVector.broadcast(S, mu);
             FloatVector acc = FloatVector.zero(S);
@@ -46,13 +52,13 @@ public final class LayerNormKernel {
                 FloatVector t = FloatVector.fromArray(S, x, off + i).sub(vmu).mul(vrs);
                 if (w != null) t = t.mul(FloatVector.fromArray(S, w, i));
                 if (b != null) t = t.add(FloatVector.fromArray(S, b, i));
-                t.intoArray(y, off + i);
+                t.intoArray(y, yo + i);
             }
             for (; i < d; i++) {
                 float t = (x[off + i] - mu) * rs;
                 if (w != null) t *= w[i];
                 if (b != null) t += b[i];
-                y[off + i] = t;
+                y[yo + i] = t;
             }
         }
     }
