@@ -1,4 +1,4 @@
-// BiFlow's 1-NFE sampler as one device-resident pass: G's inference plan on the OpenCL device, one put (noise + condition) and one get (tokens) per call.
+// BiFlow's 1-NFE sampler as one device-resident pass (module flow-opencl, so that flow needs no OpenCL): G's inference plan on the OpenCL device, one put (noise + condition) and one get (tokens) per call.
 package dev.biflow.flow.backward;
 
 import dev.biflow.engine.Grad;
@@ -34,7 +34,7 @@ import java.util.List;
  * <p>Weights are a snapshot taken at build ({@link #refreshWeights()} re-uploads, 1 put), except prior_var,
  * which is read on the host at every call.
  */
-public final class ResidentBiFlow implements AutoCloseable {
+public final class ResidentBiFlow implements BiFlowSampler.Pass, AutoCloseable {
     private final BiFlowModel g;
     private final OpenClPlan plan;
     private final int batch, tokens, tokenDim;
@@ -62,6 +62,7 @@ public final class ResidentBiFlow implements AutoCloseable {
      * 1 &lt;= b &lt;= the built batch; labels as {@link BiFlowModel#forward}; returns data as
      * {@link BiFlowModel#toData}. 1 put, {@link #launchesPerSample()} launches, 1 get.
      */
+    @Override
     public Tensor sample(Tensor eps, int[] y, float w) {
         BackwardConfig cfg = g.config;
         g.checkTokens(eps, "noise");
@@ -103,6 +104,7 @@ public final class ResidentBiFlow implements AutoCloseable {
     public int batch() { return batch; }
 
     /** The G this program was built from (its weights as of the build or the last {@link #refreshWeights}). */
+    @Override
     public BiFlowModel model() { return g; }
 
     /** Re-uploads G's current parameters (1 put), e.g. after loading a checkpoint into the same model. */
