@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # One sitting, ours beside PyTorch's: GEMM GFLOP/s (JMH table vs torch/numpy), then the flow timings
 # (biflow bench vs ../shared/peers/tarflow_bench.py). Needs the peers' set-up (see their README).
-#   bench/compare.sh [OUT_FILE]        (default bench/results-$(date +%F).txt)
+#   bench/compare.sh [OUT_FILE]        (default bench/results/$(date +%F).txt)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT="${1:-bench/results-$(date +%F).txt}"
+OUT="${1:-bench/results/$(date +%F).txt}"
 PEERS="$(cd .. && pwd)/shared/peers"
 source scripts/find-jdk.sh
 {

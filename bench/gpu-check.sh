@@ -37,15 +37,16 @@ prepare() {
   export JAVA_HOME
   "$JAVA_HOME/bin/java" -version 2>&1 | grep -q '"25' || { echo "prepare needs JDK 25 in JAVA_HOME"; exit 2; }
   cd "$ROOT"
-  mvn -o -q install -Dmaven.test.skip=true -pl engine,gpu-kernels,flow
+  mvn -o -q install -Dmaven.test.skip=true -pl engine,gpu-kernels,flow,flow-opencl
   mvn -o -q package -DskipTests -pl gpu-kernels
   mvn -o -q package -Dmaven.test.skip=true -pl cli
-  mvn -o -q test-compile -pl flow # flow's model-level OpenCL tests run in the conformance step
+  mvn -o -q test-compile -pl flow,flow-opencl # the model-level OpenCL tests (flow-opencl, on flow's test helpers) run in the conformance step
   mvn -o -q dependency:build-classpath -pl gpu-kernels -Dmdep.includeScope=test -Dmdep.outputFile="$ROOT/gpu-kernels/target/test.cp"
   rm -rf "$BUNDLE"; mkdir -p "$BUNDLE/lib" "$BUNDLE/native"
   cp gpu-kernels/target/biflow-gpu-kernels-*.jar "$BUNDLE/lib/"
   "$JAVA_HOME/bin/jar" cf "$BUNDLE/lib/biflow-gpu-kernels-tests.jar" -C gpu-kernels/target/test-classes .
   "$JAVA_HOME/bin/jar" cf "$BUNDLE/lib/biflow-flow-tests.jar" -C flow/target/test-classes .
+  "$JAVA_HOME/bin/jar" cf "$BUNDLE/lib/biflow-flow-opencl-tests.jar" -C flow-opencl/target/test-classes .
   # Runtime needs of the kernels and the suite only: fastutil, jackson and commons-math serve engine's I/O.
   tr ':' '\n' < gpu-kernels/target/test.cp | grep -vE 'fastutil|jackson|commons-math' | while read -r j; do
     case "$j" in
@@ -57,7 +58,7 @@ prepare() {
   done
   # The end-to-end sampling benchmark is `biflow bench` (cli + flow + their runtime jars; no charts or metrics
   # libraries: xchart/pdfbox and commons-math serve eval and reports, which the GPU check does not run).
-  cp cli/target/biflow-cli.jar flow/target/biflow-flow-*.jar "$BUNDLE/lib/"
+  cp cli/target/biflow-cli.jar flow/target/biflow-flow-0*.jar flow-opencl/target/biflow-flow-opencl-*.jar "$BUNDLE/lib/"
   for j in cli/target/lib/*.jar; do
     case "$(basename "$j")" in
       picocli-*|progressbar-*|jline-*|jackson-*) cp "$j" "$BUNDLE/lib/" ;;

@@ -2,7 +2,7 @@
 # One short sitting, ours beside the PyTorch peers: flow timings (bidir pass, train step) at patch 4 and 2 on
 # 1 and 2 threads, the two samplers with their speed-up, GEMM at N=1024. Needs the peers set up (../shared/peers).
 cd "$(dirname "$0")/.."
-OUT=${1:-bench/results-$(date +%F)-sitting.txt}
+OUT=${1:-bench/results/$(date +%F)-sitting.txt}
 PEERS="$(cd .. && pwd)/shared/peers"
 source scripts/find-jdk.sh
 J="$JAVA_HOME/bin/java"

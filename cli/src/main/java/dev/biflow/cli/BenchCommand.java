@@ -1,11 +1,17 @@
 // biflow bench: end-to-end timings of the forward flow (training step, exact-inverse sampling) on 1 and 2 threads.
 package dev.biflow.cli;
 
+import dev.biflow.engine.Arena;
 import dev.biflow.engine.Grad;
 import dev.biflow.engine.Rng;
 import dev.biflow.engine.Tensor;
 import dev.biflow.engine.kernels.Parallel;
 import dev.biflow.engine.optim.AdamW;
+import dev.biflow.engine.plan.CpuExecutor;
+import dev.biflow.engine.plan.Plan;
+import dev.biflow.engine.plan.PlanBuilder;
+import dev.biflow.engine.plan.PlanOp;
+import dev.biflow.engine.plan.Region;
 import dev.biflow.flow.model.NormControl;
 import dev.biflow.flow.model.TarFlow;
 import dev.biflow.flow.model.TarFlowConfig;
@@ -160,7 +166,7 @@ final class BenchCommand implements Callable<Integer> {
             for (int i = 0; i < batch; i++) y[i] = i % 10;
             long t0 = System.nanoTime();
             opt.zeroGrad();
-            try (dev.biflow.engine.Arena ws = dev.biflow.engine.Arena.open()) { // as the trainers do: reused step buffers
+            try (Arena ws = Arena.open()) { // as the trainers do: reused step buffers
                 Tensor loss = TarFlow.loss(m.forward(x, y));
                 loss.backward();
                 opt.step();
@@ -189,7 +195,8 @@ final class BenchCommand implements Callable<Integer> {
     /**
      * One 1-NFE pass of a bidirectional pre-LN transformer of the backward model's size (width 128,
      * 4 heads, MLP 4x, 8 layers) over the flow's tokens, batch sampleBatch, no grad: the cost of a
-     * BiFlow sample without its embedding and heads (the peers' `bidir` measures the same thing).
+     * BiFlow sample without its embedding and heads (the peers' `bidir` measures the same thing), run as the stack's
+     * inference plan (the layers' lower methods) on the CPU executor.
      */
     private double[] timeBidir(TarFlowConfig cfg) {
         Rng rng = new Rng(4);
@@ -201,16 +208,26 @@ final class BenchCommand implements Callable<Integer> {
             mlps.add(new dev.biflow.engine.nn.MLP(128, 4, true, rng));
         }
         dev.biflow.engine.nn.Linear out = new dev.biflow.engine.nn.Linear(128, cfg.tokenDim(), true, rng);
+        // the inference plan of the stack, built once: h + attn(h) and h + mlp(h) with the adds inside proj's and fc2's GEMMs
+        int rows = sampleBatch * cfg.tokens();
+        PlanBuilder p = new PlanBuilder(sampleBatch);
+        Region z = p.alloc(rows, cfg.tokenDim()), y = p.alloc(rows, cfg.tokenDim());
+        Region h = p.alloc(rows, 128), next = p.alloc(rows, 128);
+        in.lower(p, z, h);
+        for (int l = 0; l < 8; l++) {
+            attn.get(l).lower(p, h, next, PlanOp.Epilogue.add(h));
+            mlps.get(l).lower(p, next, h, PlanOp.Epilogue.add(next));
+        }
+        out.lower(p, h, y);
+        Plan plan = p.build();
         double[] t = measure(() -> {
-            Tensor z = Tensor.randn(rng, sampleBatch, cfg.tokens(), cfg.tokenDim());
+            Tensor zt = Tensor.randn(rng, sampleBatch, cfg.tokens(), cfg.tokenDim());
             long t0 = System.nanoTime();
-            try (var ng = Grad.noGrad()) {
-                Tensor h = in.forward(z);
-                for (int l = 0; l < 8; l++) {
-                    h = attn.get(l).forwardAdd(h); // h + attn(h), the add inside proj's GEMM
-                    h = mlps.get(l).forwardAdd(h); // h + mlp(h), the add inside fc2's GEMM
-                }
-                out.forward(h);
+            try (Arena scope = Arena.open()) {
+                float[] a = Arena.floats(plan.size());
+                System.arraycopy(zt.data(), 0, a, z.off(), rows * cfg.tokenDim());
+                CpuExecutor.run(plan, a);
+                Tensor.of(Arrays.copyOfRange(a, y.off(), y.off() + rows * cfg.tokenDim()), sampleBatch, cfg.tokens(), cfg.tokenDim());
             }
             return (System.nanoTime() - t0) / 1e9;
         });

@@ -86,6 +86,7 @@ final class TrainBackwardCommand implements Callable<Integer>, ConfigFile.Config
     @Override public ConfigFile.Schema configSchema() { return SCHEMA; }
 
     @Mixin Common common;
+    @Mixin OptimizerOptions optim = new OptimizerOptions(1e-3);
     @picocli.CommandLine.Spec picocli.CommandLine.Model.CommandSpec spec;
     @Option(names = "--config", paramLabel = "FILE", description = {"Settings from a JSON file in the format of a run's config.json (see below); "
             + "flags override it.", "E.g. --config runs/biflow/config.json --name biflow-s2 --seed 2"}) Path config;
@@ -111,16 +112,6 @@ final class TrainBackwardCommand implements Callable<Integer>, ConfigFile.Config
     @Range(min = 0) @Option(names = "--adaptive-eps", description = "eps of the adaptive re-weighting L / sg((L + eps)^p).") float adaptiveEps = 0.01f;
     @Range(min = 0) @Option(names = "--adaptive-p", description = "p of the adaptive re-weighting (0 = off).") float adaptiveP = 1f;
     @Range(min = 0) @Option(names = "--sigma", description = "F's training noise (must match how F was trained).") float sigma = 0.1f;
-    @Range(min = 1) @Option(names = "--steps", description = "Optimizer steps.") long steps = 2000;
-    @Range(min = 1) @Option(names = "--batch", description = "Batch size.") int batch = 64;
-    @Range(min = 0, minOpen = true) @Option(names = "--lr", description = "Peak learning rate.") double lr = 1e-3;
-    @Range(min = 0) @Option(names = "--warmup", description = "Warm-up steps (default: 5%% of steps).") Long warmup;
-    @Range(min = 0) @Option(names = "--min-lr", description = "Learning rate at the end of the cosine decay.") double minLr = 1e-6;
-    @Range(min = 0) @Option(names = "--weight-decay", description = "AdamW decoupled weight decay.") double weightDecay = 1e-4;
-    @Range(min = 0, max = 1, maxOpen = true) @Option(names = "--beta1", description = "AdamW beta1.") double beta1 = 0.9;
-    @Range(min = 0, max = 1, maxOpen = true) @Option(names = "--beta2", description = "AdamW beta2.") double beta2 = 0.95;
-    @Range(min = 0) @Option(names = "--grad-clip", description = "Global gradient-norm clip (0 = off).") double gradClip = 1.0;
-    @Range(min = 0, max = 1, maxOpen = true) @Option(names = "--ema", description = "EMA decay of G's parameters (0 = off).") double ema = 0;
     @Range(min = 0, max = 1) @Option(names = "--label-dropout", description = "Probability of dropping a label (trains the null class for guidance).") float labelDropout = 0.1f;
     @Option(names = "--seed", description = "Random seed.") long seed = 0;
     @Option(names = "--perceptual", description = {"Perceptual terms at the image end, added to MSE: none | lpips (the LPIPS-style",
@@ -130,7 +121,6 @@ final class TrainBackwardCommand implements Callable<Integer>, ConfigFile.Config
     Path features = DemoCommand.SHIPPED;
     @Range(min = 0) @Option(names = "--perceptual-weight", description = "Weight of each perceptual term (after adaptive re-weighting).") float perceptualWeight = 1f;
     @Range(min = 0) @Option(names = "--checkpoint-every", description = "Checkpoint interval in steps.") long checkpointEvery = 100;
-    @Range(min = 1) @Option(names = "--max-bad-steps", description = "Consecutive NaN/Inf steps tolerated before stopping.") int maxBadSteps = 20;
     @Range(min = 0) @Option(names = "--time-limit", description = "Stop cleanly (with a checkpoint) after this many minutes (0 = none).") double timeLimit = 0;
 
     /** The perceptual terms --perceptual asks for, loaded from --features (checked before any training). */
@@ -179,15 +169,14 @@ final class TrainBackwardCommand implements Callable<Integer>, ConfigFile.Config
                 .withWeights(reconWeight, alignWeight).withAdaptive(adaptiveEps, adaptiveP);
         if (resume != null) {
             // the checkpoint's parts are checked (and a commit a kill interrupted is finished) before anything is read
-            dev.biflow.flow.train.RunCheckpoint.open(resume, ema > 0
+            dev.biflow.flow.train.RunCheckpoint.open(resume, optim.ema > 0
                     ? List.of(BackwardTrainer.MODEL_FILE, BackwardTrainer.STATE_FILE, BackwardTrainer.EMA_FILE)
                     : List.of(BackwardTrainer.MODEL_FILE, BackwardTrainer.STATE_FILE));
             bc = dev.biflow.flow.backward.BackwardCheckpoints.load(resume.resolve(BackwardTrainer.MODEL_FILE)).config;
         }
         BiFlowModel g = new BiFlowModel(bc, new Rng(seed));
         ImageDataset train = ImageDataset.loadIdx(data, "train");
-        TrainConfig tc = new TrainConfig(steps, batch, lr, warmup != null ? warmup : Math.max(1, steps / 20), minLr, weightDecay,
-                beta1, beta2, gradClip, ema, sigma, labelDropout, seed, checkpointEvery, maxBadSteps);
+        TrainConfig tc = optim.trainConfig(sigma, labelDropout, seed, checkpointEvery);
         BackwardTrainer t = new BackwardTrainer(ff, g, train, tc, terms, dir);
         if (resume != null) {
             t.resume(resume);
@@ -213,7 +202,7 @@ final class TrainBackwardCommand implements Callable<Integer>, ConfigFile.Config
         long t0 = System.nanoTime();
         double[] last = {Double.NaN, Double.NaN};
         try (BufferedWriter mw = Files.newBufferedWriter(dir.resolve("metrics.jsonl"), StandardOpenOption.CREATE, StandardOpenOption.APPEND);
-             ProgressBar pb = Common.bar("train G", steps, "step")) {
+             ProgressBar pb = Common.bar("train G", optim.steps, "step")) {
             pb.stepTo(t.step());
             BackwardTrainer.Listener l = new BackwardTrainer.Listener() {
                 @Override

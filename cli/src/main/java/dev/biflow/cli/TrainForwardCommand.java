@@ -74,6 +74,7 @@ final class TrainForwardCommand implements Callable<Integer>, ConfigFile.Configu
     @Override public ConfigFile.Schema configSchema() { return SCHEMA; }
 
     @Mixin Common common;
+    @Mixin OptimizerOptions optim = new OptimizerOptions(2e-3);
     @picocli.CommandLine.Spec picocli.CommandLine.Model.CommandSpec spec;
     @Option(names = "--config", paramLabel = "FILE", description = {"Settings from a JSON file in the format of a run's config.json (see below); "
             + "flags override it.", "E.g. --config runs/fmnist-p4/config.json --name fmnist-seed2 --seed 2"}) Path config;
@@ -91,24 +92,13 @@ final class TrainForwardCommand implements Callable<Integer>, ConfigFile.Configu
             description = "Ignore labels (default: ${DEFAULT-VALUE}).") boolean unconditional;
     @Option(names = "--norm-control", description = "none | hard | soft clipping of the affine params (iTARFlow).") String normControl = "soft";
     @Range(min = 0, minOpen = true) @Option(names = "--clip", description = "Norm-control bound c.") float clip = 4f;
-    @Range(min = 1) @Option(names = "--steps", description = "Optimizer steps.") long steps = 2000;
-    @Range(min = 1) @Option(names = "--batch", description = "Batch size.") int batch = 64;
-    @Range(min = 0, minOpen = true) @Option(names = "--lr", description = "Peak learning rate.") double lr = 2e-3;
-    @Range(min = 0) @Option(names = "--warmup", description = "Warm-up steps (default: 5%% of steps).") Long warmup;
-    @Range(min = 0) @Option(names = "--min-lr", description = "Learning rate at the end of the cosine decay.") double minLr = 1e-6;
-    @Range(min = 0) @Option(names = "--weight-decay", description = "AdamW decoupled weight decay.") double weightDecay = 1e-4;
-    @Range(min = 0, max = 1, maxOpen = true) @Option(names = "--beta1", description = "AdamW beta1.") double beta1 = 0.9;
-    @Range(min = 0, max = 1, maxOpen = true) @Option(names = "--beta2", description = "AdamW beta2.") double beta2 = 0.95;
     @Range(min = 0) @Option(names = "--sigma", description = "Training noise std (images in [-1, 1]); 0 trains on uniformly dequantised pixels instead "
             + "(the classic flow setting: its test bits/dim compares with published flows).") float sigma = 0.1f;
-    @Range(min = 0) @Option(names = "--grad-clip", description = "Global gradient-norm clip (0 = off).") double gradClip = 1.0;
-    @Range(min = 0, max = 1, maxOpen = true) @Option(names = "--ema", description = "EMA decay of parameters (0 = off).") double ema = 0;
     @Range(min = 0, max = 1) @Option(names = "--label-dropout", description = "Probability of dropping a label (for guidance).") float labelDropout = 0.1f;
     @Option(names = "--seed", description = "Random seed (weights, data order, noise).") long seed = 0;
     @Range(min = 0) @Option(names = "--checkpoint-every", description = "Checkpoint interval in steps.") long checkpointEvery = 200;
     @Range(min = 0) @Option(names = "--time-limit", description = "Stop cleanly (with a checkpoint) after this many minutes (0 = none).") double timeLimit = 0;
     @Range(min = 1) @Option(names = "--eval-images", description = "Test images for the final bits/dim.") int evalImages = 2000;
-    @Range(min = 1) @Option(names = "--max-bad-steps", description = "Consecutive NaN/Inf steps tolerated before stopping.") int maxBadSteps = 20;
 
     @Override
     public Integer call() throws Exception {
@@ -125,7 +115,7 @@ final class TrainForwardCommand implements Callable<Integer>, ConfigFile.Configu
         TarFlowConfig cfg;
         if (resume != null) {
             // the checkpoint's parts are checked (and a commit a kill interrupted is finished) before anything is read
-            dev.biflow.flow.train.RunCheckpoint.open(resume, ema > 0
+            dev.biflow.flow.train.RunCheckpoint.open(resume, optim.ema > 0
                     ? List.of(ForwardTrainer.MODEL_FILE, ForwardTrainer.STATE_FILE, ForwardTrainer.EMA_FILE)
                     : List.of(ForwardTrainer.MODEL_FILE, ForwardTrainer.STATE_FILE));
             cfg = Checkpoints.loadTarFlow(resume.resolve(ForwardTrainer.MODEL_FILE)).config;
@@ -137,8 +127,7 @@ final class TrainForwardCommand implements Callable<Integer>, ConfigFile.Configu
             cfg = new TarFlowConfig(train.channels, train.height, patch, width, blocks, layers,
                     unconditional ? 0 : train.numClasses, hd, NormControl.parse(normControl), clip);
         }
-        TrainConfig tc = new TrainConfig(steps, batch, lr, warmup != null ? warmup : Math.max(1, steps / 20), minLr, weightDecay,
-                beta1, beta2, gradClip, ema, sigma, labelDropout, seed, checkpointEvery, maxBadSteps);
+        TrainConfig tc = optim.trainConfig(sigma, labelDropout, seed, checkpointEvery);
         ImageDataset test = ImageDataset.loadIdx(data, "test"); // every input is checked before the first step
         if (test.n < 1) throw new IllegalArgumentException("the test split in " + data + " has no images; --eval-images needs at least one");
         TarFlow model = new TarFlow(cfg, new Rng(seed));
@@ -160,7 +149,7 @@ final class TrainForwardCommand implements Callable<Integer>, ConfigFile.Configu
         final long[] skipped = {0};
         final double[] lastLoss = {Double.NaN};
         try (BufferedWriter mw = Files.newBufferedWriter(metrics, StandardOpenOption.CREATE, StandardOpenOption.APPEND);
-             ProgressBar pb = Common.bar("train", steps, "step")) {
+             ProgressBar pb = Common.bar("train", optim.steps, "step")) {
             pb.stepTo(trainer.step());
             ForwardTrainer.Listener l = new ForwardTrainer.Listener() {
                 double ema = Double.NaN;

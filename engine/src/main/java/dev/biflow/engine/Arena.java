@@ -16,8 +16,8 @@ import java.util.LinkedHashMap;
  * quiet: before this, a patch-4 step allocated about 1 GB and the collector copied the live graph
  * in pauses of up to 0.9 s.
  *
- * <p>Inference temporaries ({@link dev.biflow.engine.kernels.Scratch}) borrow from the same per-thread
- * pool, one array at a time; training takes whole steps' worth and gives them back at once.
+ * <p>Inference uses the same pools: an inference plan's arena and its kernels' temporaries are taken in a
+ * scope around the run ({@code engine.plan}), so a second run reuses the first one's arrays.
  *
  * <p>Contract: an array taken in a scope is only valid until the scope closes. Whatever must outlive
  * the step (the loss value, statistics, a parameter update) is read or copied inside it. Parameters,
@@ -32,7 +32,7 @@ import java.util.LinkedHashMap;
 public final class Arena implements AutoCloseable {
     private static final boolean POISON = Boolean.getBoolean("biflow.arena.poison");
 
-    /** Free arrays of one thread, by exact length; shared by its scopes and by Scratch. */
+    /** Free arrays of one thread, by exact length; shared by its scopes. */
     static final class Pool {
         /** In access order: trimming drops the lengths used longest ago first. */
         private final LinkedHashMap<Integer, ArrayDeque<float[]>> free = new LinkedHashMap<>(64, 0.75f, true);
@@ -55,12 +55,6 @@ public final class Arena implements AutoCloseable {
             free.computeIfAbsent(a.length, k -> new ArrayDeque<>()).addFirst(a);
             freeFloats += a.length;
             freeCount++;
-        }
-
-        boolean holds(float[] a) {
-            ArrayDeque<float[]> q = free.get(a.length);
-            if (q != null) for (float[] f : q) if (f == a) return true;
-            return false;
         }
 
         /** Drops free arrays beyond {@code keepFloats} floats or {@code keepCount} arrays, the longest unused first. */
@@ -151,25 +145,5 @@ public final class Arena implements AutoCloseable {
         // a larger step once must not pin its memory for good
         if (parent != null) parent.nestedPeak = Math.max(parent.nestedPeak, takenFloats + nestedPeak);
         else pool.trim(takenFloats + nestedPeak, Integer.MAX_VALUE);
-    }
-
-    // ---------------------------------------------------------------- Scratch's face of the same pool
-
-    /** Free arrays kept between borrows when no scope is open: a layer's temporaries at two batch sizes (cond / uncond). */
-    public static final int SCRATCH_KEEP = 8;
-
-    /** An array of exactly n floats with unspecified contents, borrowed from this thread's pool (for Scratch). */
-    public static float[] borrow(int n) {
-        if (n < 0) throw new IllegalArgumentException("Arena.borrow: length " + n + " < 0");
-        return POOL.get().take(n);
-    }
-
-    /** Returns a borrowed array to this thread's pool (for Scratch); null is ignored. */
-    public static void giveBack(float[] a) {
-        if (a == null) return;
-        Pool p = POOL.get();
-        if (p.holds(a)) throw new IllegalStateException("Arena.giveBack: this array was already given back");
-        p.give(a);
-        if (p.current == null) p.trim(Long.MAX_VALUE, SCRATCH_KEEP);
     }
 }

@@ -1,8 +1,9 @@
 // Fused ops with hand-written gradients: softmax, layernorm, attention, losses, conv/pool and patchify.
 package dev.biflow.engine;
 
+import dev.biflow.engine.kernels.Attention;
 import dev.biflow.engine.kernels.Im2col;
-import dev.biflow.engine.kernels.LayerNorm;
+import dev.biflow.engine.kernels.LayerNormKernel;
 import dev.biflow.engine.kernels.Parallel;
 import dev.biflow.engine.kernels.Softmax;
 import dev.biflow.engine.kernels.Vec;
@@ -17,7 +18,7 @@ import java.util.Arrays;
  * <p>Determinism: every parallel loop writes each output element from exactly one range, and
  * reductions across rows sum fixed-size blocks in a fixed order, so results do not depend on the
  * thread count. Exponentials and lane sums go through {@link Softmax#exp} and
- * {@link Softmax#sumLanes}, which give the same bits before and after JIT compilation (the
+ * {@link Vec#sumLanes}, which give the same bits before and after JIT compilation (the
  * Vector API's own EXP and reduceLanes(ADD) do not), so two runs of a program agree bit for bit.
  *
  * <p>Memory: attention keeps its probabilities (B*H*Tq*Tk floats) for the backward only when a
@@ -92,14 +93,7 @@ public final class Fused {
      * LayerNorm over the last axis: (x - mean) / sqrt(var + eps) * weight + bias, biased variance
      * as in PyTorch. weight and bias are (D) and may each be null (no scale / no shift).
      */
-    public static Tensor layerNorm(Tensor x, Tensor weight, Tensor bias, float eps) { return layerNorm(x, weight, bias, eps, null); }
-
-    /**
-     * The same written into {@code into} (x.numel() floats, overwritten; null: a new array), for inference
-     * temporaries in {@link dev.biflow.engine.kernels.Scratch} arrays; refused when a gradient would be
-     * recorded (the graph would keep an array its owner reuses).
-     */
-    public static Tensor layerNorm(Tensor x, Tensor weight, Tensor bias, float eps, float[] into) {
+    public static Tensor layerNorm(Tensor x, Tensor weight, Tensor bias, float eps) {
         if (x.shape.length == 0)
             throw new IllegalArgumentException("layerNorm: x must have rank >= 1 (..., D), got a scalar");
         int d = x.shape[x.shape.length - 1];
@@ -110,25 +104,21 @@ public final class Fused {
         if (!(eps >= 0f) || Float.isInfinite(eps))
             throw new IllegalArgumentException("layerNorm: eps must be a finite value >= 0, got " + eps);
         int rows = x.data.length / d;
-        if (into != null && into.length != x.data.length)
-            throw new IllegalArgumentException("layerNorm: the output array has " + into.length + " floats, x " + Shape.str(x.shape) + " needs " + x.data.length);
-        if (into != null && Grad.anyNeedsGrad(x, weight, bias))
-            throw new IllegalStateException("layerNorm: writing into a given array is for inference; a gradient would be recorded here");
         float[] xd = x.data, wd = weight == null ? null : weight.data, bd = bias == null ? null : bias.data;
-        float[] y = into != null ? into : Arena.floats(xd.length), mean = Arena.floats(rows), rstd = Arena.floats(rows);
-        Parallel.forRange(rows, grain(3L * d), (lo, hi) -> LayerNorm.forward(xd, wd, bd, y, mean, rstd, d, eps, lo, hi));
+        float[] y = Arena.floats(xd.length), mean = Arena.floats(rows), rstd = Arena.floats(rows);
+        Parallel.forRange(rows, grain(3L * d), (lo, hi) -> LayerNormKernel.forward(xd, wd, bd, y, mean, rstd, d, eps, lo, hi));
         return Grad.record(new Tensor(y, x.shape.clone()), "layer_norm", (g, buf) -> {
             float[] gx = buf.of(x);
             float[] gw = weight == null ? null : buf.of(weight);
             float[] gb = bias == null ? null : buf.of(bias);
             if (gx != null)
-                Parallel.forRange(rows, grain(4L * d), (lo, hi) -> LayerNorm.backwardInput(g, xd, wd, mean, rstd, gx, d, lo, hi));
+                Parallel.forRange(rows, grain(4L * d), (lo, hi) -> LayerNormKernel.backwardInput(g, xd, wd, mean, rstd, gx, d, lo, hi));
             if (gw != null || gb != null) {
                 int nb = (rows + LN_BLOCK - 1) / LN_BLOCK;
                 float[] pw = gw == null ? null : Arena.floats(nb * d), pb = gb == null ? null : Arena.floats(nb * d);
                 Parallel.forRange(nb, grain((long) LN_BLOCK * d), (lo, hi) -> {
                     for (int blk = lo; blk < hi; blk++)
-                        LayerNorm.paramPartials(g, xd, mean, rstd, pw, pb, blk * d, d,
+                        LayerNormKernel.paramPartials(g, xd, mean, rstd, pw, pb, blk * d, d,
                                 blk * LN_BLOCK, Math.min(rows, (blk + 1) * LN_BLOCK));
                 });
                 for (int blk = 0; blk < nb; blk++) {
@@ -146,9 +136,6 @@ public final class Fused {
     }
 
     // ================================================================ attention
-
-    /** Query rows per block: causal attention skips the key columns no row of the block can see. */
-    private static final int ATT_ROWS = 64;
 
     /**
      * Scaled dot-product attention: out = softmax(scale * q k^T, masked) v.
@@ -199,180 +186,12 @@ public final class Fused {
         float[] out = Arena.floats(nb * nh * tq * dv);
         float[] qd = q.data, kd = k.data, vd = v.data;
         Backend be = Backend.active(); // the backward runs on the backend that saved the forward's state
-        Object saved = be.attentionForward(qd, kd, vd, out, nb, nh, tq, tk, dh, dv, causal, mdat, msh, scale,
+        Attention.Layouts lay = Attention.Layouts.contiguous(nh, tq, tk, dh, dv);
+        Object saved = be.attentionForward(qd, kd, vd, out, lay, nb, nh, tq, tk, dh, dv, causal, mdat, msh, scale,
                 Grad.anyNeedsGrad(q, k, v));
         return Grad.record(new Tensor(out, new int[]{nb, nh, tq, dv}), "attention", (g, buf) ->
-                be.attentionBackward(saved, g, qd, kd, vd, buf.of(q), buf.of(k), buf.of(v), nb, nh, tq, tk, dh, dv,
+                be.attentionBackward(saved, g, qd, kd, vd, buf.of(q), buf.of(k), buf.of(v), lay, nb, nh, tq, tk, dh, dv,
                         causal, mdat, msh, scale), q, k, v);
-    }
-
-    /**
-     * {@link Backend#attentionForward}'s default, the engine's CPU attention: per (slice, block of
-     * query rows) scores by a GEMM through be.sgemm, masked row softmax, then a GEMM with v. Keeps
-     * and returns the probabilities P (B*H*Tq*Tk) when keepP, else works in per-thread scratch.
-     */
-    static Object attentionForwardCpu(Backend be, float[] qd, float[] kd, float[] vd, float[] out, int nb, int nh,
-                                      int tq, int tk, int dh, int dv, boolean causal, float[] mdat, int[] maskShape,
-                                      float scale, boolean keepP) {
-        // contiguous (B, H, T, d) operands: slice (b, h) starts at (b H + h) T d, rows d apart
-        return attentionCpu(be, qd, kd, vd, out, new HeadLayout(0, nh * tq * dh, tq * dh, dh), new HeadLayout(0, nh * tk * dh, tk * dh, dh),
-                new HeadLayout(0, nh * tk * dv, tk * dv, dv), new HeadLayout(0, nh * tq * dv, tq * dv, dv),
-                nb, nh, tq, tk, dh, dv, causal, mdat, maskShape, scale, keepP);
-    }
-
-    /**
-     * Where one head's rows sit in an array: slice (b, h) starts at base + b * perBatch + h * perHead and
-     * its rows are rowStride apart. Contiguous (B, H, T, d) tensors and the heads inside a fused qkv
-     * projection's (B, T, 3 H d) output are both such layouts, so attention reads either without a copy.
-     */
-    record HeadLayout(int base, int perBatch, int perHead, int rowStride) {
-        int of(int b, int h) { return base + b * perBatch + h * perHead; }
-    }
-
-    /** The CPU attention over operands in any {@link HeadLayout}s (see {@link #attentionForwardCpu}). */
-    private static Object attentionCpu(Backend be, float[] qd, float[] kd, float[] vd, float[] out,
-                                       HeadLayout ql, HeadLayout kl, HeadLayout vl, HeadLayout ol, int nb, int nh,
-                                       int tq, int tk, int dh, int dv, boolean causal, float[] mdat, int[] maskShape,
-                                       float scale, boolean keepP) {
-        final int[] mst = mdat == null ? null : maskStrides(maskShape, new int[]{nb, nh, tq, tk});
-        int bh = nb * nh;
-        long tt = (long) tq * tk;
-        if (keepP && bh * tt > Integer.MAX_VALUE - 8)
-            throw new IllegalArgumentException("attention: the probability matrix (B*H*Tq*Tk = " + (bh * tt)
-                    + ") does not fit one array; use smaller batches");
-        float[] p = keepP ? Arena.floats((int) (bh * tt)) : null;
-        int shift = tk - tq;
-        int rowsPerBlock = causal ? ATT_ROWS : Math.max(1, tq);
-        int ldq = ql.rowStride(), ldk = kl.rowStride(), ldv = vl.rowStride(), ldo = ol.rowStride();
-        // Few large slices: run them one after another and let GEMM and the row loops use the threads.
-        boolean outerParallel = bh >= Parallel.threads() || tt * Math.max(dh, dv) < (1L << 16);
-        Parallel.RangeBody fwd = (lo, hi) -> {
-            float[] scratch = keepP ? null : Arena.floats(Math.min(rowsPerBlock, tq) * tk);
-            for (int s = lo; s < hi; s++) {
-                int b = s / nh, h = s % nh;
-                int qOff = ql.of(b, h), kOff = kl.of(b, h), vOff = vl.of(b, h), oOff = ol.of(b, h);
-                for (int r0 = 0; r0 < tq; r0 += rowsPerBlock) {
-                    int r1 = Math.min(tq, r0 + rowsPerBlock), m = r1 - r0;
-                    int lm = causal ? clamp(r1 - 1 + shift + 1, 0, tk) : tk; // keys any row of the block sees
-                    if (lm == 0) continue; // output rows stay 0
-                    float[] sc = keepP ? p : scratch;
-                    int sOff = keepP ? (int) (s * tt) + r0 * tk : 0;
-                    be.sgemm(false, true, m, lm, dh, scale, qd, qOff + r0 * ldq, ldq, kd, kOff, ldk, 0f, sc, sOff, tk);
-                    int rr0 = r0;
-                    Parallel.forRange(m, grain(lm), (a, z) -> {
-                        for (int i = a; i < z; i++) {
-                            int row = rr0 + i;
-                            int lim = causal ? clamp(row + shift + 1, 0, tk) : tk;
-                            int ro = sOff + i * tk;
-                            if (mdat != null) {
-                                int mo = b * mst[0] + h * mst[1] + row * mst[2], m3 = mst[3];
-                                for (int j = 0; j < lim; j++)
-                                    if (mdat[mo + j * m3] == 0f) sc[ro + j] = Float.NEGATIVE_INFINITY;
-                            }
-                            Softmax.softmaxRowInPlace(sc, ro, lm, lim);
-                        }
-                    });
-                    be.sgemm(false, false, m, dv, lm, 1f, sc, sOff, tk, vd, vOff, ldv, 0f, out, oOff + r0 * ldo, ldo);
-                }
-            }
-        };
-        if (outerParallel) Parallel.forRange(bh, 1, fwd);
-        else fwd.run(0, bh);
-        return p;
-    }
-
-    /**
-     * Self-attention for inference straight from a fused qkv projection: qkv (B, T, 3 H Dh) with the
-     * q heads, then the k heads, then the v heads along the last axis (nn.MultiHeadAttention's qkv
-     * Linear) -> (B, T, H Dh), heads merged. The same arithmetic, bit for bit, as splitting and
-     * permuting to (B, H, T, Dh), {@link #attention} and permuting back, without those copies (about
-     * 14 MB per layer of a BiFlow pass at batch 64). No gradient: call it only when none is recorded.
-     * The CPU backend reads the strided heads in place; another backend gets the split heads.
-     *
-     * @param mask as in {@link #attention}, broadcasting to (B, H, T, T); or null
-     */
-    public static Tensor attentionPacked(Tensor qkv, int heads, boolean causal, Tensor mask, float scale) {
-        return attentionPacked(qkv, heads, causal, mask, scale, null);
-    }
-
-    /** The same, written into {@code into} (B T H Dh floats, overwritten; null: a new array) on the CPU path. */
-    public static Tensor attentionPacked(Tensor qkv, int heads, boolean causal, Tensor mask, float scale, float[] into) {
-        requireRank(qkv, 3, "attentionPacked", "qkv", "(B, T, 3 H Dh)");
-        if (Grad.enabled() && qkv.needsGrad())
-            throw new IllegalStateException("attentionPacked records no gradient: use attention(q, k, v, ...) when training");
-        int nb = qkv.shape[0], t = qkv.shape[1], w = qkv.shape[2];
-        if (heads < 1 || w % (3 * heads) != 0)
-            throw new IllegalArgumentException("attentionPacked: qkv is " + Shape.str(qkv.shape) + ": its last axis must be 3 x heads ("
-                    + heads + ") x head dim");
-        int dh = w / (3 * heads), d = heads * dh;
-        if (Backend.active() != Backend.CPU || mask != null) {
-            // the backend's own attention on contiguous heads (and the mask checks of attention)
-            Tensor packed = Ops.permute(Ops.reshape(qkv, nb, t, 3 * heads, dh), 0, 2, 1, 3);
-            Tensor[] qkvs = Ops.chunk(packed, 3, 1);
-            return Ops.reshape(Ops.permute(attention(qkvs[0], qkvs[1], qkvs[2], causal, mask, scale), 0, 2, 1, 3), nb, t, d);
-        }
-        if (into != null && into.length != nb * t * d)
-            throw new IllegalArgumentException("attentionPacked: the output array has " + into.length + " floats, (" + nb + ", " + t + ", " + d + ") needs " + nb * t * d);
-        float[] out = into != null ? into : Arena.floats(nb * t * d);
-        // no fill needed: self-attention without a mask gives every query a key (its own, causal or not),
-        // so attentionCpu's second GEMM (beta = 0) overwrites every output row
-        HeadLayout q = new HeadLayout(0, t * w, dh, w), k = new HeadLayout(d, t * w, dh, w), v = new HeadLayout(2 * d, t * w, dh, w);
-        attentionCpu(Backend.CPU, qkv.data, qkv.data, qkv.data, out, q, k, v, new HeadLayout(0, t * d, dh, d),
-                nb, heads, t, t, dh, dh, causal, null, null, scale, false);
-        return new Tensor(out, new int[]{nb, t, d});
-    }
-
-    /** {@link Backend#attentionBackward}'s default: the backward of {@link #attentionForwardCpu} from its saved P. */
-    static void attentionBackwardCpu(Backend be, Object saved, float[] g, float[] qd, float[] kd, float[] vd,
-                                     float[] gq, float[] gk, float[] gv, int nb, int nh, int tq, int tk, int dh, int dv,
-                                     boolean causal, float[] mdat, int[] maskShape, float scale) {
-        HeadLayout ql = new HeadLayout(0, nh * tq * dh, tq * dh, dh), kl = new HeadLayout(0, nh * tk * dh, tk * dh, dh),
-                vl = new HeadLayout(0, nh * tk * dv, tk * dv, dv), ol = new HeadLayout(0, nh * tq * dv, tq * dv, dv);
-        attentionBackwardCpu(be, saved, g, qd, kd, vd, gq, gk, gv, ql, kl, vl, ol, nb, nh, tq, tk, dh, dv, causal, scale);
-    }
-
-    /**
-     * The backward of {@link #attentionCpu} from its saved P, operands in any {@link HeadLayout}s: the gradients
-     * gq, gk, gv are written (added) in the layouts of q, k, v, and g is read in the output's layout.
-     */
-    private static void attentionBackwardCpu(Backend be, Object saved, float[] g, float[] qd, float[] kd, float[] vd,
-                                             float[] gq, float[] gk, float[] gv, HeadLayout ql, HeadLayout kl, HeadLayout vl,
-                                             HeadLayout ol, int nb, int nh, int tq, int tk, int dh, int dv, boolean causal, float scale) {
-        if (!(saved instanceof float[] p) || p.length != nb * nh * tq * tk)
-            throw new IllegalArgumentException("attentionBackward: saved is not the P of a CPU attentionForward of these sizes");
-        int bh = nb * nh;
-        long tt = (long) tq * tk;
-        int shift = tk - tq;
-        int rowsPerBlock = causal ? ATT_ROWS : Math.max(1, tq);
-        int ldq = ql.rowStride(), ldk = kl.rowStride(), ldv = vl.rowStride(), ldo = ol.rowStride();
-        boolean outerParallel = bh >= Parallel.threads() || tt * Math.max(dh, dv) < (1L << 16);
-        boolean needS = gq != null || gk != null;
-        Parallel.RangeBody bwd = (lo, hi) -> {
-            float[] dp = needS ? Arena.floats(Math.min(rowsPerBlock, tq) * tk) : null;
-            for (int s = lo; s < hi; s++) {
-                int b = s / nh, h = s % nh;
-                int qOff = ql.of(b, h), kOff = kl.of(b, h), vOff = vl.of(b, h), oOff = ol.of(b, h);
-                for (int r0 = 0; r0 < tq; r0 += rowsPerBlock) {
-                    int r1 = Math.min(tq, r0 + rowsPerBlock), m = r1 - r0;
-                    int lm = causal ? clamp(r1 - 1 + shift + 1, 0, tk) : tk;
-                    if (lm == 0) continue;
-                    int pOff = (int) (s * tt) + r0 * tk;
-                    // dV += P^T dO
-                    if (gv != null) be.sgemm(true, false, lm, dv, m, 1f, p, pOff, tk, g, oOff + r0 * ldo, ldo, 1f, gv, vOff, ldv);
-                    if (!needS) continue;
-                    // dP = dO V^T, then dS = P (dP - rowdot(dP, P)) in place
-                    be.sgemm(false, true, m, lm, dv, 1f, g, oOff + r0 * ldo, ldo, vd, vOff, ldv, 0f, dp, 0, lm);
-                    Parallel.forRange(m, grain(lm), (a, z) -> {
-                        for (int i = a; i < z; i++) Softmax.softmaxBackwardRowInPlace(p, pOff + i * tk, dp, i * lm, lm);
-                    });
-                    // S = scale q k^T: dQ += scale dS K, dK += scale dS^T Q
-                    if (gq != null) be.sgemm(false, false, m, dh, lm, scale, dp, 0, lm, kd, kOff, ldk, 1f, gq, qOff + r0 * ldq, ldq);
-                    if (gk != null) be.sgemm(true, false, lm, dh, m, scale, dp, 0, lm, qd, qOff + r0 * ldq, ldq, 1f, gk, kOff, ldk);
-                }
-            }
-        };
-        if (outerParallel) Parallel.forRange(bh, 1, bwd);
-        else bwd.run(0, bh);
     }
 
     /**
@@ -381,8 +200,8 @@ public final class Fused {
      * multiplied by {@code qkScale} each (TARFlow's split scaling; 1: none) and the logits by {@code scale}.
      * The same bits, forward and backward, as splitting and permuting to (B, H, T, Dh), scaling q and k with
      * mulScalar, {@link #attention} and permuting back (a test checks it), without those five copies and
-     * their gradients' copies: on the CPU the kernels read and write the heads where the projection put them.
-     * On another backend it is that composition.
+     * their gradients' copies: the backend reads and writes the heads where the projection put them
+     * ({@link Attention.Layouts#packed}).
      */
     public static Tensor selfAttentionPacked(Tensor qkv, int heads, boolean causal, float qkScale, float scale) {
         requireRank(qkv, 3, "selfAttentionPacked", "qkv", "(B, T, 3 H Dh)");
@@ -391,13 +210,6 @@ public final class Fused {
             throw new IllegalArgumentException("selfAttentionPacked: qkv is " + Shape.str(qkv.shape) + ": its last axis must be 3 x heads ("
                     + heads + ") x head dim");
         int dh = w / (3 * heads), d = heads * dh;
-        if (Backend.active() != Backend.CPU) {
-            Tensor packed = Ops.permute(Ops.reshape(qkv, nb, t, 3 * heads, dh), 0, 2, 1, 3);
-            Tensor[] qkvs = Ops.chunk(packed, 3, 1);
-            Tensor q = qkvs[0], k = qkvs[1];
-            if (qkScale != 1f) { q = Ops.mulScalar(q, qkScale); k = Ops.mulScalar(k, qkScale); }
-            return Ops.reshape(Ops.permute(attention(q, k, qkvs[2], causal, null, scale), 0, 2, 1, 3), nb, t, d);
-        }
         float[] src = qkv.data;
         // (B, T, 3D) with the q and k columns scaled, v as it is: the operands attention reads (mulScalar's rounding)
         float[] sc = src;
@@ -415,16 +227,16 @@ public final class Fused {
         float[] op = sc;
         boolean grad = Grad.anyNeedsGrad(qkv);
         float[] out = Arena.floats(nb * t * d);
-        HeadLayout ql = new HeadLayout(0, t * w, dh, w), kl = new HeadLayout(d, t * w, dh, w), vl = new HeadLayout(2 * d, t * w, dh, w),
-                ol = new HeadLayout(0, t * d, dh, d);
-        Object saved = attentionCpu(Backend.CPU, op, op, op, out, ql, kl, vl, ol, nb, heads, t, t, dh, dh, causal, null, null, scale, grad);
+        Attention.Layouts lay = Attention.Layouts.packed(heads, t, dh);
+        Backend be = Backend.active(); // the backward runs on the backend that saved the forward's state
+        Object saved = be.attentionForward(op, op, op, out, lay, nb, heads, t, t, dh, dh, causal, null, null, scale, grad);
         return Grad.record(new Tensor(out, new int[]{nb, t, d}), "self_attention_packed", (g, buf) -> {
             float[] gx = buf.of(qkv);
             if (gx == null) return;
             // gradients with respect to the scaled operands, in qkv's layout; then through the scaling (mulScalar's
             // backward: each element once, s * g) into qkv's gradient
             float[] gs = qkScale == 1f ? gx : Arena.floats(gx.length);
-            attentionBackwardCpu(Backend.CPU, saved, g, op, op, op, gs, gs, gs, ql, kl, vl, ol, nb, heads, t, t, dh, dh, causal, scale);
+            be.attentionBackward(saved, g, op, op, op, gs, gs, gs, lay, nb, heads, t, t, dh, dh, causal, null, null, scale);
             if (gs != gx) {
                 int rows = nb * t;
                 Parallel.forRange(rows, Math.max(1, 4096 / w), (lo, hi) -> {
@@ -436,18 +248,6 @@ public final class Fused {
             }
         }, qkv);
     }
-
-    /** Broadcast strides of a rank-4 mask shape against full (B, H, Tq, Tk); checks that it broadcasts. */
-    static int[] maskStrides(int[] maskShape, int[] full) {
-        boolean ok = maskShape != null && maskShape.length == 4;
-        for (int i = 0; ok && i < 4; i++) ok = maskShape[i] == full[i] || maskShape[i] == 1;
-        if (!ok)
-            throw new IllegalArgumentException("attention: maskShape " + (maskShape == null ? "null" : Shape.str(maskShape))
-                    + " must be rank 4 and broadcast to the scores " + Shape.str(full) + " (B|1, H|1, Tq|1, Tk|1)");
-        return Shape.broadcastStrides(maskShape, full);
-    }
-
-    private static int clamp(int v, int lo, int hi) { return Math.max(lo, Math.min(hi, v)); }
 
     private static void requireRank(Tensor t, int rank, String op, String name, String layout) {
         if (t == null) throw new IllegalArgumentException(op + ": " + name + " must not be null");
@@ -605,7 +405,7 @@ public final class Fused {
                 Parallel.forRange(o, grain((long) n * l), (lo, hi) -> {
                     for (int oc = lo; oc < hi; oc++) {
                         float s = 0f;
-                        for (int i = 0; i < n; i++) s += Softmax.sum(g, i * imgOut + oc * l, l);
+                        for (int i = 0; i < n; i++) s += Vec.sum(g, i * imgOut + oc * l, l);
                         gb[oc] += s;
                     }
                 });

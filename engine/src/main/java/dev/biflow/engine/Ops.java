@@ -337,7 +337,8 @@ public final class Ops {
                 (g, x, y, gx, lo, hi) -> { for (int i = lo; i < hi; i++) gx[i] += g[i] * y[i] * (1f - y[i]); });
     }
 
-    static float sigmoid(float v) {
+    /** The logistic function of sigmoid and silu (and of inference plans, which must round as they do). */
+    public static float sigmoid(float v) {
         // split by sign so exp never overflows
         if (v >= 0) return (float) (1.0 / (1.0 + Math.exp(-v)));
         double e = Math.exp(v);
@@ -626,76 +627,22 @@ public final class Ops {
     /**
      * Fully connected layer y = x w^T + b for x (N, in), w (out, in), b (out) or null: one GEMM
      * that starts from the bias (Backend.sgemmBias: formed tile by tile inside the GEMM), so the bias costs no pass over y. Same
-     * value as {@code add(matmul(x, w, false, true), b)} up to float rounding (b is added first).
+     * value as {@code add(matmul(x, w, false, true), b)} up to float rounding (b is added first). Inference runs the
+     * same GEMM with the next op fused into its tiles (GELU, a gated residual): an inference plan's Linear op.
      */
-    public static Tensor linear(Tensor x, Tensor w, Tensor b) { return linear(x, w, b, null); }
-
-    /**
-     * {@link #linear(Tensor, Tensor, Tensor)} written into {@code out} (N * out floats, overwritten; null:
-     * a new array), for inference temporaries in {@link dev.biflow.engine.kernels.Scratch} arrays. A
-     * given array is refused when a gradient would be recorded: the graph would keep an array its owner
-     * reuses.
-     */
-    /**
-     * gelu(x w^T + b) (exact GELU) for inference, the activation applied to each output tile while it is in
-     * cache (Backend.sgemmBiasGelu): the same bits as {@code gelu(linear(x, w, b))}. into as in
-     * {@link #linear(Tensor, Tensor, Tensor, float[])}. Records no gradient: refused when one would be.
-     */
-    public static Tensor linearGelu(Tensor x, Tensor w, Tensor b, float[] into) {
-        if (Grad.anyNeedsGrad(x, w, b))
-            throw new IllegalStateException("linearGelu is for inference; a gradient would be recorded here: use gelu(linear(x, w, b))");
-        return linear(x, w, b, into, true);
-    }
-
-    public static Tensor linear(Tensor x, Tensor w, Tensor b, float[] into) { return linear(x, w, b, into, false, null, null); }
-
-    /**
-     * residual + (x w^T + b) for inference (a transformer layer's output projection and the residual add after
-     * it), residual (N, out): R is added to each output tile while it is in cache (Backend.sgemmBiasAdd), so the
-     * sum costs no pass over three arrays and no third array. The same bits as {@code add(residual, linear(x, w, b))}.
-     * Records no gradient: refused when one would be.
-     */
-    public static Tensor linearAdd(Tensor x, Tensor w, Tensor b, Tensor residual) { return linearAdd(x, w, b, residual, null); }
-
-    /**
-     * residual + gate * (x w^T + b), the gated residual of adaLN-Zero, for inference: gate (G, out) scales each
-     * group of N / G consecutive rows (the tokens of one example) with its row, or null (none). The same bits as
-     * {@code add(residual, mul(gate, linear(x, w, b)))} with the gate broadcast over the group.
-     */
-    public static Tensor linearAdd(Tensor x, Tensor w, Tensor b, Tensor residual, Tensor gate) {
-        if (Grad.anyNeedsGrad(x, w, b, residual, gate))
-            throw new IllegalStateException("linearAdd is for inference; a gradient would be recorded here: use add(residual, linear(x, w, b))");
-        int n = x.shape.length == 2 ? x.shape[0] : -1, out = w.shape.length == 2 ? w.shape[0] : -1;
-        if (residual.shape.length != 2 || residual.shape[0] != n || residual.shape[1] != out)
-            throw new IllegalArgumentException("linearAdd: residual " + Shape.str(residual.shape) + " must be (N, out) = (" + n + ", " + out
-                    + ") for x " + Shape.str(x.shape) + " and weight " + Shape.str(w.shape));
-        if (gate != null && (gate.shape.length != 2 || gate.shape[1] != out || gate.shape[0] < 1 || n % gate.shape[0] != 0))
-            throw new IllegalArgumentException("linearAdd: gate " + Shape.str(gate.shape) + " must be (G, " + out + ") with G dividing the " + n + " rows");
-        return linear(x, w, b, null, false, residual.data, gate);
-    }
-
-    private static Tensor linear(Tensor x, Tensor w, Tensor b, float[] into, boolean gelu) { return linear(x, w, b, into, gelu, null, null); }
-
-    private static Tensor linear(Tensor x, Tensor w, Tensor b, float[] into, boolean gelu, float[] residual, Tensor gate) {
+    public static Tensor linear(Tensor x, Tensor w, Tensor b) {
         if (x.shape.length != 2 || w.shape.length != 2 || x.shape[1] != w.shape[1])
             throw new IllegalArgumentException("linear: x " + Shape.str(x.shape) + " and weight " + Shape.str(w.shape)
                     + " must be (N, in) and (out, in)");
         int n = x.shape[0], in = x.shape[1], out = w.shape[0];
         if (b != null && (b.shape.length != 1 || b.shape[0] != out))
             throw new IllegalArgumentException("linear: bias " + Shape.str(b.shape) + " must be (" + out + ")");
-        if (into != null && into.length != n * out)
-            throw new IllegalArgumentException("linear: the output array has " + into.length + " floats, (" + n + ", " + out + ") needs " + n * out);
-        if (into != null && Grad.anyNeedsGrad(x, w, b))
-            throw new IllegalStateException("linear: writing into a given array is for inference; a gradient would be recorded here");
-        float[] c = into != null ? into : Arena.floats(n * out);
+        float[] c = Arena.floats(n * out);
         Backend be = Backend.active();
         float[] xd = x.data, wd = w.data;
         int ldx = Math.max(1, in), ldc = Math.max(1, out);
         // y = x W^T + b with b as the GEMM's start value (formed in the GEMM, tile by tile: no pass over y)
-        if (residual != null) be.sgemmBiasAdd(false, true, n, out, in, xd, 0, ldx, wd, 0, ldx, c, 0, ldc, b == null ? null : b.data, 0, residual, 0, ldc,
-                gate == null ? null : gate.data, 0, ldc, gate == null ? 1 : n / gate.shape[0]);
-        else if (gelu) be.sgemmBiasGelu(false, true, n, out, in, 1f, xd, 0, ldx, wd, 0, ldx, 0f, c, 0, ldc, b == null ? null : b.data, 0);
-        else if (b != null) be.sgemmBias(false, true, n, out, in, 1f, xd, 0, ldx, wd, 0, ldx, 0f, c, 0, ldc, b.data, 0);
+        if (b != null) be.sgemmBias(false, true, n, out, in, 1f, xd, 0, ldx, wd, 0, ldx, 0f, c, 0, ldc, b.data, 0);
         else be.sgemm(false, true, n, out, in, 1f, xd, 0, ldx, wd, 0, ldx, 0f, c, 0, ldc);
         Tensor y = new Tensor(c, new int[]{n, out});
         return Grad.record(y, "linear", (g, buf) -> {

@@ -1,6 +1,8 @@
-// Fused.attention's forward and backward go through Backend.active(): a backend that overrides them is called, and the defaults are the CPU code.
+// Fused.attention's forward and backward, and the packed self-attention's, go through Backend.active(): a backend that
+// overrides them is called (with the operands' layouts), and the defaults are the CPU kernels.
 package dev.biflow.engine;
 
+import dev.biflow.engine.kernels.Attention;
 import org.junit.jupiter.api.Test;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
@@ -16,6 +18,7 @@ class BackendAttentionRoutingTest {
         int forwards, saves, backwards;
         Object lastSaved, backwardSaved;
         int[] lastMaskShape;
+        Attention.Layouts lastLayouts;
 
         @Override public String name() { return "counting"; }
 
@@ -26,21 +29,22 @@ class BackendAttentionRoutingTest {
         }
 
         @Override
-        public Object attentionForward(float[] q, float[] k, float[] v, float[] out, int batch, int heads, int tq, int tk,
-                                       int dh, int dv, boolean causal, float[] mask, int[] maskShape, float scale, boolean save) {
+        public Object attentionForward(float[] q, float[] k, float[] v, float[] out, Attention.Layouts layouts, int batch, int heads,
+                                       int tq, int tk, int dh, int dv, boolean causal, float[] mask, int[] maskShape, float scale, boolean save) {
             forwards++;
             if (save) saves++;
             lastMaskShape = maskShape;
-            return lastSaved = Backend.super.attentionForward(q, k, v, out, batch, heads, tq, tk, dh, dv, causal, mask, maskShape, scale, save);
+            lastLayouts = layouts;
+            return lastSaved = Backend.super.attentionForward(q, k, v, out, layouts, batch, heads, tq, tk, dh, dv, causal, mask, maskShape, scale, save);
         }
 
         @Override
         public void attentionBackward(Object saved, float[] dout, float[] q, float[] k, float[] v, float[] gq, float[] gk,
-                                      float[] gv, int batch, int heads, int tq, int tk, int dh, int dv, boolean causal,
-                                      float[] mask, int[] maskShape, float scale) {
+                                      float[] gv, Attention.Layouts layouts, int batch, int heads, int tq, int tk, int dh, int dv,
+                                      boolean causal, float[] mask, int[] maskShape, float scale) {
             backwards++;
             backwardSaved = saved;
-            Backend.super.attentionBackward(saved, dout, q, k, v, gq, gk, gv, batch, heads, tq, tk, dh, dv, causal, mask, maskShape, scale);
+            Backend.super.attentionBackward(saved, dout, q, k, v, gq, gk, gv, layouts, batch, heads, tq, tk, dh, dv, causal, mask, maskShape, scale);
         }
     }
 
@@ -75,11 +79,45 @@ class BackendAttentionRoutingTest {
         }
     }
 
+    /** The packed self-attention reaches the backend with the heads' layout, no copies, with and without a graph. */
+    @Test
+    void packedSelfAttentionGoesThroughTheActiveBackendWithItsLayout() {
+        Rng rng = new Rng(5);
+        int b = 2, t = 5, heads = 2, dh = 3;
+        Tensor qkv = Tensor.randn(rng, b, t, 3 * heads * dh), dout = Tensor.randn(rng, b, t, heads * dh);
+        Tensor[] cpu = runPacked(qkv, dout);
+        Counting c = new Counting();
+        Backend before = Backend.active();
+        try {
+            Backend.use(c);
+            Tensor[] routed = runPacked(qkv, dout);
+            assertEquals(1, c.forwards);
+            assertEquals(1, c.backwards);
+            assertEquals(Attention.Layouts.packed(heads, t, dh), c.lastLayouts);
+            for (int i = 0; i < cpu.length; i++) assertArrayEquals(cpu[i].data(), routed[i].data());
+            try (var ng = Grad.noGrad()) {
+                Tensor out = Fused.selfAttentionPacked(qkv, heads, true, 1f, 0.5f);
+                assertEquals(2, c.forwards);
+                assertEquals(Attention.Layouts.packed(heads, t, dh), c.lastLayouts);
+                assertArrayEquals(cpu[0].data(), out.data(), "no graph: the same bits");
+            }
+        } finally {
+            Backend.use(before);
+        }
+    }
+
+    private static Tensor[] runPacked(Tensor qkv, Tensor dout) {
+        Tensor x = Tensor.of(qkv.data().clone(), qkv.shape()).requiresGrad(true);
+        Tensor out = Fused.selfAttentionPacked(x, 2, true, 1f, 0.5f);
+        out.backward(dout);
+        return new Tensor[]{out, x.grad()};
+    }
+
     @Test
     void theDefaultBackwardRejectsStateItDidNotSave() {
         float[] x = new float[4];
         assertThrows(IllegalArgumentException.class, () -> Backend.CPU.attentionBackward(new float[3], x, x, x, x, x, x, x,
-                1, 1, 2, 2, 1, 1, true, null, null, 1f));
+                Attention.Layouts.contiguous(1, 2, 2, 1, 1), 1, 1, 2, 2, 1, 1, true, null, null, 1f));
     }
 
     private static Tensor[] run(Tensor q, Tensor k, Tensor v, Tensor mask, Tensor dout) {

@@ -12,7 +12,7 @@ import com.aparapi.Kernel;
  * wait at a barrier, and accumulate TS products from local memory. Transposes only change the
  * load index, so every layout costs the same.
  *
- * <p>Aparapi rules this class follows (DESIGN.md): primitive fields and arrays only, no objects,
+ * <p>Aparapi rules this class follows (docs/ARCHITECTURE.md): primitive fields and arrays only, no objects,
  * lambdas or interfaces in run(), flags as ints, float literals only (a double would need FP64),
  * compiled with -g. Fields are set by {@link OpenClBackend} under its lock.
  */

@@ -5,6 +5,7 @@ import dev.biflow.engine.Backend;
 import dev.biflow.engine.Fused;
 import dev.biflow.engine.Grad;
 import dev.biflow.engine.Tensor;
+import dev.biflow.engine.kernels.Attention;
 
 import java.io.IOException;
 import java.nio.file.Files;
@@ -93,12 +94,13 @@ public final class GpuBench {
             float[] q = Ref.rand(r, nb * nh * t * dh), k = Ref.rand(r, nb * nh * t * dh), v = Ref.rand(r, nb * nh * t * dh);
             float[] o = new float[q.length];
             float sc = (float) (1 / Math.sqrt(dh));
-            // CPU column: Fused.attention, the engine's multithreaded path (Backend.CPU.attention is a one-thread reference).
+            // CPU column: Fused.attention, the engine's multithreaded path.
             Tensor tq = Tensor.of(q, nb, nh, t, dh), tk = Tensor.of(k, nb, nh, t, dh), tv = Tensor.of(v, nb, nh, t, dh);
             double[] tc = time(() -> {
                 try (var ng = Grad.noGrad()) { Fused.attention(tq, tk, tv, true, null, sc); }
             });
-            double[] tg = time(() -> cl.attention(q, k, v, o, nb, nh, t, t, dh, dh, true, null, null, sc));
+            double[] tg = time(() -> cl.attentionForward(q, k, v, o, Attention.Layouts.contiguous(nh, t, t, dh, dh), nb, nh, t, t, dh, dh, true,
+                    null, null, sc, false));
             rows.add(String.format(Locale.ROOT, "| causal attention B%d H%d T%d Dh%d (ms) | %s | %s | |", nb, nh, t, dh, ms(tc), ms(tg)));
         }
         rows.add("");

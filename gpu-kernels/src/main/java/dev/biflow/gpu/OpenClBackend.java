@@ -6,19 +6,19 @@ import com.aparapi.Range;
 import com.aparapi.device.OpenCLDevice;
 import com.aparapi.exception.CompileFailedException;
 import dev.biflow.engine.Backend;
+import dev.biflow.engine.kernels.Attention;
 
 /**
- * Runs {@link Backend}'s kernels on one OpenCL device: tiled GEMM (batched, transposes), LayerNorm,
- * softmax, fused attention (causal / bidirectional / masked, any scale or temperature) and its
- * backward (dq, dk, dv from the saved per-row log-sum-exp; Fused.attention routes both here),
- * affine coupling with its log-det, and a KV-cache decode loop ({@link #decoder}).
+ * Runs {@link Backend}'s kernels on one OpenCL device: tiled GEMM (transposes), fused attention (causal /
+ * bidirectional / masked, any scale or temperature) and its backward (dq, dk, dv from the saved per-row
+ * log-sum-exp; Fused.attention and the packed self-attention route both here), and a KV-cache decode loop
+ * ({@link #decoder}).
  *
  * <p>Copies: every kernel runs in Aparapi's explicit mode. Inputs are copied into per-kernel
  * staging arrays (sized up in powers of two, so device buffers are reused across calls of similar
  * size), uploaded with put, and results come back with get; each put/get is counted in
  * {@link #transfers()}. Nothing else crosses the bus. Within one call the data stays on the device
- * between passes (attention's scores never leave it; coupling uploads a once for both passes;
- * a decoder keeps its KV cache on the device for the whole loop).
+ * between passes (attention's scores never leave it; a decoder keeps its KV cache on the device for the whole loop).
  *
  * <p>No silent fallback: the constructor compiles every kernel for the device (the first build,
  * ~1 s each, is paid there, outside any timed region) and runs each once; every launch then checks
@@ -39,10 +39,8 @@ public final class OpenClBackend implements Backend, AutoCloseable {
     private final OpenCLDevice device;
     private final Transfers transfers = new Transfers();
     private final GemmKernel gemm = new GemmKernel();
-    private final RowKernel row = new RowKernel();
     private final AttentionKernel att = new AttentionKernel();
     private final AttentionBackwardKernel attBwd = new AttentionBackwardKernel();
-    private final CouplingKernel coupling = new CouplingKernel();
     private boolean closed;
 
     /** A backend on the device a spec "opencl" or "opencl:N" names (see {@link Devices}). */
@@ -71,11 +69,11 @@ public final class OpenClBackend implements Backend, AutoCloseable {
     public synchronized void sgemm(boolean transA, boolean transB, int m, int n, int k, float alpha,
                                    float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
                                    float beta, float[] c, int cOff, int ldc) {
-        sgemmBatched(1, transA, transB, m, n, k, alpha, a, aOff, 0, lda, b, bOff, 0, ldb, beta, c, cOff, 0, ldc);
+        gemmBatched(1, transA, transB, m, n, k, alpha, a, aOff, 0, lda, b, bOff, 0, ldb, beta, c, cOff, 0, ldc);
     }
 
-    @Override
-    public synchronized void sgemmBatched(int batch, boolean transA, boolean transB, int m, int n, int k, float alpha,
+    /** batch GEMMs (A_i at aOff + i strideA, likewise B and C) in one launch: the kernel's third range dimension. */
+    private void gemmBatched(int batch, boolean transA, boolean transB, int m, int n, int k, float alpha,
                                           float[] a, int aOff, int strideA, int lda, float[] b, int bOff, int strideB, int ldb,
                                           float beta, float[] c, int cOff, int strideC, int ldc) {
         open();
@@ -120,56 +118,7 @@ public final class OpenClBackend implements Backend, AutoCloseable {
         return (int) e;
     }
 
-    // ================================================================ row kernels
-
-    @Override
-    public synchronized void layerNorm(float[] x, float[] w, float[] b, float[] y, float[] mean, float[] rstd,
-                                       int rows, int d, float eps) {
-        open();
-        if (rows == 0 || d == 0) return;
-        RowKernel r = row;
-        int n = rows * d;
-        r.x = stage(r.x, x, 0, n);
-        r.y = grow(r.y, n);
-        r.hasW = w == null ? 0 : 1;
-        r.hasB = b == null ? 0 : 1;
-        if (w != null) r.w = stage(r.w, w, 0, d);
-        if (b != null) r.bias = stage(r.bias, b, 0, d);
-        r.mean = grow(r.mean, rows);
-        r.rstd = grow(r.rstd, rows);
-        r.mode = RowKernel.LAYERNORM; r.rows = rows; r.d = d; r.eps = eps;
-        put(r, r.x);
-        if (w != null) put(r, r.w);
-        if (b != null) put(r, r.bias);
-        launch(r, device.createRange(roundUp(rows, WG), WG));
-        get(r, r.y); get(r, r.mean); get(r, r.rstd);
-        System.arraycopy(r.y, 0, y, 0, n);
-        if (mean != null) System.arraycopy(r.mean, 0, mean, 0, rows);
-        if (rstd != null) System.arraycopy(r.rstd, 0, rstd, 0, rows);
-    }
-
-    @Override
-    public synchronized void softmaxRows(float[] x, float[] y, int rows, int n) {
-        open();
-        if (rows == 0 || n == 0) return;
-        RowKernel r = row;
-        int len = rows * n;
-        r.x = stage(r.x, x, 0, len);
-        r.y = grow(r.y, len);
-        r.mode = RowKernel.SOFTMAX; r.rows = rows; r.d = n;
-        put(r, r.x);
-        launch(r, device.createRange(roundUp(rows, WG), WG));
-        get(r, r.y);
-        System.arraycopy(r.y, 0, y, 0, len);
-    }
-
     // ================================================================ attention
-
-    @Override
-    public synchronized void attention(float[] q, float[] k, float[] v, float[] out, int batch, int heads, int tq, int tk,
-                                       int dh, int dv, boolean causal, float[] mask, int[] maskShape, float scale) {
-        runAttention(q, k, v, out, batch, heads, tq, tk, dh, dv, causal, mask, maskShape, scale, false);
-    }
 
     /**
      * {@link AttentionKernel}'s ATTEND on the device. With save it also downloads the per-row
@@ -177,10 +126,38 @@ public final class OpenClBackend implements Backend, AutoCloseable {
      * backward needs besides its arguments (no Tq x Tk matrix is kept).
      */
     @Override
-    public synchronized Object attentionForward(float[] q, float[] k, float[] v, float[] out, int batch, int heads, int tq,
-                                                int tk, int dh, int dv, boolean causal, float[] mask, int[] maskShape,
-                                                float scale, boolean save) {
-        return runAttention(q, k, v, out, batch, heads, tq, tk, dh, dv, causal, mask, maskShape, scale, save);
+    public synchronized Object attentionForward(float[] q, float[] k, float[] v, float[] out, Attention.Layouts layouts,
+                                                int batch, int heads, int tq, int tk, int dh, int dv, boolean causal,
+                                                float[] mask, int[] maskShape, float scale, boolean save) {
+        if (layouts.isContiguous(heads, tq, tk, dh, dv))
+            return runAttention(q, k, v, out, batch, heads, tq, tk, dh, dv, causal, mask, maskShape, scale, save);
+        // heads inside a packed projection: the kernel reads contiguous heads, so they are gathered on the host
+        // (the copies the CPU kernels avoid; the device path uploads them anyway)
+        int slices = batch * heads;
+        float[] cq = gather(q, layouts.q(), batch, heads, tq, dh), ck = gather(k, layouts.k(), batch, heads, tk, dh),
+                cv = gather(v, layouts.v(), batch, heads, tk, dv), co = new float[slices * tq * dv];
+        SavedAttention sa = runAttention(cq, ck, cv, co, batch, heads, tq, tk, dh, dv, causal, mask, maskShape, scale, save);
+        scatter(co, out, layouts.o(), batch, heads, tq, dv, false);
+        return sa;
+    }
+
+    /** The (B, H, T, d) contiguous copy of heads in layout l. */
+    private static float[] gather(float[] src, Attention.Layout l, int batch, int heads, int t, int d) {
+        float[] c = new float[batch * heads * t * d];
+        for (int b = 0, o = 0; b < batch; b++)
+            for (int h = 0; h < heads; h++)
+                for (int i = 0, so = l.of(b, h); i < t; i++, so += l.rowStride(), o += d) System.arraycopy(src, so, c, o, d);
+        return c;
+    }
+
+    /** Contiguous (B, H, T, d) c written (or added, with add) into dst in layout l. */
+    private static void scatter(float[] c, float[] dst, Attention.Layout l, int batch, int heads, int t, int d, boolean add) {
+        for (int b = 0, o = 0; b < batch; b++)
+            for (int h = 0; h < heads; h++)
+                for (int i = 0, so = l.of(b, h); i < t; i++, so += l.rowStride(), o += d) {
+                    if (add) for (int j = 0; j < d; j++) dst[so + j] += c[o + j];
+                    else System.arraycopy(c, o, dst, so, d);
+                }
     }
 
     /** What {@link #attentionForward} saves for {@link #attentionBackward}: the log-sum-exp of each query row. */
@@ -203,7 +180,7 @@ public final class OpenClBackend implements Backend, AutoCloseable {
         t.saveLse = save ? 1 : 0;
         t.hasMask = mask == null ? 0 : 1;
         if (mask != null) {
-            int[] st = maskStrides(maskShape, new int[]{batch, heads, tq, tk});
+            int[] st = Attention.maskStrides(maskShape, new int[]{batch, heads, tq, tk});
             t.ms0 = st[0]; t.ms1 = st[1]; t.ms2 = st[2]; t.ms3 = st[3];
             t.mask = stage(t.mask, mask, 0, Math.max(1, mask.length));
         }
@@ -229,8 +206,26 @@ public final class OpenClBackend implements Backend, AutoCloseable {
      */
     @Override
     public synchronized void attentionBackward(Object saved, float[] dout, float[] q, float[] k, float[] v,
-                                               float[] gq, float[] gk, float[] gv, int batch, int heads, int tq, int tk,
-                                               int dh, int dv, boolean causal, float[] mask, int[] maskShape, float scale) {
+                                               float[] gq, float[] gk, float[] gv, Attention.Layouts layouts, int batch,
+                                               int heads, int tq, int tk, int dh, int dv, boolean causal, float[] mask,
+                                               int[] maskShape, float scale) {
+        if (layouts.isContiguous(heads, tq, tk, dh, dv)) {
+            runAttentionBackward(saved, dout, q, k, v, gq, gk, gv, batch, heads, tq, tk, dh, dv, causal, mask, maskShape, scale);
+            return;
+        }
+        float[] cq = gather(q, layouts.q(), batch, heads, tq, dh), ck = gather(k, layouts.k(), batch, heads, tk, dh),
+                cv = gather(v, layouts.v(), batch, heads, tk, dv), cd = gather(dout, layouts.o(), batch, heads, tq, dv);
+        float[] dq = gq == null ? null : new float[cq.length], dk = gk == null ? null : new float[ck.length],
+                dvv = gv == null ? null : new float[cv.length];
+        runAttentionBackward(saved, cd, cq, ck, cv, dq, dk, dvv, batch, heads, tq, tk, dh, dv, causal, mask, maskShape, scale);
+        if (dq != null) scatter(dq, gq, layouts.q(), batch, heads, tq, dh, true);
+        if (dk != null) scatter(dk, gk, layouts.k(), batch, heads, tk, dh, true);
+        if (dvv != null) scatter(dvv, gv, layouts.v(), batch, heads, tk, dv, true);
+    }
+
+    private void runAttentionBackward(Object saved, float[] dout, float[] q, float[] k, float[] v, float[] gq, float[] gk,
+                                      float[] gv, int batch, int heads, int tq, int tk, int dh, int dv, boolean causal,
+                                      float[] mask, int[] maskShape, float scale) {
         open();
         int slices = batch * heads;
         if (!(saved instanceof SavedAttention sa) || sa.owner() != this || sa.lse().length != slices * tq)
@@ -251,7 +246,7 @@ public final class OpenClBackend implements Backend, AutoCloseable {
         t.dv = grow(t.dv, nv);
         t.hasMask = mask == null ? 0 : 1;
         if (mask != null) {
-            int[] st = maskStrides(maskShape, new int[]{batch, heads, tq, tk});
+            int[] st = Attention.maskStrides(maskShape, new int[]{batch, heads, tq, tk});
             t.ms0 = st[0]; t.ms1 = st[1]; t.ms2 = st[2]; t.ms3 = st[3];
             t.mask = stage(t.mask, mask, 0, Math.max(1, mask.length));
         }
@@ -274,22 +269,6 @@ public final class OpenClBackend implements Backend, AutoCloseable {
 
     private static void addInto(float[] acc, float[] d, int n) {
         for (int i = 0; i < n; i++) acc[i] += d[i];
-    }
-
-    /** Broadcast strides of a rank-4 mask shape against (B, H, Tq, Tk): 0 along size-1 axes. */
-    static int[] maskStrides(int[] shape, int[] full) {
-        if (shape == null || shape.length != 4)
-            throw new IllegalArgumentException("attention: maskShape must be rank 4 (B|1, H|1, Tq, Tk)");
-        int[] st = new int[4];
-        int s = 1;
-        for (int i = 3; i >= 0; i--) {
-            if (shape[i] != full[i] && shape[i] != 1)
-                throw new IllegalArgumentException("attention: mask axis " + i + " has size " + shape[i] + " but scores have "
-                        + full[i] + ": it must be " + full[i] + " or 1");
-            st[i] = shape[i] == 1 ? 0 : s;
-            s *= shape[i];
-        }
-        return st;
     }
 
     /**
@@ -362,38 +341,6 @@ public final class OpenClBackend implements Backend, AutoCloseable {
         @Override public void close() { kk.dispose(); }
     }
 
-    // ================================================================ affine coupling
-
-    @Override
-    public synchronized void affineCoupling(boolean inverse, float[] in, float[] a, float[] b, float[] out, float[] logdet,
-                                            int batch, int perSample) {
-        open();
-        int n = batch * perSample;
-        if (n == 0) {
-            if (logdet != null) java.util.Arrays.fill(logdet, 0, batch, 0f);
-            return;
-        }
-        CouplingKernel c = coupling;
-        c.in = stage(c.in, in, 0, n);
-        c.a = stage(c.a, a, 0, n);
-        c.b = stage(c.b, b, 0, n);
-        c.out = grow(c.out, n);
-        c.n = n; c.batch = batch; c.perSample = perSample;
-        c.mode = inverse ? CouplingKernel.INVERSE : CouplingKernel.FORWARD;
-        put(c, c.in); put(c, c.a); put(c, c.b);
-        launch(c, device.createRange(roundUp(n, WG), WG));
-        get(c, c.out);
-        System.arraycopy(c.out, 0, out, 0, n);
-        if (logdet != null) {
-            c.logdet = grow(c.logdet, batch);
-            c.mode = CouplingKernel.LOGDET;
-            c.sign = inverse ? 1f : -1f;
-            launch(c, device.createRange(roundUp(batch, WG), WG)); // a is still on the device
-            get(c, c.logdet);
-            System.arraycopy(c.logdet, 0, logdet, 0, batch);
-        }
-    }
-
     /**
      * Median seconds of one m x n x k GEMM launch with the operands already on the device (no
      * copies): the kernel's own speed, for {@link GpuBench}.
@@ -428,14 +375,12 @@ public final class OpenClBackend implements Backend, AutoCloseable {
         // One tiny run of every mode: proves the device executes them (not Aparapi's Java pool).
         float[] x = {1f, 2f, 3f, 4f}, y = new float[4];
         sgemm(false, false, 2, 2, 2, 1f, x, 0, 2, x, 0, 2, 0f, y, 0, 2);
-        layerNorm(x, null, null, y, new float[1], new float[1], 1, 4, 1e-5f);
-        softmaxRows(x, y, 1, 4);
-        Object saved = attentionForward(x, x, x, y, 1, 1, 2, 2, 2, 2, true, null, null, 1f, true);
-        attentionBackward(saved, x, x, x, x, new float[4], new float[4], new float[4], 1, 1, 2, 2, 2, 2, true, null, null, 1f);
-        affineCoupling(false, x, x, x, y, new float[1], 1, 4);
+        Attention.Layouts l = Attention.Layouts.contiguous(1, 2, 2, 2, 2);
+        Object saved = attentionForward(x, x, x, y, l, 1, 1, 2, 2, 2, 2, true, null, null, 1f, true);
+        attentionBackward(saved, x, x, x, x, new float[4], new float[4], new float[4], l, 1, 1, 2, 2, 2, 2, true, null, null, 1f);
     }
 
-    private Kernel[] kernels() { return new Kernel[]{gemm, row, att, attBwd, coupling}; }
+    private Kernel[] kernels() { return new Kernel[]{gemm, att, attBwd}; }
 
     private void compile(Kernel k) {
         try {

@@ -58,7 +58,7 @@ import com.aparapi.Kernel;
  */
 final class ResidentKernel extends Kernel {
     static final int COPY_IN = 0, COPY_OUT = 1, LINEAR = 2, LAYERNORM = 3, GELU = 4, ADD = 5, ATTENTION = 6,
-            SILU = 7, MODULATE = 8, GATED_ADD = 9, ADD_TABLE = 10, GATHER_TOKEN = 11, DECODE = 12, COUPLE_STEP = 13;
+            SILU = 7, MODULATE = 8, GATED_ADD = 9, ADD_TABLE = 10, GATHER_TOKEN = 11, DECODE = 12, COUPLE_STEP = 13, GATHER_ROWS = 14;
     /** COUPLE_STEP's bound on (a, b), as flow's NormControl: none, clamp to [-c, c], c tanh(v / c). */
     static final int CLIP_NONE = 0, CLIP_HARD = 1, CLIP_SOFT = 2;
     /** Tile edge of LINEAR: 16 x 16 = 256 items per group, every OpenCL device's minimum. */
@@ -73,7 +73,8 @@ final class ResidentKernel extends Kernel {
 
     int mode, n, m, k, src, dst, wOff, bOff, hasW, hasB, rows, d, slices, heads, t, dh, causal;
     int per, vOff, v2Off, vStride; // the per-sample modes: floats per sample, the two vectors' offsets, their stride per sample
-    int ldy, accum, gel;            // LINEAR's epilogue: Y's row stride, Y += (residual), GELU
+    int ldy, accum, gel;            // LINEAR's epilogue: Y's row stride, Y = residual + (gate *) Y, GELU
+    int rsOff, ldr, gated, gtOff, ldg, gRows; // the residual (rows ldr apart) and the gate (one row per gRows rows, ldg apart)
     int tok, qi, split, guided, clipMode; // the decode modes: token (natural order), step / query index, first sample of the second scale, CFG on, bound
     float eps, scale, clip;
 
@@ -94,6 +95,7 @@ final class ResidentKernel extends Kernel {
         if (mode == SILU && g < n) act[dst + g] = silu(act[dst + g]);
         if (mode == MODULATE && g < n) modulate(g);
         if (mode == GATED_ADD && g < n) gatedAdd(g);
+        if (mode == GATHER_ROWS && g < n) gatherRows(g);
         if (mode == ADD_TABLE && g < n) addTable(g);
         if (mode == GATHER_TOKEN && g < n) gatherToken(g);
         if (mode == DECODE && g < slices) decode(g);
@@ -192,6 +194,13 @@ final class ResidentKernel extends Kernel {
         act[dst + g] = x + x * act[v2Off + b * vStride + col] + act[vOff + b * vStride + col];
     }
 
+    /** Row i of (n / d, d) at act[dst] = row act[src + i] (an index stored as a float) of the (V, d) table at w[wOff]. */
+    private void gatherRows(int g) {
+        int i = g / d, col = g - i * d;
+        int id = (int) act[src + i];
+        act[dst + g] = w[wOff + id * d + col];
+    }
+
     /** h + gate * y (BiFlowModel.Layer's residual: Ops.add(x, Ops.mul(gate, y))). */
     private void gatedAdd(int g) {
         int b = g / per, col = g - (g / d) * d;
@@ -221,7 +230,10 @@ final class ResidentKernel extends Kernel {
             if (hasB == 1) y = y + w[bOff + col];
             if (gel == 1) y = gelu(y);
             int yo = dst + row * ldy + col;
-            if (accum == 1) y = act[yo] + y; // the residual x + f(x), in that order as Ops.add
+            if (accum == 1) { // the (gated) residual r + g * f(x), in that order as Ops.add(r, Ops.mul(g, f))
+                if (gated == 1) y = act[gtOff + (row / gRows) * ldg + col] * y;
+                y = act[rsOff + row * ldr + col] + y;
+            }
             act[yo] = y;
         }
     }

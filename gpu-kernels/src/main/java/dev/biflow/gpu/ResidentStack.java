@@ -248,6 +248,7 @@ public final class ResidentStack implements AutoCloseable {
     private static final class Op {
         int mode, n, m, k, src, dst, wOff, bOff, hasW, hasB, rows, d, slices, heads, t, dh, causal, per, vOff, v2Off, vStride;
         int ldy, accum, gel, tok, qi, split, guided, clipMode;
+        int rsOff, ldr, gated, gtOff, ldg, gRows = 1;
         float eps, scale, clip;
         Range range;
 
@@ -258,6 +259,7 @@ public final class ResidentStack implements AutoCloseable {
             r.per = per; r.vOff = vOff; r.v2Off = v2Off; r.vStride = vStride;
             r.ldy = ldy; r.accum = accum; r.gel = gel; r.tok = tok; r.qi = qi; r.split = split; r.guided = guided;
             r.clipMode = clipMode; r.clip = clip;
+            r.rsOff = rsOff; r.ldr = ldr; r.gated = gated; r.gtOff = gtOff; r.ldg = ldg; r.gRows = gRows;
         }
     }
 
@@ -588,6 +590,7 @@ public final class ResidentStack implements AutoCloseable {
             Op op = e.linear(l, src, dst, rows);
             op.ldy = dstStride;
             op.accum = accumulate ? 1 : 0;
+            op.rsOff = dst; op.ldr = dstStride; // the residual is what Y held
             op.gel = gelu ? 1 : 0;
             return this;
         }
@@ -671,6 +674,49 @@ public final class ResidentStack implements AutoCloseable {
             op.guided = guided ? 1 : 0; op.vOff = Math.max(0, gains);
             op.clipMode = clip.ordinal();
             op.clip = c;
+            return this;
+        }
+
+        /**
+         * Y (rows, out) at act[dst] = X (rows, in) at act[src] W^T + b (W, b packed already; bOff &lt; 0: no bias), then
+         * GELU when gelu, then Y = R + G * Y when res &gt;= 0: R (rows, out) at act[res] (rows ldr apart), G one row per
+         * gRows rows at act[gate] (ldg apart; gate &lt; 0: none). One launch: an inference plan's Linear op.
+         */
+        public Program linear(int wOff, int bOff, int in, int out, int src, int dst, int rows, boolean gelu,
+                              int res, int ldr, int gate, int ldg, int gRows) {
+            linear(wOff, bOff, in, out, src, dst, rows);
+            Op op = e.program.get(e.program.size() - 1);
+            op.gel = gelu ? 1 : 0;
+            if (res >= 0) {
+                act(res, (long) (rows - 1) * ldr + out);
+                op.accum = 1; op.rsOff = res; op.ldr = ldr;
+                if (gate >= 0) {
+                    if (gRows < 1 || rows % gRows != 0)
+                        throw new IllegalArgumentException("ResidentStack.Program: " + rows + " rows are not whole groups of " + gRows);
+                    act(gate, (long) (rows / gRows - 1) * ldg + out);
+                    op.gated = 1; op.gtOff = gate; op.ldg = ldg; op.gRows = gRows;
+                }
+            }
+            return this;
+        }
+
+        /** LayerNorm over rows of d with weight and bias tensors (either may be null), act[src] -> act[dst] (must not overlap). */
+        public Program layerNorm(Tensor weight, Tensor bias, float eps, int src, int dst, int rows, int d) {
+            checkNorm(src, dst, rows, d);
+            Op op = e.layerNorm(eps, src, dst, rows, d);
+            op.hasW = weight == null ? 0 : 1;
+            op.hasB = bias == null ? 0 : 1;
+            if (weight != null) op.wOff = e.param(weight);
+            if (bias != null) op.bOff = e.param(bias);
+            return this;
+        }
+
+        /** Row i &lt; rows of (rows, d) at act[dst] = row act[ids + i] (a float index) of a (V, d) table packed at w[table]. */
+        public Program gatherRows(int table, int ids, int dst, int rows, int d) {
+            act(ids, rows);
+            act(dst, (long) rows * d);
+            Op op = e.elementwise(ResidentKernel.GATHER_ROWS, ids, dst, rows * d);
+            op.d = d; op.wOff = table;
             return this;
         }
 

@@ -6,6 +6,7 @@ import dev.biflow.engine.Fused;
 import dev.biflow.engine.Grad;
 import dev.biflow.engine.Rng;
 import dev.biflow.engine.Tensor;
+import dev.biflow.engine.kernels.Attention;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
@@ -73,12 +74,13 @@ class AttentionBackwardConformanceTest {
         float[] dout = Ref.rand(r, nb * nh * tq * dv, 1f), out = new float[nb * nh * tq * dv];
         String what = be.name() + " attention backward B" + nb + " H" + nh + " Tq" + tq + " Tk" + tk + " Dh" + dh + " Dv" + dv
                 + (causal ? " causal" : "") + (mask != null ? " masked" : "") + " scale " + scale;
-        Object saved = be.attentionForward(q, k, v, out, nb, nh, tq, tk, dh, dv, causal, mask, ms, scale, true);
+        Attention.Layouts lay = Attention.Layouts.contiguous(nh, tq, tk, dh, dv);
+        Object saved = be.attentionForward(q, k, v, out, lay, nb, nh, tq, tk, dh, dv, causal, mask, ms, scale, true);
         Ref.assertClose(what + ": out", Ref.attention(q, k, v, nb, nh, tq, tk, dh, dv, causal, mask, ms, scale), out, out.length, 2e-5, 1e-4);
         int skip = r.nextInt(4); // 0..2: that gradient is not wanted
         float[] q0 = Ref.rand(r, q.length, 1f), k0 = Ref.rand(r, k.length, 1f), v0 = Ref.rand(r, v.length, 1f); // values already there
         float[] gq = skip == 0 ? null : q0.clone(), gk = skip == 1 ? null : k0.clone(), gv = skip == 2 ? null : v0.clone();
-        be.attentionBackward(saved, dout, q, k, v, gq, gk, gv, nb, nh, tq, tk, dh, dv, causal, mask, ms, scale);
+        be.attentionBackward(saved, dout, q, k, v, gq, gk, gv, lay, nb, nh, tq, tk, dh, dv, causal, mask, ms, scale);
         double[][] want = Ref.attentionBackward(q, k, v, dout, nb, nh, tq, tk, dh, dv, causal, mask, ms, scale);
         if (gq != null) assertGrad(what + ": dq", want[0], want[3], q0, gq);
         if (gk != null) assertGrad(what + ": dk", want[1], want[4], k0, gk);

@@ -2,6 +2,7 @@
 package dev.biflow.gpu;
 
 import dev.biflow.engine.Backend;
+import dev.biflow.engine.kernels.Attention;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -18,8 +19,7 @@ import static org.quicktheories.generators.SourceDSL.longs;
  * Every check grades a backend against the double-precision {@link Ref}; since CPU and OpenCL meet
  * the same bound, they agree with each other within twice it. Tolerances (float32 kernels):
  * GEMM |err| <= 1e-5 + 1e-4 * sum_p |alpha a_ip b_pj| + |beta c| (a k-term float dot product is
- * within ~k * 6e-8 of that sum); LayerNorm, softmax, attention 2e-5 absolute + 1e-4 relative;
- * coupling 1e-5 + 1e-5 relative, its log-det (a sum of perSample terms) 1e-6 * perSample + 1e-5 relative.
+ * within ~k * 6e-8 of that sum); attention 2e-5 absolute + 1e-4 relative.
  */
 class BackendConformanceTest {
     private static OpenClBackend opencl;
@@ -93,52 +93,6 @@ class BackendConformanceTest {
                 assertEquals(Float.floatToRawIntBits(c0[cOff + i * ldc + j]), Float.floatToRawIntBits(c[cOff + i * ldc + j]), what + ": wrote padding");
     }
 
-    @ParameterizedTest @ValueSource(strings = {"cpu", "opencl"})
-    void gemmBatchedMatchesOneAtATime(String name) {
-        Backend be = backend(name);
-        Random r = new Random(7);
-        int batch = 5, m = 33, n = 20, k = 47;
-        float[] a = Ref.rand(r, batch * k * m, 1f), b = Ref.rand(r, batch * n * k, 1f), c = new float[batch * m * n];
-        be.sgemmBatched(batch, true, true, m, n, k, 1f, a, 0, k * m, m, b, 0, n * k, k, 0f, c, 0, m * n, n);
-        for (int i = 0; i < batch; i++) {
-            double[] abs = new double[m * n];
-            double[] want = Ref.gemm(true, true, m, n, k, 1f, a, i * k * m, m, b, i * n * k, k, 0f, c, 0, n, abs);
-            float[] got = java.util.Arrays.copyOfRange(c, i * m * n, (i + 1) * m * n);
-            Ref.assertClose(be.name() + " batched sgemm, matrix " + i, want, got, m * n, 1e-5, 1e-4);
-        }
-    }
-
-    // ---------------------------------------------------------------- row kernels
-
-    @ParameterizedTest @ValueSource(strings = {"cpu", "opencl"})
-    void layerNorm(String name) {
-        Backend be = backend(name);
-        qt().withExamples(20).forAll(integers().between(1, 40), integers().between(1, 300), longs().all())
-                .checkAssert((rows, d, seed) -> {
-                    Random r = new Random(seed);
-                    float[] x = Ref.rand(r, rows * d, 3f);
-                    for (int i = 0; i < x.length; i++) x[i] += 5f; // an offset the two-pass variance must handle
-                    float[] w = r.nextBoolean() ? Ref.rand(r, d, 1f) : null, b = r.nextBoolean() ? Ref.rand(r, d, 1f) : null;
-                    float[] y = new float[rows * d], mean = new float[rows], rstd = new float[rows];
-                    be.layerNorm(x, w, b, y, mean, rstd, rows, d, 1e-5f);
-                    Ref.assertClose(be.name() + " layerNorm " + rows + "x" + d, Ref.layerNorm(x, w, b, rows, d, 1e-5f), y, y.length, 2e-5, 1e-4);
-                    double[] mu = new double[rows];
-                    for (int i = 0; i < rows * d; i++) mu[i / d] += x[i] / (double) d;
-                    Ref.assertClose(be.name() + " layerNorm mean", mu, mean, rows, 1e-5, 1e-5);
-                });
-    }
-
-    @ParameterizedTest @ValueSource(strings = {"cpu", "opencl"})
-    void softmax(String name) {
-        Backend be = backend(name);
-        qt().withExamples(20).forAll(integers().between(1, 40), integers().between(1, 300), longs().all())
-                .checkAssert((rows, n, seed) -> {
-                    float[] x = Ref.rand(new Random(seed), rows * n, 10f), y = new float[rows * n];
-                    be.softmaxRows(x, y, rows, n);
-                    Ref.assertClose(be.name() + " softmax " + rows + "x" + n, Ref.softmax(x, rows, n), y, y.length, 2e-6, 1e-4);
-                });
-    }
-
     // ---------------------------------------------------------------- attention
 
     @ParameterizedTest @ValueSource(strings = {"cpu", "opencl"})
@@ -164,7 +118,8 @@ class BackendConformanceTest {
                     }
                     float[] q = Ref.rand(r, nb * nh * tq * dh, 1f), k = Ref.rand(r, nb * nh * tk * dh, 1f), v = Ref.rand(r, nb * nh * tk * dv, 1f);
                     float[] out = new float[nb * nh * tq * dv];
-                    be.attention(q, k, v, out, nb, nh, tq, tk, dh, dv, causal, mask, ms, scale);
+                    be.attentionForward(q, k, v, out, Attention.Layouts.contiguous(nh, tq, tk, dh, dv), nb, nh, tq, tk, dh, dv, causal,
+                            mask, ms, scale, false);
                     Ref.assertClose(be.name() + " attention B" + nb + " H" + nh + " Tq" + tq + " Tk" + tk + " Dh" + dh + " Dv" + dv
                                     + (causal ? " causal" : "") + (mask != null ? " masked" : "") + " scale " + scale,
                             Ref.attention(q, k, v, nb, nh, tq, tk, dh, dv, causal, mask, ms, scale), out, out.length, 2e-5, 1e-4);
@@ -178,36 +133,46 @@ class BackendConformanceTest {
         int nb = 4, nh = 2, t = 49, dh = 64;
         float[] q = Ref.rand(r, nb * nh * t * dh, 1f), k = Ref.rand(r, nb * nh * t * dh, 1f), v = Ref.rand(r, nb * nh * t * dh, 1f);
         float[] out = new float[q.length];
-        be.attention(q, k, v, out, nb, nh, t, t, dh, dh, true, null, null, 0.125f);
+        be.attentionForward(q, k, v, out, Attention.Layouts.contiguous(nh, t, t, dh, dh), nb, nh, t, t, dh, dh, true, null, null, 0.125f, false);
         Ref.assertClose(be.name() + " attention TarFlow-sized", Ref.attention(q, k, v, nb, nh, t, t, dh, dh, true, null, null, 0.125f),
                 out, out.length, 2e-5, 1e-4);
     }
 
-    // ---------------------------------------------------------------- affine coupling
-
+    /**
+     * Heads read where a packed qkv projection (B, T, 3 H Dh) wrote them, the output written with the heads merged
+     * (B, T, H Dh), and the gradients added in place: the same numbers as the contiguous call on split copies.
+     */
     @ParameterizedTest @ValueSource(strings = {"cpu", "opencl"})
-    void affineCouplingForwardInverseAndLogDet(String name) {
+    void attentionOnPackedHeadsMatchesTheContiguousCall(String name) {
         Backend be = backend(name);
-        qt().withExamples(20).forAll(integers().between(1, 9), integers().between(1, 800), longs().all())
-                .checkAssert((batch, per, seed) -> {
-                    Random r = new Random(seed);
-                    int n = batch * per;
-                    float[] x = Ref.rand(r, n, 1f), a = Ref.rand(r, n, 0.5f), b = Ref.rand(r, n, 1f);
-                    float[] z = new float[n], back = new float[n], ld = new float[batch], ldInv = new float[batch];
-                    be.affineCoupling(false, x, a, b, z, ld, batch, per);
-                    double[] wantZ = new double[n], wantLd = new double[batch];
-                    for (int i = 0; i < n; i++) {
-                        wantZ[i] = (x[i] - (double) b[i]) * Math.exp(-a[i]);
-                        wantLd[i / per] -= a[i];
+        Random r = new Random(9);
+        int nb = 2, nh = 3, t = 11, dh = 5, d = nh * dh, w = 3 * d;
+        float[] qkv = Ref.rand(r, nb * t * w, 1f), dout = Ref.rand(r, nb * t * d, 1f);
+        float[][] split = new float[3][nb * nh * t * dh];
+        float[] dsplit = new float[nb * nh * t * dh];
+        for (int b = 0; b < nb; b++)
+            for (int h = 0; h < nh; h++)
+                for (int i = 0; i < t; i++) {
+                    for (int part = 0; part < 3; part++)
+                        System.arraycopy(qkv, (b * t + i) * w + part * d + h * dh, split[part], ((b * nh + h) * t + i) * dh, dh);
+                    System.arraycopy(dout, (b * t + i) * d + h * dh, dsplit, ((b * nh + h) * t + i) * dh, dh);
+                }
+        Attention.Layouts contiguous = Attention.Layouts.contiguous(nh, t, t, dh, dh), packed = Attention.Layouts.packed(nh, t, dh);
+        float[] want = new float[nb * nh * t * dh], gq = new float[want.length], gk = new float[want.length], gv = new float[want.length];
+        Object s0 = be.attentionForward(split[0], split[1], split[2], want, contiguous, nb, nh, t, t, dh, dh, true, null, null, 0.3f, true);
+        be.attentionBackward(s0, dsplit, split[0], split[1], split[2], gq, gk, gv, contiguous, nb, nh, t, t, dh, dh, true, null, null, 0.3f);
+        float[] got = new float[nb * t * d], g = new float[qkv.length];
+        Object s1 = be.attentionForward(qkv, qkv, qkv, got, packed, nb, nh, t, t, dh, dh, true, null, null, 0.3f, true);
+        be.attentionBackward(s1, dout, qkv, qkv, qkv, g, g, g, packed, nb, nh, t, t, dh, dh, true, null, null, 0.3f);
+        float[][] wantGrads = {gq, gk, gv};
+        for (int b = 0; b < nb; b++)
+            for (int h = 0; h < nh; h++)
+                for (int i = 0; i < t; i++)
+                    for (int j = 0; j < dh; j++) {
+                        int c = ((b * nh + h) * t + i) * dh + j, row = b * t + i;
+                        assertEquals(want[c], got[row * d + h * dh + j], 1e-6, be.name() + " out");
+                        for (int part = 0; part < 3; part++)
+                            assertEquals(wantGrads[part][c], g[row * w + part * d + h * dh + j], 1e-6, be.name() + " gradient of part " + part);
                     }
-                    Ref.assertClose(be.name() + " coupling forward", wantZ, z, n, 1e-5, 1e-5);
-                    Ref.assertClose(be.name() + " coupling log-det", wantLd, ld, batch, 1e-6 * per, 1e-5);
-                    be.affineCoupling(true, z, a, b, back, ldInv, batch, per);
-                    double[] xd = new double[n], minus = new double[batch];
-                    for (int i = 0; i < n; i++) xd[i] = x[i];
-                    for (int i = 0; i < batch; i++) minus[i] = -ld[i];
-                    Ref.assertClose(be.name() + " coupling inverse(forward(x)) = x", xd, back, n, 1e-5, 1e-5);
-                    Ref.assertClose(be.name() + " inverse log-det = -forward log-det", minus, ldInv, batch, 1e-6 * per, 1e-5);
-                });
     }
 }

@@ -33,40 +33,11 @@ final class Ref {
         return out;
     }
 
-    static double[] layerNorm(float[] x, float[] w, float[] b, int rows, int d, float eps) {
-        double[] y = new double[rows * d];
-        for (int r = 0; r < rows; r++) {
-            double mu = 0, v = 0;
-            for (int i = 0; i < d; i++) mu += x[r * d + i];
-            mu /= d;
-            for (int i = 0; i < d; i++) v += (x[r * d + i] - mu) * (x[r * d + i] - mu);
-            double rs = 1 / Math.sqrt(v / d + eps);
-            for (int i = 0; i < d; i++) {
-                double t = (x[r * d + i] - mu) * rs;
-                if (w != null) t *= w[i];
-                if (b != null) t += b[i];
-                y[r * d + i] = t;
-            }
-        }
-        return y;
-    }
-
-    static double[] softmax(float[] x, int rows, int n) {
-        double[] y = new double[rows * n];
-        for (int r = 0; r < rows; r++) {
-            double m = Double.NEGATIVE_INFINITY, s = 0;
-            for (int i = 0; i < n; i++) m = Math.max(m, x[r * n + i]);
-            for (int i = 0; i < n; i++) s += Math.exp(x[r * n + i] - m);
-            for (int i = 0; i < n; i++) y[r * n + i] = Math.exp(x[r * n + i] - m) / s;
-        }
-        return y;
-    }
-
     /** out (B,H,Tq,Dv); mask has rank-4 shape ms (or null). */
     static double[] attention(float[] q, float[] k, float[] v, int nb, int nh, int tq, int tk, int dh, int dv,
                               boolean causal, float[] mask, int[] ms, float scale) {
         double[] out = new double[nb * nh * tq * dv];
-        int[] st = mask == null ? null : OpenClBackend.maskStrides(ms, new int[]{nb, nh, tq, tk});
+        int[] st = mask == null ? null : dev.biflow.engine.kernels.Attention.maskStrides(ms, new int[]{nb, nh, tq, tk});
         for (int b = 0; b < nb; b++)
             for (int h = 0; h < nh; h++) {
                 int s = b * nh + h;
@@ -92,7 +63,7 @@ final class Ref {
                                         int dh, int dv, boolean causal, float[] mask, int[] ms, float scale) {
         double[] gq = new double[nb * nh * tq * dh], gk = new double[nb * nh * tk * dh], gv = new double[nb * nh * tk * dv];
         double[] aq = new double[gq.length], ak = new double[gk.length], av = new double[gv.length];
-        int[] st = mask == null ? null : OpenClBackend.maskStrides(ms, new int[]{nb, nh, tq, tk});
+        int[] st = mask == null ? null : dev.biflow.engine.kernels.Attention.maskStrides(ms, new int[]{nb, nh, tq, tk});
         for (int b = 0; b < nb; b++)
             for (int h = 0; h < nh; h++) {
                 int s = b * nh + h;

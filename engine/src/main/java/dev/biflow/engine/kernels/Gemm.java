@@ -146,7 +146,8 @@ public final class Gemm {
                                          float[] g, int gOff, int ldg, int gRows) {
         if (bias != null && (biasOff < 0 || (long) biasOff + n > bias.length))
             throw new IllegalArgumentException("sgemmBiasAdd: bias needs " + n + " floats from offset " + biasOff + ", has " + bias.length);
-        if (r == c || (g != null && g == c)) throw new IllegalArgumentException("sgemmBiasAdd: the residual and the gate must not be the output array");
+        if (overlaps(r, rOff, ldr, m, c, cOff, ldc, n) || (g != null && overlaps(g, gOff, ldg, m / Math.max(1, gRows), c, cOff, ldc, n)))
+            throw new IllegalArgumentException("sgemmBiasAdd: the residual and the gate must not overlap the output");
         checkMatrix("r", "ldr", r, rOff, ldr, m, n);
         if (g != null) {
             if (gRows < 1 || m % gRows != 0)
@@ -155,6 +156,13 @@ public final class Gemm {
         }
         sgemmWith(MR, true, transA, transB, m, n, k, 1f, a, aOff, lda, b, bOff, ldb, 0f, c, cOff, ldc, bias, biasOff,
                 new Epilogue(false, r, rOff, ldr, g, gOff, ldg, Math.max(1, gRows)));
+    }
+
+    /** Whether rows x n blocks of x (from xOff, rows lx apart) and c (from cOff, rows lc apart) share a float (one array, overlapping spans). */
+    private static boolean overlaps(float[] x, int xOff, int lx, int rows, float[] c, int cOff, int lc, int n) {
+        if (x != c || rows == 0 || n == 0) return false;
+        long xEnd = xOff + (long) (rows - 1) * lx + n, cEnd = cOff + (long) (rows - 1) * lc + n;
+        return xOff < cEnd && cOff < xEnd;
     }
 
     /**
@@ -200,6 +208,21 @@ public final class Gemm {
     /** C[i, j] = beta C[i, j] + bias[j] (C not read when beta == 0): the start value {@link #sgemmBias} uses. */
     public static void prefillBias(int m, int n, float beta, float[] c, int cOff, int ldc, float[] bias, int biasOff) {
         for (int i = 0; i < m; i++) startRow(beta, c, cOff + i * ldc, bias, biasOff, n);
+    }
+
+    /**
+     * C = R + G * C over an M x N block, the gated residual epilogue as a pass after a GEMM (a backend whose GEMM
+     * cannot apply it per tile): R rows ldr apart from rOff; G null, or M / gRows rows of N, ldg apart from gOff,
+     * row i / gRows scaling C's row i. The same roundings as {@link #sgemmBiasGatedAdd}'s epilogue ({@code r + g * c}).
+     */
+    public static void gatedAdd(int m, int n, float[] c, int cOff, int ldc, float[] r, int rOff, int ldr,
+                                float[] g, int gOff, int ldg, int gRows) {
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++) {
+                float y = c[cOff + i * ldc + j];
+                if (g != null) y = g[gOff + (i / gRows) * ldg + j] * y;
+                c[cOff + i * ldc + j] = r[rOff + i * ldr + j] + y;
+            }
     }
 
     /** One row of the start value: c[ci .. ci + n) = beta c + bias (one fma, or a copy when beta == 0). */

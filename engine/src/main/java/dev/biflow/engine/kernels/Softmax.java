@@ -22,14 +22,10 @@ import jdk.incubator.vector.VectorSpecies;
  *   within 2x of the intrinsic (0.7 vs 0.4-1.0 ns per element on AVX-512, noisy host) and
  *   15x faster than a scalar Math.exp loop; relative error below 1e-7;
  *   <li>{@code reduceLanes(ADD)}: the order of the float additions differs (measured: 1766 of
- *   4480 softmax outputs changed after warm-up). We use {@link #sumLanes}, a fixed butterfly of
+ *   4480 softmax outputs changed after warm-up). We use {@link Vec#sumLanes}, a fixed butterfly of
  *   lane-wise adds.
  * </ul>
- * <p>Sums across lanes go through {@link #sumLanes}, never {@code reduceLanes(ADD)}: the order
- * of reduceLanes' float additions differs between the Java fallback (interpreter, C1) and the C2
- * intrinsic, so the same call gave different bits before and after JIT compilation (measured:
- * 1766 of 4480 softmax outputs changed after warm-up). A fixed butterfly of lane-wise adds gives
- * the same bits in every tier, which keeps runs reproducible.
+ * Plain sums and dot products are {@link Vec#sum} and {@link Vec#dot} (one implementation, one rounding).
  *
  * <p>Scalar references live in the tests (FusedTest builds softmax from primitive ops).
  */
@@ -38,34 +34,6 @@ public final class Softmax {
 
     private static final VectorSpecies<Float> S = FloatVector.SPECIES_PREFERRED;
     private static final int L = S.length();
-
-    // butterfly partners i ^ k for the lane sum; null where the species has no such lane distance
-    private static final VectorShuffle<Float> X32 = xorShuffle(32), X16 = xorShuffle(16), X8 = xorShuffle(8),
-            X4 = xorShuffle(4), X2 = xorShuffle(2), X1 = xorShuffle(1);
-
-    private static VectorShuffle<Float> xorShuffle(int k) { return k < L ? VectorShuffle.fromOp(S, i -> i ^ k) : null; }
-
-    /**
-     * Sum of the lanes of v in a fixed order (a butterfly of lane-wise adds), identical in the
-     * interpreter and in compiled code. L is a constant, so the unused steps fold away.
-     */
-    public static float sumLanes(FloatVector v) {
-        if (L > 64) return sumLanesSlow(v);
-        if (L > 32) v = v.add(v.rearrange(X32));
-        if (L > 16) v = v.add(v.rearrange(X16));
-        if (L > 8) v = v.add(v.rearrange(X8));
-        if (L > 4) v = v.add(v.rearrange(X4));
-        if (L > 2) v = v.add(v.rearrange(X2));
-        if (L > 1) v = v.add(v.rearrange(X1));
-        return v.lane(0);
-    }
-
-    private static float sumLanesSlow(FloatVector v) {
-        float[] t = v.toArray();
-        float s = 0f;
-        for (float x : t) s += x;
-        return s;
-    }
 
     // ---------------------------------------------------------------- exp
 
@@ -122,27 +90,6 @@ public final class Softmax {
 
     // ---------------------------------------------------------------- reductions
 
-    /** Sum of x[off .. off+n), reproducible across JIT tiers (see the class comment). */
-    public static float sum(float[] x, int off, int n) {
-        FloatVector acc = FloatVector.zero(S);
-        int i = 0;
-        for (int end = S.loopBound(n); i < end; i += L) acc = acc.add(FloatVector.fromArray(S, x, off + i));
-        float s = sumLanes(acc);
-        for (; i < n; i++) s += x[off + i];
-        return s;
-    }
-
-    /** Dot product of x[xOff ..] and y[yOff ..] over n elements, reproducible across JIT tiers. */
-    public static float dot(float[] x, int xOff, float[] y, int yOff, int n) {
-        FloatVector acc = FloatVector.zero(S);
-        int i = 0;
-        for (int end = S.loopBound(n); i < end; i += L)
-            acc = FloatVector.fromArray(S, x, xOff + i).fma(FloatVector.fromArray(S, y, yOff + i), acc);
-        float s = sumLanes(acc);
-        for (; i < n; i++) s += x[xOff + i] * y[yOff + i];
-        return s;
-    }
-
     /** y[yOff + i] = exp(x[xOff + i] - shift) for i in [0, n); returns the sum of the y written. */
     public static float expShift(float[] x, int xOff, float[] y, int yOff, int n, float shift) {
         FloatVector vs = FloatVector.broadcast(S, shift);
@@ -153,7 +100,7 @@ public final class Softmax {
             e.intoArray(y, yOff + i);
             acc = acc.add(e);
         }
-        float s = sumLanes(acc);
+        float s = Vec.sumLanes(acc);
         for (; i < n; i++) {
             float e = exp(x[xOff + i] - shift);
             y[yOff + i] = e;
@@ -169,7 +116,7 @@ public final class Softmax {
         int i = 0;
         for (int end = S.loopBound(n); i < end; i += L)
             acc = acc.add(exp(FloatVector.fromArray(S, x, off + i).sub(vs)));
-        float s = sumLanes(acc);
+        float s = Vec.sumLanes(acc);
         for (; i < n; i++) s += exp(x[off + i] - shift);
         return s;
     }
@@ -229,7 +176,7 @@ public final class Softmax {
 
     /** gx += y * (g - dot(g, y)) over one row (the softmax vector-Jacobian product). */
     public static void softmaxBackwardRow(float[] y, int yOff, float[] g, int gOff, float[] gx, int gxOff, int n) {
-        float d = dot(g, gOff, y, yOff, n);
+        float d = Vec.dot(g, gOff, y, yOff, n);
         FloatVector vd = FloatVector.broadcast(S, d);
         int i = 0;
         for (int end = S.loopBound(n); i < end; i += L) {
@@ -242,7 +189,7 @@ public final class Softmax {
 
     /** In place: row = y * (row - dot(row, y)), turning dL/dP into dL/dS for a softmax row. */
     public static void softmaxBackwardRowInPlace(float[] y, int yOff, float[] gs, int gOff, int n) {
-        float d = dot(gs, gOff, y, yOff, n);
+        float d = Vec.dot(gs, gOff, y, yOff, n);
         FloatVector vd = FloatVector.broadcast(S, d);
         int i = 0;
         for (int end = S.loopBound(n); i < end; i += L) {
@@ -254,7 +201,7 @@ public final class Softmax {
 
     /** gx += g - exp(y) * sum(g) over one row, y = log_softmax(x). */
     public static void logSoftmaxBackwardRow(float[] y, int yOff, float[] g, int gOff, float[] gx, int gxOff, int n) {
-        float sg = sum(g, gOff, n);
+        float sg = Vec.sum(g, gOff, n);
         FloatVector vs = FloatVector.broadcast(S, -sg);
         int i = 0;
         for (int end = S.loopBound(n); i < end; i += L) {

@@ -3,6 +3,7 @@ package dev.biflow.engine.kernels;
 
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.VectorOperators;
+import jdk.incubator.vector.VectorShuffle;
 import jdk.incubator.vector.VectorSpecies;
 
 /**
@@ -150,23 +151,56 @@ public final class Vec {
         }
     }
 
-    /** Sum of x[off .. off+n). */
+    // butterfly partners i ^ k for the lane sum; null where the species has no such lane distance
+    private static final VectorShuffle<Float> X32 = xorShuffle(32), X16 = xorShuffle(16), X8 = xorShuffle(8),
+            X4 = xorShuffle(4), X2 = xorShuffle(2), X1 = xorShuffle(1);
+
+    private static VectorShuffle<Float> xorShuffle(int k) { return k < L ? VectorShuffle.fromOp(S, i -> i ^ k) : null; }
+
+    /**
+     * Sum of the lanes of v in a fixed order (a butterfly of lane-wise adds), identical in the
+     * interpreter and in compiled code, which {@code reduceLanes(ADD)} is not (its Java fallback and
+     * C2 intrinsic add in different orders: see {@link Softmax}). L is a constant, so the unused steps
+     * fold away. Every cross-lane sum of the kernels goes through here.
+     */
+    public static float sumLanes(FloatVector v) {
+        if (L > 64) return sumLanesSlow(v);
+        if (L > 32) v = v.add(v.rearrange(X32));
+        if (L > 16) v = v.add(v.rearrange(X16));
+        if (L > 8) v = v.add(v.rearrange(X8));
+        if (L > 4) v = v.add(v.rearrange(X4));
+        if (L > 2) v = v.add(v.rearrange(X2));
+        if (L > 1) v = v.add(v.rearrange(X1));
+        return v.lane(0);
+    }
+
+    private static float sumLanesSlow(FloatVector v) {
+        float[] t = v.toArray();
+        float s = 0f;
+        for (float x : t) s += x;
+        return s;
+    }
+
+    /**
+     * Sum of x[off .. off+n): the one sum of the kernels (Softmax, LayerNorm and the ops use it), its tail
+     * adding in order after the lanes.
+     */
     public static float sum(float[] x, int off, int n) {
         FloatVector acc = FloatVector.zero(S);
         int i = 0;
         for (int end = S.loopBound(n); i < end; i += L) acc = acc.add(FloatVector.fromArray(S, x, off + i));
-        float s = Softmax.sumLanes(acc); // fixed lane order: same bits interpreted or compiled
+        float s = sumLanes(acc); // fixed lane order: same bits interpreted or compiled
         for (; i < n; i++) s += x[off + i];
         return s;
     }
 
-    /** Dot product of x[xOff ..] and y[yOff ..] over n elements. */
+    /** Dot product of x[xOff ..] and y[yOff ..] over n elements; the tail fuses like the body (one rounding per term). */
     public static float dot(float[] x, int xOff, float[] y, int yOff, int n) {
         FloatVector acc = FloatVector.zero(S);
         int i = 0;
         for (int end = S.loopBound(n); i < end; i += L)
             acc = FloatVector.fromArray(S, x, xOff + i).fma(FloatVector.fromArray(S, y, yOff + i), acc);
-        float s = Softmax.sumLanes(acc); // fixed lane order: same bits interpreted or compiled
+        float s = sumLanes(acc); // fixed lane order: same bits interpreted or compiled
         for (; i < n; i++) s = Math.fma(x[xOff + i], y[yOff + i], s);
         return s;
     }

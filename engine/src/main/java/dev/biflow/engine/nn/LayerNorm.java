@@ -4,6 +4,9 @@ package dev.biflow.engine.nn;
 import dev.biflow.engine.Fused;
 import dev.biflow.engine.Shape;
 import dev.biflow.engine.Tensor;
+import dev.biflow.engine.plan.PlanBuilder;
+import dev.biflow.engine.plan.PlanOp;
+import dev.biflow.engine.plan.Region;
 
 /** Normalises the last axis to zero mean and unit variance (biased), then scales by weight and adds bias. */
 public class LayerNorm extends Module {
@@ -24,14 +27,14 @@ public class LayerNorm extends Module {
     public LayerNorm(int dim) { this(dim, 1e-5f, true); }
 
     @Override
-    public Tensor forward(Tensor x) { return forwardInto(x, null); }
-
-    /** {@link #forward} written into {@code into} (null: a new array), for inference scratch; see Fused.layerNorm. */
-    public Tensor forwardInto(Tensor x, float[] into) {
+    public Tensor forward(Tensor x) {
         if (x.dim() < 1 || x.size(-1) != dim)
             throw new IllegalArgumentException("LayerNorm(" + dim + "): input " + Shape.str(x.shape()) + " must end in " + dim);
-        return Fused.layerNorm(x, weight, bias, eps, into);
+        return Fused.layerNorm(x, weight, bias, eps);
     }
+
+    /** {@link #forward} for inference: in (N, dim) -> out (N, dim). */
+    public void lower(PlanBuilder p, Region in, Region out) { p.add(new PlanOp.LayerNorm(weight, bias, eps, in, out)); }
 
     @Override
     protected String extraRepr() { return dim + ", eps=" + eps + ", affine=" + (weight != null); }

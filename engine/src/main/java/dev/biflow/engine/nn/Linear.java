@@ -1,10 +1,15 @@
 // Fully connected layer y = x W^T + b, weight stored (out, in) as in PyTorch.
 package dev.biflow.engine.nn;
 
+import dev.biflow.engine.Grad;
 import dev.biflow.engine.Ops;
 import dev.biflow.engine.Rng;
 import dev.biflow.engine.Shape;
 import dev.biflow.engine.Tensor;
+import dev.biflow.engine.plan.Inference;
+import dev.biflow.engine.plan.PlanBuilder;
+import dev.biflow.engine.plan.PlanOp;
+import dev.biflow.engine.plan.Region;
 
 /**
  * {@code torch.nn.Linear}: parameters {@code weight} (out, in) and optional {@code bias} (out),
@@ -33,58 +38,51 @@ public class Linear extends Module {
 
     /** x (..., in) -> (..., out). */
     @Override
-    public Tensor forward(Tensor x) { return forwardInto(x, null); }
+    public Tensor forward(Tensor x) {
+        requireInput(x);
+        int[] s = x.shape();
+        Tensor y = Ops.linear(x.dim() == 2 ? x : Ops.reshape(x, -1, in), weight, bias); // (N, out)
+        if (x.dim() == 2) return y;
+        s[s.length - 1] = out;
+        return Ops.reshape(y, s);
+    }
 
-    /**
-     * {@link #forward} written into {@code into} (x.numel() / in * out floats; null: a new array): for
-     * inference temporaries held in {@link dev.biflow.engine.kernels.Scratch} arrays, see Ops.linear.
-     */
-    public Tensor forwardInto(Tensor x, float[] into) { return forwardInto(x, into, false); }
+    /** {@link #forward} for inference: in (N, in) -> out (N, out). */
+    public void lower(PlanBuilder p, Region in, Region out) { lower(p, in, out, PlanOp.Epilogue.NONE); }
 
-    /** gelu(forward(x)) for inference, into {@code into} (null: a new array), the activation fused into the GEMM (Ops.linearGelu). */
-    public Tensor forwardGeluInto(Tensor x, float[] into) { return forwardInto(x, into, true); }
+    /** The same, then the epilogue on each output tile (GELU, or a gated residual add: {@link #forwardAdd}). */
+    public void lower(PlanBuilder p, Region in, Region out, PlanOp.Epilogue epilogue) {
+        p.add(new PlanOp.Linear(weight, bias, in, out, epilogue));
+    }
 
-    /**
-     * residual + forward(x), residual shaped like the output: in a no-grad scope the add is fused into the
-     * GEMM (Ops.linearAdd, the same bits); otherwise the plain {@code Ops.add(residual, forward(x))}.
-     */
+    /** residual + forward(x), residual shaped like the output: see {@link #forwardAdd(Tensor, Tensor, Tensor)}. */
     public Tensor forwardAdd(Tensor x, Tensor residual) { return forwardAdd(x, residual, null); }
 
     /**
      * residual + gate * forward(x), adaLN-Zero's gated residual: gate (B, 1, out) (or any (B, ..., out) with one
      * row per example) scales the output of example b, whose rows are the output's rows b*T .. b*T + T - 1; null:
-     * no gate. In a no-grad scope fused into the GEMM (same bits); otherwise
-     * {@code Ops.add(residual, Ops.mul(gate, forward(x)))}.
+     * no gate. With a gradient recorded {@code Ops.add(residual, Ops.mul(gate, forward(x)))}; without, the
+     * lowering ({@link #lower}), the add formed on each output tile (the same bits).
      */
     public Tensor forwardAdd(Tensor x, Tensor residual, Tensor gate) {
-        if (dev.biflow.engine.Grad.enabled())
-            return Ops.add(residual, gate == null ? forward(x) : Ops.mul(gate, forward(x)));
+        if (Grad.enabled()) return Ops.add(residual, gate == null ? forward(x) : Ops.mul(gate, forward(x)));
         requireInput(x);
         int[] s = x.shape();
         s[s.length - 1] = out;
-        if (!java.util.Arrays.equals(s, residual.shape()))
-            throw new IllegalArgumentException("Linear(" + in + " -> " + out + ").forwardAdd: residual " + Shape.str(residual.shape())
-                    + " must have the output's shape " + Shape.str(s));
-        Tensor g2 = null;
-        if (gate != null) {
-            if (gate.dim() < 1 || gate.size(-1) != out || gate.dim() != s.length || gate.size(0) != s[0] || gate.numel() != s[0] * out)
-                throw new IllegalArgumentException("Linear(" + in + " -> " + out + ").forwardAdd: gate " + Shape.str(gate.shape())
-                        + " must be one row of " + out + " per example, like (" + s[0] + ", 1, " + out + ") for output " + Shape.str(s));
-            g2 = Ops.reshape(gate, s[0], out);
-        }
-        Tensor y = Ops.linearAdd(x.dim() == 2 ? x : Ops.reshape(x, -1, in), weight, bias,
-                residual.dim() == 2 ? residual : Ops.reshape(residual, -1, out), g2); // (N, out)
-        return x.dim() == 2 ? y : Ops.reshape(y, s);
+        checkResidual("Linear(" + in + " -> " + out + ").forwardAdd", s, residual, gate);
+        return Inference.run(s[0], s, (p, r, y) -> lower(p, r[0], y, new PlanOp.Epilogue.GatedAdd(r[1], gate == null ? null : r[2])),
+                gate == null ? new Tensor[]{x, residual} : new Tensor[]{x, residual, gate});
     }
 
-    private Tensor forwardInto(Tensor x, float[] into, boolean gelu) {
-        requireInput(x);
-        int[] s = x.shape();
-        Tensor x2 = x.dim() == 2 ? x : Ops.reshape(x, -1, in);
-        Tensor y = gelu ? Ops.linearGelu(x2, weight, bias, into) : Ops.linear(x2, weight, bias, into); // (N, out)
-        if (x.dim() == 2) return y;
-        s[s.length - 1] = out;
-        return Ops.reshape(y, s);
+    /** The shapes a residual block's forwardAdd takes: residual like the output, gate one row per example (or null). */
+    static void checkResidual(String who, int[] outShape, Tensor residual, Tensor gate) {
+        int d = outShape[outShape.length - 1];
+        if (!java.util.Arrays.equals(outShape, residual.shape()))
+            throw new IllegalArgumentException(who + ": residual " + Shape.str(residual.shape()) + " must have the output's shape " + Shape.str(outShape));
+        if (gate != null && (gate.dim() < 1 || gate.size(-1) != d || gate.dim() != outShape.length || gate.size(0) != outShape[0]
+                || gate.numel() != outShape[0] * d))
+            throw new IllegalArgumentException(who + ": gate " + Shape.str(gate.shape()) + " must be one row of " + d
+                    + " per example, like (" + outShape[0] + ", 1, " + d + ") for output " + Shape.str(outShape));
     }
 
     private void requireInput(Tensor x) {

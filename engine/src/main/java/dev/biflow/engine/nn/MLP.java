@@ -1,8 +1,14 @@
 // Transformer feed-forward block as in ml-tarflow: [norm ->] main = Sequential(Linear, GELU, Linear).
 package dev.biflow.engine.nn;
 
+import dev.biflow.engine.Grad;
+import dev.biflow.engine.Ops;
 import dev.biflow.engine.Rng;
 import dev.biflow.engine.Tensor;
+import dev.biflow.engine.plan.Inference;
+import dev.biflow.engine.plan.PlanBuilder;
+import dev.biflow.engine.plan.PlanOp;
+import dev.biflow.engine.plan.Region;
 
 /**
  * {@code main.0} Linear(dim -> hidden), {@code main.1} activation (exact GELU by default),
@@ -36,13 +42,38 @@ public class MLP extends Module {
     /** x (..., dim) -> (..., out). */
     @Override
     public Tensor forward(Tensor x) {
-        if (inference()) return inferencePass(x, null, null);
+        if (inference()) return Inference.run(1, outShape(x), (p, in, y) -> lower(p, in[0], y), x);
         return main.forward(norm == null ? x : norm.forward(x));
     }
 
+    /** {@link #forward} for inference: in (N, dim) -> out (N, out). */
+    public void lower(PlanBuilder p, Region in, Region out) { lower(p, in, out, PlanOp.Epilogue.NONE); }
+
     /**
-     * x + forward(x), the residual block of a transformer layer (needs out == dim). In a no-grad scope the add is
-     * fused into fc2's GEMM (Linear.forwardAdd): no third array and no pass over three; the same bits as
+     * The same with fc2's epilogue (a gated residual add: {@link #forwardAdd}). The normalised input and the hidden
+     * layer are plan temporaries; an exact GELU is applied on fc1's output tiles.
+     */
+    public void lower(PlanBuilder p, Region in, Region out, PlanOp.Epilogue epilogue) {
+        int mark = p.mark();
+        Region x = in;
+        if (norm != null) norm.lower(p, in, x = p.alloc(in.rows(), in.cols()));
+        Region h = p.alloc(in.rows(), fc1().out);
+        Activation.Kind act = ((Activation) main.get(1)).kind;
+        switch (act) {
+            case GELU -> fc1().lower(p, x, h, PlanOp.Epilogue.GELU);
+            case SILU -> {
+                fc1().lower(p, x, h);
+                p.add(new PlanOp.Silu(h, h));
+            }
+            default -> throw new UnsupportedOperationException("MLP.lower: activation " + act + " has no plan op (GELU and SILU have)");
+        }
+        fc2().lower(p, h, out, epilogue);
+        p.release(mark);
+    }
+
+    /**
+     * x + forward(x), the residual block of a transformer layer (needs out == dim). In a no-grad scope the
+     * lowering, the add formed on fc2's output tiles: no third array and no pass over three; the same bits as
      * {@code Ops.add(x, forward(x))}, which it is when a gradient is recorded.
      */
     public Tensor forwardAdd(Tensor x) { return forwardAdd(x, x, null); }
@@ -52,31 +83,25 @@ public class MLP extends Module {
      * the same bits as {@code Ops.add(residual, Ops.mul(gate, forward(h)))}, which it is when a gradient is recorded.
      */
     public Tensor forwardAdd(Tensor h, Tensor residual, Tensor gate) {
-        if (inference()) return inferencePass(h, residual, gate);
-        return dev.biflow.engine.Ops.add(residual, gate == null ? forward(h) : dev.biflow.engine.Ops.mul(gate, forward(h)));
+        if (!inference()) return Ops.add(residual, gate == null ? forward(h) : Ops.mul(gate, forward(h)));
+        int[] s = outShape(h);
+        Linear.checkResidual("MLP.forwardAdd", s, residual, gate);
+        return Inference.run(s[0], s, (p, in, y) -> lower(p, in[0], y, new PlanOp.Epilogue.GatedAdd(in[1], gate == null ? null : in[2])),
+                gate == null ? new Tensor[]{h, residual} : new Tensor[]{h, residual, gate});
     }
 
+    /** No graph and an activation with a plan op: forward runs the lowering. */
     private boolean inference() {
-        return !dev.biflow.engine.Grad.enabled() && ((Activation) main.get(1)).kind == Activation.Kind.GELU;
+        Activation.Kind k = ((Activation) main.get(1)).kind;
+        return !Grad.enabled() && (k == Activation.Kind.GELU || k == Activation.Kind.SILU);
     }
 
-    /**
-     * Inference: the normalised input and fc1's output live in reused scratch arrays and GELU is applied inside
-     * the fc1 GEMM, so the widest tensor of a transformer layer is neither allocated (zeroed, cold) nor passed
-     * over again; the same kernels on the same values, so the same bits as main.forward. residual: null, or
-     * added (times gate, when not null) inside fc2's GEMM.
-     */
-    private Tensor inferencePass(Tensor x, Tensor residual, Tensor gate) {
-        float[] n = norm == null ? null : dev.biflow.engine.kernels.Scratch.borrow(x.numel());
-        float[] h = dev.biflow.engine.kernels.Scratch.borrow(x.numel() / x.size(-1) * fc1().out);
-        try {
-            Tensor in = norm == null ? x : norm.forwardInto(x, n);
-            Tensor hidden = fc1().forwardGeluInto(in, h); // GELU on each output tile while it is in L1
-            // a new array: the result escapes, the scratch does not
-            return residual == null ? fc2().forward(hidden) : fc2().forwardAdd(hidden, residual, gate);
-        } finally {
-            dev.biflow.engine.kernels.Scratch.giveBack(n);
-            dev.biflow.engine.kernels.Scratch.giveBack(h);
-        }
+    private int[] outShape(Tensor x) {
+        if (x.dim() < 1 || x.size(-1) != fc1().in)
+            throw new IllegalArgumentException("MLP(" + fc1().in + " -> " + fc2().out + "): input " + dev.biflow.engine.Shape.str(x.shape())
+                    + " must end in " + fc1().in + " features");
+        int[] s = x.shape();
+        s[s.length - 1] = fc2().out;
+        return s;
     }
 }

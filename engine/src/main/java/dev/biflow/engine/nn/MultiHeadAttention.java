@@ -7,6 +7,10 @@ import dev.biflow.engine.Ops;
 import dev.biflow.engine.Rng;
 import dev.biflow.engine.Shape;
 import dev.biflow.engine.Tensor;
+import dev.biflow.engine.plan.Inference;
+import dev.biflow.engine.plan.PlanBuilder;
+import dev.biflow.engine.plan.PlanOp;
+import dev.biflow.engine.plan.Region;
 
 /**
  * Self-attention over (B, T, D). {@code qkv} is Linear(D -> 3D) whose output columns are
@@ -68,6 +72,32 @@ public class MultiHeadAttention extends Module {
     @Override
     public Tensor forward(Tensor x) { return forward(x, null, 1f, null); }
 
+    /** {@link #forward} (plain self-attention) for inference: in (B T, D) -> out (B T, D), B the plan's batch. */
+    public void lower(PlanBuilder p, Region in, Region out) { lower(p, in, out, PlanOp.Epilogue.NONE); }
+
+    /**
+     * The same with proj's epilogue (a gated residual add: {@link #forwardAdd}). Attention reads the heads where the
+     * qkv projection wrote them; the normalised input, the projection and the merged heads are plan temporaries.
+     */
+    public void lower(PlanBuilder p, Region in, Region out, PlanOp.Epilogue epilogue) { lower(p, in, out, epilogue, 1f); }
+
+    /** The same with an attention temperature (logits divided by it; ml-tarflow's attn_temp). */
+    private void lower(PlanBuilder p, Region in, Region out, PlanOp.Epilogue epilogue, float temperature) {
+        if (in.rows() % p.batch() != 0)
+            throw new IllegalArgumentException("MultiHeadAttention.lower: " + in.rows() + " rows are not " + p.batch() + " examples of T tokens");
+        int mark = p.mark();
+        Region x = in;
+        if (norm != null) norm.lower(p, in, x = p.alloc(in.rows(), dim));
+        Region qkvOut = p.alloc(in.rows(), 3 * dim), o = p.alloc(in.rows(), dim);
+        qkv.lower(p, x, qkvOut);
+        double s = Math.pow(headDim, -0.25);
+        p.add(scaling == Scaling.SPLIT_QK
+                ? new PlanOp.SelfAttention(qkvOut, o, p.batch(), heads, causal, (float) s, 1f / temperature)
+                : new PlanOp.SelfAttention(qkvOut, o, p.batch(), heads, causal, 1f, (float) (s * s / temperature)));
+        proj.lower(p, o, out, epilogue);
+        p.release(mark);
+    }
+
     /**
      * x (B, T, D) -> (B, T, D).
      *
@@ -80,7 +110,8 @@ public class MultiHeadAttention extends Module {
         requireInput(x);
         if (!(temperature > 0)) throw new IllegalArgumentException("MultiHeadAttention: temperature must be > 0, got " + temperature);
         int b = x.size(0), t = x.size(1);
-        if (cache == null && !Grad.enabled()) return inferencePass(x, mask, temperature, null, null);
+        if (cache == null && mask == null && !Grad.enabled())
+            return Inference.run(b, x.shape(), (p, in, y) -> lower(p, in[0], y, PlanOp.Epilogue.NONE, temperature), x);
         Tensor h = norm == null ? x : norm.forward(x);
         if (cache == null && mask == null) {
             // training: attention reads the heads where the qkv projection wrote them and writes its gradient there
@@ -124,7 +155,7 @@ public class MultiHeadAttention extends Module {
 
     /**
      * x + forward(x) (plain self-attention), the residual block of a transformer layer. In a no-grad scope the
-     * add is fused into proj's GEMM (Linear.forwardAdd): no third array and no pass over three; the same bits
+     * lowering, the add formed on proj's output tiles: no third array and no pass over three; the same bits
      * as {@code Ops.add(x, forward(x))}, which it is when a gradient is recorded.
      */
     public Tensor forwardAdd(Tensor x) { return forwardAdd(x, x, null); }
@@ -137,7 +168,9 @@ public class MultiHeadAttention extends Module {
     public Tensor forwardAdd(Tensor h, Tensor residual, Tensor gate) {
         if (Grad.enabled()) return Ops.add(residual, gate == null ? forward(h) : Ops.mul(gate, forward(h)));
         requireInput(h);
-        return inferencePass(h, null, 1f, residual, gate);
+        Linear.checkResidual("MultiHeadAttention.forwardAdd", h.shape(), residual, gate);
+        return Inference.run(h.size(0), h.shape(), (p, in, y) -> lower(p, in[0], y, new PlanOp.Epilogue.GatedAdd(in[1], gate == null ? null : in[2])),
+                gate == null ? new Tensor[]{h, residual} : new Tensor[]{h, residual, gate});
     }
 
     /** x must be (B, T, dim). */
@@ -145,49 +178,6 @@ public class MultiHeadAttention extends Module {
         Shape.requireRank(x, 3, "MultiHeadAttention", "(B, T, D)");
         if (x.size(2) != dim)
             throw new IllegalArgumentException("MultiHeadAttention(dim=" + dim + "): input " + Shape.str(x.shape()) + " must end in " + dim);
-    }
-
-    /**
-     * Inference without a cache: the normalised input, the qkv projection and the merged heads live in reused
-     * scratch arrays (kernels.Scratch: no zeroing of fresh arrays, warm caches); only proj's output escapes.
-     * residual: null, or added (times gate, when not null) inside proj's GEMM.
-     */
-    private Tensor inferencePass(Tensor x, Tensor mask, float temperature, Tensor residual, Tensor gate) {
-        int rows = x.size(0) * x.size(1);
-        float[] nBuf = norm == null ? null : dev.biflow.engine.kernels.Scratch.borrow(rows * dim);
-        float[] qkvBuf = dev.biflow.engine.kernels.Scratch.borrow(rows * 3 * dim), oBuf = dev.biflow.engine.kernels.Scratch.borrow(rows * dim);
-        try {
-            Tensor h = norm == null ? x : norm.forwardInto(x, nBuf);
-            Tensor o = attendPacked(qkv.forwardInto(h, qkvBuf), mask, temperature, oBuf);
-            return residual == null ? proj.forward(o) : proj.forwardAdd(o, residual, gate); // a new array escapes
-        } finally {
-            dev.biflow.engine.kernels.Scratch.giveBack(nBuf);
-            dev.biflow.engine.kernels.Scratch.giveBack(qkvBuf);
-            dev.biflow.engine.kernels.Scratch.giveBack(oBuf);
-        }
-    }
-
-    /**
-     * Inference without a cache: attention reads the heads where the qkv projection wrote them,
-     * (B, T, 3 D) -> (B, T, D), skipping the split, permute and merge copies of the training path;
-     * the same bits (SPLIT_QK scales q and k in place, as the training path's mulScalar does).
-     */
-    private Tensor attendPacked(Tensor qkvOut, Tensor mask, float temperature, float[] into) {
-        float scale;
-        if (scaling == Scaling.SPLIT_QK) {
-            float s = (float) Math.pow(headDim, -0.25);
-            float[] a = qkvOut.data();
-            int w = 3 * dim, rows = a.length / w;
-            // qkvOut is this call's own temporary: scaling it in place allocates nothing
-            dev.biflow.engine.kernels.Parallel.forRange(rows, Math.max(1, 4096 / w), (lo, hi) -> {
-                for (int r = lo; r < hi; r++) dev.biflow.engine.kernels.Vec.scale(s, a, a, r * w, r * w + 2 * dim);
-            });
-            scale = 1f / temperature;
-        } else {
-            double s = Math.pow(headDim, -0.25);
-            scale = (float) (s * s / temperature);
-        }
-        return Fused.attentionPacked(qkvOut, heads, causal, mask, scale, into);
     }
 
     @Override

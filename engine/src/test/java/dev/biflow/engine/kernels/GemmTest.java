@@ -229,8 +229,11 @@ class GemmTest {
                 assertEquals(Float.floatToRawIntBits(want), Float.floatToRawIntBits(fused[i * n + j]), "wide gated residual C[" + i + ", " + j + "]");
             }
         float[] c = new float[4];
-        assertThrowsNaming("must not be the output array", () -> Gemm.sgemmBiasAdd(false, false, 2, 2, 2, new float[4], 0, 2,
+        assertThrowsNaming("must not overlap the output", () -> Gemm.sgemmBiasAdd(false, false, 2, 2, 2, new float[4], 0, 2,
                 new float[4], 0, 2, c, 0, 2, null, 0, c, 0, 2));
+        float[] one = {1, 2, 3, 4, 0, 0, 0, 0}; // residual and output in one array (an inference plan's arena), apart: allowed
+        Gemm.sgemmBiasAdd(false, false, 2, 2, 2, new float[]{1, 0, 0, 1}, 0, 2, new float[]{1, 1, 1, 1}, 0, 2, one, 4, 2, null, 0, one, 0, 2);
+        assertArrayEquals(new float[]{1, 2, 3, 4, 2, 3, 4, 5}, one);
         assertThrowsNaming("r is too short", () -> Gemm.sgemmBiasAdd(false, false, 2, 2, 2, new float[4], 0, 2,
                 new float[4], 0, 2, c, 0, 2, null, 0, new float[3], 0, 2));
         assertThrowsNaming("3 rows are not whole groups of gRows = 2", () -> Gemm.sgemmBiasGatedAdd(false, false, 3, 2, 2, new float[6], 0, 2,

@@ -1,4 +1,4 @@
-// Tests of the Softmax kernel helpers: the tier-independent vector exp and lane sum against scalar references.
+// Tests of the Softmax kernel helpers: the tier-independent vector exp against scalar references, the row kernels.
 package dev.biflow.engine.kernels;
 
 import jdk.incubator.vector.FloatVector;
@@ -47,42 +47,6 @@ class SoftmaxTest {
         Softmax.exp(FloatVector.fromArray(S, in, 0)).intoArray(out, 0);
         for (int i = 0; i < L; i++)
             assertEquals(Float.floatToRawIntBits(Softmax.exp(in[i])), Float.floatToRawIntBits(out[i]), "exp(" + in[i] + ")");
-    }
-
-    /** sumLanes is the butterfly t[i] += t[i ^ k] for k = L/2 .. 1, read at lane 0. */
-    @Test
-    void laneSumIsAFixedButterfly() {
-        qt().withExamples(300).forAll(longs().all()).checkAssert(seed -> {
-            java.util.Random r = new java.util.Random(seed);
-            float[] t = new float[L];
-            for (int i = 0; i < L; i++) t[i] = (float) (r.nextGaussian() * Math.pow(10, r.nextInt(8) - 4));
-            float got = Softmax.sumLanes(FloatVector.fromArray(S, t, 0));
-            float[] b = t.clone();
-            for (int k = L / 2; k >= 1; k /= 2) {
-                float[] nb = new float[L];
-                for (int i = 0; i < L; i++) nb[i] = b[i] + b[i ^ k];
-                b = nb;
-            }
-            assertEquals(Float.floatToRawIntBits(b[0]), Float.floatToRawIntBits(got));
-        });
-    }
-
-    @Test
-    void sumAndDotMatchDoubleReferences() {
-        qt().withExamples(200).forAll(integers().between(0, 100), longs().all()).checkAssert((n, seed) -> {
-            java.util.Random r = new java.util.Random(seed);
-            float[] x = new float[n + 3], y = new float[n + 5];
-            for (int i = 0; i < x.length; i++) x[i] = (float) r.nextGaussian();
-            for (int i = 0; i < y.length; i++) y[i] = (float) r.nextGaussian();
-            double s = 0, d = 0, a = 0;
-            for (int i = 0; i < n; i++) {
-                s += x[3 + i];
-                d += x[3 + i] * (double) y[5 + i];
-                a += Math.abs(x[3 + i] * (double) y[5 + i]) + Math.abs(x[3 + i]);
-            }
-            assertEquals(s, Softmax.sum(x, 3, n), 1e-6 * (1 + a));
-            assertEquals(d, Softmax.dot(x, 3, y, 5, n), 1e-6 * (1 + a));
-        });
     }
 
     @Test

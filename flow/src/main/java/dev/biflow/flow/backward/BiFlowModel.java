@@ -14,6 +14,9 @@ import dev.biflow.engine.nn.MLP;
 import dev.biflow.engine.nn.Module;
 import dev.biflow.engine.nn.ModuleList;
 import dev.biflow.engine.nn.MultiHeadAttention;
+import dev.biflow.engine.plan.PlanBuilder;
+import dev.biflow.engine.plan.PlanOp;
+import dev.biflow.engine.plan.Region;
 
 import java.util.Arrays;
 import java.util.List;
@@ -77,6 +80,8 @@ public final class BiFlowModel extends Module {
     public final Tensor priorVar;
 
     private final AtomicLong evaluations = new AtomicLong();
+    /** The inference plan of the last batch size sampled (built on first use; it reads the weights at every call). */
+    private volatile BiFlowPlan plan;
 
     public BiFlowModel(BackwardConfig config, Rng rng) {
         if (!config.hasModel())
@@ -225,18 +230,54 @@ public final class BiFlowModel extends Module {
         }
     }
 
+    /**
+     * {@link #forward}'s tokens for inference, as plan ops (the hidden states and states it also returns are not
+     * kept): z (B T, C p^2) in F's output space, ids (B, 1) the rows of class_embed ({@link #classIds}), wFeatures
+     * (B, 2) the guidance features ({@link #guidanceFeatures}; training-time CFG only, else null) -> tokens (B T, C p^2).
+     */
+    public void lower(PlanBuilder p, Region z, Region ids, Region wFeatures, Region tokens) {
+        int b = p.batch(), d = config.width(), rows = z.rows();
+        int mark = p.mark();
+        Region c = p.alloc(b, d); // Ops.silu(condition(y, w, b))
+        p.add(new PlanOp.Gather(classEmbed, ids, c));
+        if (wEmbed != null) {
+            Region e = p.alloc(b, d);
+            wEmbed.lower(p, wFeatures, e);
+            p.add(new PlanOp.Add(c, e, c));
+        }
+        p.add(new PlanOp.Silu(c, c));
+        Region h = p.alloc(rows, d), next = p.alloc(rows, d);
+        projIn.lower(p, z, h);
+        p.add(new PlanOp.AddTable(h, posEmbed, h));
+        for (Stage st : stages) {
+            for (Layer l : st.layers) {
+                l.lower(p, h, c, next);
+                Region t = h; h = next; next = t;
+            }
+            if (st.toState != null) {
+                int m = p.mark();
+                Region n = p.alloc(rows, d), s = p.alloc(rows, config.tokenDim());
+                p.add(new PlanOp.LayerNorm(null, null, NORM_EPS, h, n)); // norm(h)
+                st.toState.lower(p, n, s);
+                st.fromState.lower(p, s, h);
+                p.add(new PlanOp.AddTable(h, posEmbed, h));
+                p.release(m);
+            }
+        }
+        for (Layer l : denoise) {
+            l.lower(p, h, c, next);
+            Region t = h; h = next; next = t;
+        }
+        finalLayer.lower(p, h, c, tokens);
+        p.release(mark);
+    }
+
     /** The condition vector (B, 1, D): class embedding (null class for -1 / null labels) plus the guidance embedding. */
     Tensor condition(int[] y, float[] w, int b) {
         int[] ids = classIds(y, b);
         Tensor c = Ops.indexSelect(classEmbed, 0, ids); // (B, D)
         if (wEmbed != null) {
-            float[] feats = new float[2 * b];
-            for (int i = 0; i < b; i++) {
-                float wi = w == null ? 0f : w[i];
-                feats[2 * i] = wi;
-                feats[2 * i + 1] = (float) Math.log1p(wi);
-            }
-            c = Ops.add(c, wEmbed.forward(Tensor.of(feats, b, 2)));
+            c = Ops.add(c, wEmbed.forward(Tensor.of(guidanceFeatures(w, b), b, 2)));
         } else if (w != null) {
             for (float wi : w)
                 if (wi != 0f)
@@ -244,6 +285,17 @@ public final class BiFlowModel extends Module {
                             + ": it takes no guidance scale w in a single pass (got w = " + wi + "); use sample(...) for two-pass CFG or train with cfg training-time");
         }
         return Ops.reshape(c, b, 1, config.width());
+    }
+
+    /** w_embed's input (B, 2): [w, log1p(w)] per example (w null: 0). */
+    static float[] guidanceFeatures(float[] w, int b) {
+        float[] feats = new float[2 * b];
+        for (int i = 0; i < b; i++) {
+            float wi = w == null ? 0f : w[i];
+            feats[2 * i] = wi;
+            feats[2 * i + 1] = (float) Math.log1p(wi);
+        }
+        return feats;
     }
 
     /** Row indices into class_embed: the label, or the null class for -1 and for null labels. */
@@ -314,13 +366,21 @@ public final class BiFlowModel extends Module {
         int b = z.size(0);
         try (var ng = Grad.noGrad()) {
             if (config.cfg() == BackwardConfig.Cfg.TWO_PASS && w > 0) {
-                Tensor cond = forward(z, y, null).tokens();
-                Tensor uncond = forward(z, null, null).tokens();
+                Tensor cond = inferTokens(z, y, null);
+                Tensor uncond = inferTokens(z, null, null);
                 return toData(guide(cond, uncond, w));
             }
             float[] ws = config.cfg().guidanceInput() ? filled(b, w) : null;
-            return toData(forward(z, y, ws).tokens());
+            return toData(inferTokens(z, y, ws));
         }
+    }
+
+    /** {@code forward(z, y, w).tokens()} through the inference plan (the same bits), one evaluation. */
+    private Tensor inferTokens(Tensor z, int[] y, float[] w) {
+        BiFlowPlan p = plan;
+        if (p == null || p.batch() != z.size(0)) plan = p = BiFlowPlan.of(this, z.size(0));
+        evaluations.incrementAndGet();
+        return p.tokens(z, y, w);
     }
 
     /** (1 + w) c - w u, elementwise. */
@@ -395,6 +455,18 @@ public final class BiFlowModel extends Module {
             h = modulate(Fused.layerNorm(x, null, null, NORM_EPS), m[3], m[4]);
             return mlp.forwardAdd(h, x, m[5]); // x + gate * mlp(h)
         }
+
+        /** {@link #forward} for inference: x (B T, D), c = SiLU(condition) (B, D) -> out (B T, D). */
+        void lower(PlanBuilder p, Region x, Region c, Region out) {
+            int b = p.batch(), d = c.cols(), mark = p.mark();
+            Region m = p.alloc(b, 6 * d), n = p.alloc(x.rows(), d), mid = p.alloc(x.rows(), d);
+            adaLN.lower(p, c, m); // shift, scale, gate for attention, then for the MLP: (B, D) column blocks
+            p.add(new PlanOp.LayerNorm(null, null, NORM_EPS, x, n)).add(new PlanOp.Modulate(n, m.cols(0, d), m.cols(d, d), n));
+            attention.lower(p, n, mid, new PlanOp.Epilogue.GatedAdd(x, m.cols(2 * d, d)));
+            p.add(new PlanOp.LayerNorm(null, null, NORM_EPS, mid, n)).add(new PlanOp.Modulate(n, m.cols(3 * d, d), m.cols(4 * d, d), n));
+            mlp.lower(p, n, out, new PlanOp.Epilogue.GatedAdd(mid, m.cols(5 * d, d)));
+            p.release(mark);
+        }
     }
 
     /** adaLN-modulated LayerNorm, then Linear(D -> C p^2); zero-initialised. */
@@ -413,6 +485,16 @@ public final class BiFlowModel extends Module {
         public Tensor forward(Tensor x, Tensor c) {
             Tensor[] m = Ops.chunk(adaLN.forward(c), 2, 2);
             return linear.forward(modulate(Fused.layerNorm(x, null, null, NORM_EPS), m[0], m[1]));
+        }
+
+        /** {@link #forward} for inference: x (B T, D), c (B, D) -> out (B T, C p^2). */
+        void lower(PlanBuilder p, Region x, Region c, Region out) {
+            int d = c.cols(), mark = p.mark();
+            Region m = p.alloc(p.batch(), 2 * d), n = p.alloc(x.rows(), d);
+            adaLN.lower(p, c, m);
+            p.add(new PlanOp.LayerNorm(null, null, NORM_EPS, x, n)).add(new PlanOp.Modulate(n, m.cols(0, d), m.cols(d, d), n));
+            linear.lower(p, n, out);
+            p.release(mark);
         }
     }
 

@@ -21,14 +21,26 @@ public final class BiFlowSampler {
     public final BiFlowModel model;
     public final BackwardConfig.Denoise denoise;
     public final float sigma;
-    /** Null: G runs op by op on the active backend; else G's pass is this resident device program. */
-    private final ResidentBiFlow resident;
+    /** Null: G runs op by op on the active backend; else G's pass is this one (a resident device program). */
+    private final Pass resident;
+
+    /**
+     * G's one network evaluation run somewhere other than op by op: a resident device program (module flow-opencl's
+     * {@code ResidentBiFlow}, G's inference plan on an OpenCL device).
+     */
+    public interface Pass {
+        /** The G it was built from. */
+        BiFlowModel model();
+
+        /** What {@code model().sample(eps, y, w)} returns. */
+        Tensor sample(Tensor eps, int[] y, float w);
+    }
 
     private BiFlowSampler(FrozenFlow flow, BiFlowModel model, BackwardConfig.Denoise denoise, float sigma) {
         this(flow, model, denoise, sigma, null);
     }
 
-    private BiFlowSampler(FrozenFlow flow, BiFlowModel model, BackwardConfig.Denoise denoise, float sigma, ResidentBiFlow resident) {
+    private BiFlowSampler(FrozenFlow flow, BiFlowModel model, BackwardConfig.Denoise denoise, float sigma, Pass resident) {
         if (denoise == BackwardConfig.Denoise.SCORE && !(sigma > 0))
             throw new IllegalArgumentException("score denoising needs the training noise sigma > 0, got " + sigma);
         if (model == null && denoise == BackwardConfig.Denoise.LEARNED)
@@ -45,7 +57,7 @@ public final class BiFlowSampler {
      * (batches up to its batch size; denoising and everything after G are unchanged). The caller
      * owns and closes the program.
      */
-    public BiFlowSampler withResident(ResidentBiFlow r) {
+    public BiFlowSampler withResident(Pass r) {
         if (model == null) throw new IllegalStateException("the exact inverse has no backward model G to run on a device");
         if (r.model() != model) throw new IllegalArgumentException("the resident program was built from another G than this sampler's");
         return new BiFlowSampler(flow, model, denoise, sigma, r);

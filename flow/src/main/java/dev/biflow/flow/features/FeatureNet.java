@@ -15,7 +15,7 @@ import java.util.List;
 
 /**
  * A small image classifier trained by the project on the dataset (no pretrained vision network
- * can be downloaded here, see DESIGN.md), whose features serve the perceptual distances and the
+ * can be downloaded here, see docs/ARCHITECTURE.md), whose features serve the perceptual distances and the
  * evaluation metrics. {@link #run} gives every intermediate the users need in one pass:
  * the per-layer feature maps (for the LPIPS-style distance), the penultimate features (for the
  * pooled-feature distance and the Frechet distance) and the logits.

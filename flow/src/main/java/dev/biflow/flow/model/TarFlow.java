@@ -113,10 +113,6 @@ public final class TarFlow extends Module {
         Tensor score = dev.biflow.engine.Grad.grad(lp, null, xv)[0];
         try (var ng = Grad.noGrad()) {
             return Ops.add(x, Ops.mulScalar(score, sigma * sigma));
-        } catch (RuntimeException e) {
-            throw e;
-        } catch (Exception e) {
-            throw new IllegalStateException(e);
         }
     }
 
@@ -181,10 +177,6 @@ public final class TarFlow extends Module {
             Tensor x = Ops.mul(z, Ops.sqrt(var));
             for (int i = blocks.size() - 1; i >= 0; i--) x = blocks.get(i).reverseUncached(x, y, g);
             return unpatchify(x);
-        } catch (RuntimeException e) {
-            throw e;
-        } catch (Exception e) {
-            throw new IllegalStateException(e);
         }
     }
 

@@ -43,10 +43,6 @@ public final class Evaluation {
                 }
                 if (progress != null) progress.accept(start + b);
             }
-        } catch (RuntimeException e) {
-            throw e;
-        } catch (Exception e) {
-            throw new IllegalStateException(e);
         }
         return total / count;
     }

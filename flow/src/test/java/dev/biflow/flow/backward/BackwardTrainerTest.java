@@ -5,6 +5,7 @@ import dev.biflow.engine.Rng;
 import dev.biflow.engine.Tensor;
 import dev.biflow.engine.kernels.Parallel;
 import dev.biflow.flow.data.ImageDataset;
+import dev.biflow.flow.features.MseDistance;
 import dev.biflow.flow.model.TarFlow;
 import dev.biflow.flow.train.TrainConfig;
 import dev.biflow.flow.train.TrainingDivergedException;

@@ -86,13 +86,15 @@ class ResidentBiFlowTest {
         assertEquals(BackwardConfig.Cfg.TRAINING_TIME, c.cfg());
         assertEquals(BackwardConfig.Strategy.HIDDEN_ALIGNMENT, c.strategy());
         BiFlowModel g = model(c, 21);
-        int batch = 3, d = c.width(), rows = batch * c.tokens();
+        int batch = 3, rows = batch * c.tokens();
         try (ResidentBiFlow r = ResidentBiFlow.of(g, cl, batch)) {
-            // COPY_IN, w_embed (fc1, SiLU, fc2, + class row), SiLU(c), all adaLNs, proj_in, + pos_embed,
-            // 12 per layer x 3, final (LayerNorm, modulate, Linear), COPY_OUT
+            // one launch per op of G's plan: 3 copies in (z, class ids, [w, log1p w]), the class rows, w_embed (fc1, SiLU,
+            // fc2), + class row, SiLU(c), proj_in, + pos_embed, 10 per layer (adaLN, LayerNorm, modulate, qkv, attention,
+            // proj + gated residual, LayerNorm, modulate, fc1 + GELU, fc2 + gated residual), final (adaLN, LayerNorm,
+            // modulate, Linear), the copy out
             int layers = c.stages() * c.layersPerStage() + c.denoiseLayers();
-            assertEquals(1 + 4 + 1 + 1 + 2 + 12 * layers + 3 + 1, r.launchesPerSample());
-            long ioFloats = (long) rows * c.tokenDim() + (long) batch * (d + 2); // z, class rows, [w, log1p w]
+            assertEquals(3 + 1 + 3 + 1 + 1 + 2 + 10 * layers + 4 + 1, r.launchesPerSample());
+            long ioFloats = (long) rows * c.tokenDim() + 3L * batch; // z, class ids, [w, log1p w]
             Tensor eps = Tensor.randn(new Rng(8), batch, c.tokens(), c.tokenDim());
             int[][] labels = {{0, -1, 2}, {2, 1, 0}};
             float[] scales = {0f, 1.5f};
@@ -148,9 +150,9 @@ class ResidentBiFlowTest {
         BackwardConfig c = config().withStrategy(BackwardConfig.Strategy.HIDDEN_DISTILLATION).withCfg(BackwardConfig.Cfg.TWO_PASS);
         BiFlowModel g = model(c, 41);
         try (ResidentBiFlow r = ResidentBiFlow.of(g, cl, 2)) {
-            // no w_embed (SiLU of the class row only), + 4 launches per stage for to_state / from_state
+            // no w_embed (2 copies in, the class rows, SiLU), + 4 launches per stage for to_state / from_state
             int layers = c.stages() * c.layersPerStage() + c.denoiseLayers();
-            assertEquals(1 + 1 + 1 + 2 + 12 * layers + 4 * c.stages() + 3 + 1, r.launchesPerSample());
+            assertEquals(2 + 1 + 1 + 2 + 10 * layers + 4 * c.stages() + 4 + 1, r.launchesPerSample());
             Tensor eps = Tensor.randn(new Rng(11), 2, c.tokens(), c.tokenDim());
             compare("hidden distillation, two-pass CFG at w = 0", g.sample(eps, new int[]{0, 2}, 0f), r.sample(eps, new int[]{0, 2}, 0f));
             UnsupportedOperationException u = assertThrows(UnsupportedOperationException.class, () -> r.sample(eps, new int[]{0, 2}, 1f));

@@ -1,4 +1,5 @@
-// LayerNorm kernels over the last axis (Vector API): forward rows, input gradient rows, per-block parameter gradients.
+// The LayerNorm row kernels (Vector API) behind nn.LayerNorm and Fused.layerNorm: forward rows, input gradient
+// rows, per-block parameter gradients.
 package dev.biflow.engine.kernels;
 
 import jdk.incubator.vector.FloatVector;
@@ -8,11 +9,11 @@ import jdk.incubator.vector.VectorSpecies;
  * y = (x - mean) * rstd * w + b per row of length d, rstd = 1/sqrt(var + eps) with the biased
  * variance (PyTorch). The forward saves mean and rstd per row; the backward recomputes
  * xhat = (x - mean) * rstd from them instead of keeping a second copy of the activations.
- * w and b may be null (no affine). Lane sums use {@link Softmax#sumLanes} so results are the
+ * w and b may be null (no affine). Lane sums use {@link Vec#sumLanes} so results are the
  * same in every JIT tier.
  */
-public final class LayerNorm {
-    private LayerNorm() {}
+public final class LayerNormKernel {
+    private LayerNormKernel() {}
 
     private static final VectorSpecies<Float> S = FloatVector.SPECIES_PREFERRED;
     private static final int L = S.length();
@@ -20,10 +21,16 @@ public final class LayerNorm {
     /** Forward for rows [lo, hi). Two-pass variance: (x - mean)^2 summed after the mean is known. */
     public static void forward(float[] x, float[] w, float[] b, float[] y, float[] mean, float[] rstd,
                                int d, float eps, int lo, int hi) {
+        forward(x, 0, d, w, b, y, 0, d, mean, rstd, d, eps, lo, hi);
+    }
+
+    /** The same with row r of x at xOff + r ldx and of y at yOff + r ldy (rows inside larger arrays). */
+    public static void forward(float[] x, int xOff, int ldx, float[] w, float[] b, float[] y, int yOff, int ldy,
+                               float[] mean, float[] rstd, int d, float eps, int lo, int hi) {
         float invD = 1f / d;
         for (int r = lo; r < hi; r++) {
-            int off = r * d;
-            float mu = Softmax.sum(x, off, d) * invD;
+            int off = xOff + r * ldx, yo = yOff + r * ldy;
+            float mu = Vec.sum(x, off, d) * invD;
             FloatVector vmu = FloatVector.broadcast(S, mu);
             FloatVector acc = FloatVector.zero(S);
             int i = 0;
@@ -31,7 +38,7 @@ public final class LayerNorm {
                 FloatVector t = FloatVector.fromArray(S, x, off + i).sub(vmu);
                 acc = t.fma(t, acc);
             }
-            float ss = Softmax.sumLanes(acc);
+            float ss = Vec.sumLanes(acc);
             for (; i < d; i++) {
                 float t = x[off + i] - mu;
                 ss += t * t;
@@ -45,13 +52,13 @@ public final class LayerNorm {
                 FloatVector t = FloatVector.fromArray(S, x, off + i).sub(vmu).mul(vrs);
                 if (w != null) t = t.mul(FloatVector.fromArray(S, w, i));
                 if (b != null) t = t.add(FloatVector.fromArray(S, b, i));
-                t.intoArray(y, off + i);
+                t.intoArray(y, yo + i);
             }
             for (; i < d; i++) {
                 float t = (x[off + i] - mu) * rs;
                 if (w != null) t *= w[i];
                 if (b != null) t += b[i];
-                y[off + i] = t;
+                y[yo + i] = t;
             }
         }
     }
@@ -75,7 +82,7 @@ public final class LayerNorm {
                 accA = accA.add(gh);
                 accC = gh.fma(xh, accC);
             }
-            float a = Softmax.sumLanes(accA), c = Softmax.sumLanes(accC);
+            float a = Vec.sumLanes(accA), c = Vec.sumLanes(accC);
             for (; i < d; i++) {
                 float gh = w != null ? g[off + i] * w[i] : g[off + i];
                 float xh = (x[off + i] - mu) * rs;

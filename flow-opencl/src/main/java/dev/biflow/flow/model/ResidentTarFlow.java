@@ -195,20 +195,12 @@ public final class ResidentTarFlow implements AutoCloseable {
                     in[gains + tokens - 1] = (float) (s * s / g.attnTemp()); // the unconditional pass's attention scale
                 }
             }
-        } catch (RuntimeException e) {
-            throw e;
-        } catch (Exception e) {
-            throw new IllegalStateException(e);
         }
         float[] out = (cfg ? guided : plain).run(in);
         float[] tok = new float[zn];
         System.arraycopy(out, 0, tok, 0, zn);
         try (var ng = Grad.noGrad()) {
             return f.unpatchify(Tensor.of(tok, b, tokens, tokenDim));
-        } catch (RuntimeException e) {
-            throw e;
-        } catch (Exception e) {
-            throw new IllegalStateException(e);
         }
     }
 
