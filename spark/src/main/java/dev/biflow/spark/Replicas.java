@@ -16,27 +16,29 @@ import java.util.function.Function;
  * not shared between concurrent tasks: their forward passes keep state (caches, arenas) per call.
  */
 final class Replicas {
-    private static final Map<Long, ConcurrentLinkedQueue<Object>> POOLS = new ConcurrentHashMap<>();
+    private static final Map<String, ConcurrentLinkedQueue<Object>> POOLS = new ConcurrentHashMap<>();
     /** How many replicas were built here (tests: "each executor loads the checkpoint once"). */
     static final java.util.concurrent.atomic.AtomicInteger BUILT = new java.util.concurrent.atomic.AtomicInteger();
 
     private Replicas() {}
 
     /** A leased replica; close hands it back. */
-    record Lease<T>(T value, long key) implements AutoCloseable {
+    record Lease<T>(T value, String key) implements AutoCloseable {
         @Override
         public void close() { POOLS.get(key).add(value); }
     }
 
     @SuppressWarnings("unchecked")
     static <B, T> Lease<T> lease(Broadcast<B> b, Function<B, T> build) {
-        var pool = POOLS.computeIfAbsent(b.id(), k -> new ConcurrentLinkedQueue<>());
+        // broadcast ids restart at 0 in every SparkContext: the application id keeps two contexts of one JVM (tests) apart
+        String key = org.apache.spark.SparkEnv.get().conf().getAppId() + "/" + b.id();
+        var pool = POOLS.computeIfAbsent(key, k -> new ConcurrentLinkedQueue<>());
         Object v = pool.poll();
         if (v == null) {
             v = build.apply(b.value());
             BUILT.incrementAndGet();
         }
-        return new Lease<>((T) v, b.id());
+        return new Lease<>((T) v, key);
     }
 
     /** Kernels use the cores Spark gave this task (spark.task.cpus; 1 in local[N]), not every core of the machine. */
@@ -54,6 +56,4 @@ final class Replicas {
         }
     }
 
-    /** Forgets the replicas built from a broadcast (the driver destroys it at the end of a run). */
-    static void drop(long id) { POOLS.remove(id); }
 }
