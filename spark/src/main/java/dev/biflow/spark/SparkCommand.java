@@ -19,7 +19,7 @@ import java.util.List;
         description = {"Run sampling, evaluation or training on Apache Spark: images split over partitions by seed ranges,",
                 "training data-parallel (each step every worker computes the gradient of its shard of the batch, the driver",
                 "sums them and takes one optimiser step). See docs/SCALING.md."},
-        subcommands = {SparkSample.class, SparkTrain.Forward.class, SparkTrain.Backward.class},
+        subcommands = {SparkSample.class, SparkEval.class, SparkTrain.Forward.class, SparkTrain.Backward.class},
         footer = {"", "Examples:",
                 "  biflow spark --master 'local[2]' sample --model models/fmnist/forward.safetensors --n 400 --run runs/sample-spark",
                 "  biflow spark --master 'local[2]' train-forward --name f-dp --batch 64 --steps 200",

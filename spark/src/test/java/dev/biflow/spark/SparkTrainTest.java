@@ -19,8 +19,6 @@ import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
-import java.io.ByteArrayOutputStream;
-import java.io.DataOutputStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
@@ -144,30 +142,11 @@ class SparkTrainTest {
     void theCommandRunsDataParallel() throws Exception {
         Path idx = dir.resolve("idx");
         Files.createDirectories(idx);
-        writeSplit(idx, "train", 16, 1);
-        writeSplit(idx, "t10k", 8, 2);
+        SparkFixture.writeSplit(idx, "train", 16, 1);
+        SparkFixture.writeSplit(idx, "t10k", 8, 2);
         var r = SparkFixture.ok("spark", "--partitions", "2", "train-forward", "--data", idx.toString(), "--runs", dir.toString(), "--name", "cli",
                 "--width", "16", "--blocks", "1", "--layers", "1", "--head-dim", "8", "--steps", "2", "--batch", "4", "--eval-images", "4");
         assertTrue(r.out().contains("data-parallel over 2 workers"), r.out());
         assertTrue(Files.exists(dir.resolve("cli").resolve(ForwardTrainer.MODEL_FILE)));
-    }
-
-    static void writeSplit(Path dir, String prefix, int n, int seed) throws Exception {
-        java.util.Random r = new java.util.Random(seed);
-        ByteArrayOutputStream img = new ByteArrayOutputStream(), lab = new ByteArrayOutputStream();
-        try (DataOutputStream d = new DataOutputStream(img)) {
-            d.writeInt(0x00000803);
-            d.writeInt(n);
-            d.writeInt(28);
-            d.writeInt(28);
-            for (int i = 0; i < n * 28 * 28; i++) d.writeByte(r.nextInt(256));
-        }
-        try (DataOutputStream d = new DataOutputStream(lab)) {
-            d.writeInt(0x00000801);
-            d.writeInt(n);
-            for (int i = 0; i < n; i++) d.writeByte(i % 10);
-        }
-        Files.write(dir.resolve(prefix + "-images-idx3-ubyte"), img.toByteArray());
-        Files.write(dir.resolve(prefix + "-labels-idx1-ubyte"), lab.toByteArray());
     }
 }
