@@ -65,10 +65,40 @@ final class DataParallel {
 
     static volatile Fault fault;
 
-    /** Bytes and time of the last step, for the benchmark: weights out, gradients back, wall time, time inside tasks (max). */
-    record StepCost(long weightBytes, long gradientBytes, double seconds, double taskSeconds) {}
+    /**
+     * What the cluster steps of a run cost, summed: steps, weight bytes sent out, gradient bytes back,
+     * the gradient's wall time on the driver and the slowest task's time inside it (the rest is the
+     * overhead: job scheduling, (de)serialising weights, shards and gradients, and the reduction).
+     */
+    static final class Cost {
+        long steps, weightBytes, gradientBytes;
+        double seconds, taskSeconds, reduceSeconds;
 
-    static volatile StepCost lastCost;
+        synchronized void reset() {
+            steps = weightBytes = gradientBytes = 0;
+            seconds = taskSeconds = reduceSeconds = 0;
+        }
+
+        synchronized void add(long w, long g, double s, double t, double r) {
+            steps++;
+            weightBytes += w;
+            gradientBytes += g;
+            seconds += s;
+            taskSeconds += t;
+            reduceSeconds += r;
+        }
+
+        synchronized String summary(int workers) {
+            if (steps == 0) return "spark: no data-parallel steps taken";
+            return String.format(java.util.Locale.ROOT, "spark: %d steps over %d workers; per step: weights out %.2f MB, gradients back %.2f MB,"
+                            + " gradient %.1f ms (slowest task %.1f ms), overhead %.1f ms (scheduling, serialisation; the driver's sum %.2f ms)",
+                    steps, workers, weightBytes / 1e6 / steps, gradientBytes / 1e6 / steps, seconds * 1e3 / steps, taskSeconds * 1e3 / steps,
+                    (seconds - taskSeconds) * 1e3 / steps, reduceSeconds * 1e3 / steps);
+        }
+    }
+
+    /** The current command's costs (reset when it starts). */
+    static final Cost COST = new Cost();
 
     // ------------------------------------------------------------------ shared by F and G
 
@@ -184,8 +214,10 @@ final class DataParallel {
                 if (zsq == null) zsq = r.zSquares().clone();
                 else for (int j = 0; j < zsq.length; j++) zsq[j] += r.zSquares()[j];
             }
+            long r0 = System.nanoTime();
             long gradBytes = addGrads(params, gs);
-            lastCost = new StepCost(4L * flat.length, gradBytes, (System.nanoTime() - t0) / 1e9, task);
+            long r1 = System.nanoTime();
+            COST.add(4L * flat.length, gradBytes, (r1 - t0) / 1e9, task, (r1 - r0) / 1e9);
             return new ForwardTrainer.Gradients.Computed(loss, zsq);
         });
     }
@@ -268,8 +300,10 @@ final class DataParallel {
                 align += r.align();
                 task = Math.max(task, r.seconds());
             }
+            long r0 = System.nanoTime();
             long gradBytes = addGrads(params, gs);
-            lastCost = new StepCost(4L * flat.length, gradBytes, (System.nanoTime() - t0) / 1e9, task);
+            long r1 = System.nanoTime();
+            COST.add(4L * flat.length, gradBytes, (r1 - t0) / 1e9, task, (r1 - r0) / 1e9);
             return new BackwardTrainer.Gradients.Computed(loss, recon, align);
         });
     }

@@ -22,6 +22,8 @@ final class SparkTrain {
     private SparkTrain() {}
 
     static int run(SparkCommand spark, String command, List<String> args) {
+        if (args.contains("--help") || args.contains("-h")) // the plain command's help needs no cluster
+            return dev.biflow.cli.Main.execute(command, "--help");
         try (SparkCommand.Session ss = spark.open(command)) {
             TrainerHooks.install(new TrainerHooks.Hook() {
                 @Override
@@ -39,7 +41,10 @@ final class SparkTrain {
             List<String> all = new ArrayList<>();
             all.add(command);
             all.addAll(args);
-            return dev.biflow.cli.Main.execute(all.toArray(String[]::new));
+            DataParallel.COST.reset();
+            int rc = dev.biflow.cli.Main.execute(all.toArray(String[]::new));
+            System.out.println(DataParallel.COST.summary(ss.partitions()));
+            return rc;
         } finally {
             TrainerHooks.install(null);
         }
