@@ -87,7 +87,7 @@ public final class Main implements Runnable {
             }
             String msg = ex instanceof java.nio.file.FileSystemException fse ? fileSystemError(fse)
                     : ex.getMessage() == null ? ex.toString() : ex.getMessage();
-            cmd.getErr().println("biflow " + cmd.getCommandName() + ": error: " + oneLine(msg));
+            cmd.getErr().println(cmd.getCommandSpec().qualifiedName() + ": error: " + oneLine(msg)); // "biflow spark sample: error: ..." for a nested command
             if (System.getenv("BIFLOW_DEBUG") != null) ex.printStackTrace(cmd.getErr());
             return ex instanceof IllegalArgumentException || ex instanceof java.io.IOException
                     || ex instanceof dev.biflow.flow.train.TrainingDivergedException ? 2 : 1;

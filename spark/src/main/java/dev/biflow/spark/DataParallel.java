@@ -164,13 +164,9 @@ final class DataParallel {
 
     /** A step's Spark job failed: nothing of the step was applied; say where the run can resume. */
     static RuntimeException stepFailed(long step, Path dir, Exception e) {
-        Throwable root = e;
-        while (root.getCause() != null) root = root.getCause();
-        String why = e.getMessage() == null ? e.toString() : e.getMessage().lines().findFirst().orElse("");
-        return new IllegalStateException("step " + step + " failed on the cluster after Spark's retries (" + why
-                + (root != e && root.getMessage() != null ? "; cause: " + root.getMessage().lines().findFirst().orElse("") : "")
-                + "); the step was not applied and the last checkpoint in " + dir + " is intact: continue with"
-                + " biflow spark ... --resume " + dir, e);
+        IllegalStateException f = SparkCommand.jobFailed("step " + step, e);
+        return new IllegalStateException(f.getMessage() + "; the step was not applied and the last checkpoint in " + dir
+                + " is intact: continue with biflow spark ... --resume " + dir, e);
     }
 
     // ------------------------------------------------------------------ F

@@ -67,6 +67,18 @@ public final class SparkCommand implements Runnable {
         return p;
     }
 
+    /**
+     * A Spark job that failed after its retries, as one line: Spark's message (its first line, not the
+     * executor's stack trace it carries) and the root cause.
+     */
+    static IllegalStateException jobFailed(String what, Exception e) {
+        Throwable root = e;
+        while (root.getCause() != null) root = root.getCause();
+        String why = e.getMessage() == null ? e.toString() : e.getMessage().lines().findFirst().orElse("");
+        return new IllegalStateException(what + " failed on the cluster after Spark's retries (" + why
+                + (root != e && root.getMessage() != null ? "; cause: " + root.getMessage().lines().findFirst().orElse("") : "") + ")", e);
+    }
+
     /** A context and the number of partitions (shards or workers) to use. */
     public record Session(JavaSparkContext sc, boolean owned, int partitions) implements AutoCloseable {
         @Override

@@ -20,9 +20,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
-import java.util.LinkedHashMap;
 import java.util.List;
-import java.util.Map;
 import java.util.concurrent.Callable;
 
 @Command(name = "eval", mixinStandardHelpOptions = true, showDefaultValues = true, sortOptions = false,
@@ -83,20 +81,25 @@ final class SparkEval implements Callable<Integer> {
     static SamplerEval.Drawn draw(SparkCommand.Session ss, Broadcast<Setup> setup, SamplerEval.Job job) {
         long t0 = System.nanoTime();
         List<SparkSample.Shard> shards = SparkSample.shards(job.n(), ss.partitions());
-        List<Part> parts = ss.sc().parallelize(shards, shards.size()).map(sh -> {
-            Replicas.useTaskCores();
-            try (var lease = Replicas.lease(setup, SparkEval::replica)) {
-                Replica r = lease.value();
-                BiFlowSampler s = SamplerEval.sampler(job.sampler(), r.ff(), r.g(), job.sigma());
-                Tensor x = SamplerEval.sampleRange(s, r.f().config, job, (int) sh.first(), sh.count());
-                Metrics.Embedding e = r.metrics().embed(x);
-                int keep = (int) Math.max(0, Math.min(sh.count(), job.keep() - sh.first()));
-                int per = x.numel() / x.size(0);
-                int[] shape = x.shape();
-                shape[0] = keep;
-                return new Part(e.features(), e.probs(), Arrays.copyOf(x.data(), keep * per), shape, e.dim(), e.numClasses());
-            }
-        }).collect();
+        List<Part> parts;
+        try {
+            parts = ss.sc().parallelize(shards, shards.size()).<Part>map(sh -> {
+                Replicas.useTaskCores();
+                try (var lease = Replicas.lease(setup, SparkEval::replica)) {
+                    Replica r = lease.value();
+                    BiFlowSampler s = SamplerEval.sampler(job.sampler(), r.ff(), r.g(), job.sigma());
+                    Tensor x = SamplerEval.sampleRange(s, r.f().config, job, (int) sh.first(), sh.count());
+                    Metrics.Embedding e = r.metrics().embed(x);
+                    int keep = (int) Math.max(0, Math.min(sh.count(), job.keep() - sh.first()));
+                    int per = x.numel() / x.size(0);
+                    int[] shape = x.shape();
+                    shape[0] = keep;
+                    return new Part(e.features(), e.probs(), Arrays.copyOf(x.data(), keep * per), shape, e.dim(), e.numClasses());
+                }
+            }).collect();
+        } catch (Exception e) {
+            throw SparkCommand.jobFailed("drawing the " + job.sampler() + " sampler's images", e);
+        }
         double secs = (System.nanoTime() - t0) / 1e9;
         int dim = parts.get(0).dim(), classes = parts.get(0).classes();
         float[] feats = new float[job.n() * dim], probs = new float[job.n() * classes];

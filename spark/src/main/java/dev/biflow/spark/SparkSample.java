@@ -86,7 +86,7 @@ final class SparkSample implements Callable<Integer> {
         Broadcast<byte[]> model = ss.sc().broadcast(ckpt);
         String dir = run.toAbsolutePath().toString();
         try {
-            return ss.sc().parallelize(shards, shards.size()).map(sh -> {
+            return ss.sc().parallelize(shards, shards.size()).<Written>map(sh -> {
                 Replicas.useTaskCores();
                 long t0 = System.nanoTime();
                 Tensor x;
@@ -104,6 +104,8 @@ final class SparkSample implements Callable<Integer> {
                 ImageGrid.write(g, x, -1f, 1f, nrow, 2, 3);
                 return new Written(sh.index(), sh.first(), sh.count(), f.getFileName().toString(), g.getFileName().toString(), secs);
             }).collect();
+        } catch (Exception e) { // SparkException (Scala declares none)
+            throw SparkCommand.jobFailed("sampling", e);
         } finally {
             model.destroy();
         }
