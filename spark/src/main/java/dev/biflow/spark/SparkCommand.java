@@ -47,7 +47,11 @@ public final class SparkCommand implements Runnable {
         if (shared != null) return new Session(shared, false, partitions(shared));
         SparkConf sc = new SparkConf().setAppName("biflow " + appName)
                 .setIfMissing("spark.ui.showConsoleProgress", "false")
-                .setIfMissing("spark.ui.enabled", "false");
+                .setIfMissing("spark.ui.enabled", "false")
+                // weights and gradients are float arrays, which LZ4 barely shrinks: compressing the per-step broadcast costs
+                // time for nothing; and a gradient (2-11 MB) comes back in the task's reply, not through a block fetch
+                .setIfMissing("spark.broadcast.compress", "false")
+                .setIfMissing("spark.task.maxDirectResultSize", "64m");
         if (master != null) sc.setMaster(master);
         else if (!sc.contains("spark.master"))
             throw new IllegalArgumentException("no Spark master: pass --master (e.g. --master 'local[2]') or run under spark-submit");
