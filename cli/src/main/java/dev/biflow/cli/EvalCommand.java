@@ -30,7 +30,7 @@ import java.util.concurrent.Callable;
                 "  biflow eval --model runs/forward/model-ema.safetensors --samples 0          # bits/dim only",
                 "  biflow eval --model runs/forward/model-ema.safetensors --bpd-images 0 --samples 2000 --w 2",
                 "  biflow eval --model F --backward G --n 0 --seed 2 --w-sweep 0,0.25,0.5,0.75,1,1.5   # pick each sampler's w"})
-final class EvalCommand implements Callable<Integer> {
+public final class EvalCommand implements Callable<Integer> {
     @Mixin Common common;
     @picocli.CommandLine.Spec picocli.CommandLine.Model.CommandSpec spec;
     @Option(names = "--model", required = true, description = "Forward-model checkpoint.") Path model;
@@ -53,7 +53,17 @@ final class EvalCommand implements Callable<Integer> {
     @Option(names = "--out", description = "Folder for eval.jsonl, the grid and report.html (default runs/eval-<time>).") Path out;
 
     @Override
-    public Integer call() throws Exception {
+    public Integer call() throws Exception { return run(null); }
+
+    /** The checkpoints this evaluation reads: F, G (null without --backward), the evaluation network. */
+    public Path model() { return model; }
+
+    public Path backward() { return backward; }
+
+    public Path evalNet() { return evalNet; }
+
+    /** The evaluation, with each sampler's images drawn by spread (null: here). */
+    public Integer run(SamplerEval.Spread spread) throws Exception {
         common.apply();
         if (samples < 0 || batch < 1 || bpdImages < 0) throw new IllegalArgumentException("--samples, --bpd-images must be >= 0 and --batch >= 1");
         TarFlow f = Checkpoints.loadTarFlow(model);
@@ -74,8 +84,8 @@ final class EvalCommand implements Callable<Integer> {
         }
         Metrics metrics = Metrics.load(evalNet);
         checkSampleMemory(samples, batch, f.config.dims(), metrics.net().config.featureDim() + metrics.net().config.numClasses());
-        var r = SamplerEval.run(f, g, metrics, train, test, settings, dir);
-        report(dir, r, "biflow eval", commandLine(spec));
+        var r = SamplerEval.run(f, g, metrics, train, test, settings, dir, spread);
+        report(dir, r, spread == null ? "biflow eval" : "biflow spark eval", commandLine(spec));
         if (sweep != null && sweep.size() > 1)
             for (SamplerEval.Row b : SamplerEval.bestPerSampler(r.rows()))
                 System.out.printf(Locale.ROOT, "best of the sweep: %s (%s %.3f)%n", b.sampler(), Metrics.FD_NAME, b.report().fd());

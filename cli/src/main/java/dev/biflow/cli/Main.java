@@ -30,6 +30,16 @@ public final class Main implements Runnable {
     public static void main(String[] args) { System.exit(execute(args)); }
 
     /**
+     * A subcommand another module adds when its jar is on the class path, found with
+     * {@link java.util.ServiceLoader} (META-INF/services/dev.biflow.cli.Main$Plugin): the spark module's
+     * {@code biflow spark}, so that this module, and whoever runs biflow without Spark, never loads it.
+     */
+    public interface Plugin {
+        /** A picocli command object (annotated with {@code @Command}). */
+        Object command();
+    }
+
+    /**
      * The message on one line: control characters from file contents or arguments (a key with a
      * carriage return, say) are shown escaped (\\r, \\n, \\u0007), not printed.
      */
@@ -53,6 +63,7 @@ public final class Main implements Runnable {
      */
     static CommandLine commandLine() {
         CommandLine cl = new CommandLine(new Main());
+        for (Plugin p : java.util.ServiceLoader.load(Plugin.class)) cl.addSubcommand(p.command());
         cl.setExpandAtFiles(false);
         cl.setExecutionStrategy(OptionCheck::execute); // every numeric option finite and in its range, before the command runs
         return cl;
@@ -76,11 +87,16 @@ public final class Main implements Runnable {
             }
             String msg = ex instanceof java.nio.file.FileSystemException fse ? fileSystemError(fse)
                     : ex.getMessage() == null ? ex.toString() : ex.getMessage();
-            cmd.getErr().println("biflow " + cmd.getCommandName() + ": error: " + oneLine(msg));
+            cmd.getErr().println(cmd.getCommandSpec().qualifiedName() + ": error: " + oneLine(msg)); // "biflow spark sample: error: ..." for a nested command
             if (System.getenv("BIFLOW_DEBUG") != null) ex.printStackTrace(cmd.getErr());
             return ex instanceof IllegalArgumentException || ex instanceof java.io.IOException
                     || ex instanceof dev.biflow.flow.train.TrainingDivergedException ? 2 : 1;
         });
+        if (args.length > 0 && args[0].equals("spark") && !cl.getSubcommands().containsKey("spark")) {
+            System.err.println("biflow spark: error: the spark module is not on the class path: run it as ./biflow spark ... from a checkout"
+                    + " (which builds spark/), or spark-submit the shaded jar (docs/SCALING.md)");
+            return 2;
+        }
         // --config FILE / --resume DIR: the settings file becomes the subcommand's default values, before parsing
         try {
             int rc = ConfigFile.install(cl, args);

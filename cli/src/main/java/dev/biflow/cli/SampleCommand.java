@@ -19,7 +19,7 @@ import java.util.concurrent.Callable;
         footer = {"", "Examples:",
                 "  biflow sample --model runs/forward/model.safetensors --n 40 --guidance 2 --out samples.png",
                 "  biflow sample --model m.safetensors --labels 7 --n 16 --denoise 0.1"})
-final class SampleCommand implements Callable<Integer> {
+public final class SampleCommand implements Callable<Integer> {
     @Mixin Common common;
     @Option(names = "--model", required = true, description = "Forward-model checkpoint (.safetensors).") Path model;
     @Range(min = 1) @Option(names = "--n", description = "Number of samples.") int n = 40;
@@ -77,28 +77,20 @@ final class SampleCommand implements Callable<Integer> {
             return 0;
         }
         var c = m.config;
-        Common.labels(labels, 0, 1, c.numClasses()); // a bad --labels fails before any sampling
+        sampling().check(m); // a bad --labels fails before any sampling
         // Bounded memory for any --n: batches of --batch images, each grid file at most MAX_GRID_BYTES of pixels
-        // (and 1/8 of the memory budget); the noise is one stream from the seed, so batching does not change the samples.
+        // (and 1/8 of the memory budget); image i's noise depends only on the seed and i, so neither batching nor
+        // grids (nor a cluster's shards: biflow spark sample) change the samples.
         int perGrid = perGrid(n, nrow, c.inChannels(), c.imgSize());
         int grids = (int) ((n + (long) perGrid - 1) / perGrid);
-        Rng rng = new Rng(seed);
+        Sampling sampling = sampling();
         long t0 = System.nanoTime();
         Path first = null, last = null;
         for (int gi = 0; gi < grids; gi++) {
             int inGrid = (int) Math.min(perGrid, n - (long) gi * perGrid);
-            float[] images = new float[Math.multiplyExact(inGrid, c.dims())];
-            for (int done = 0; done < inGrid; ) {
-                int b = Math.min(batch, inGrid - done);
-                int[] y = Common.labels(labels, (long) gi * perGrid + done, b, c.numClasses());
-                Tensor z = Tensor.randn(rng, b, c.tokens(), c.tokenDim()).mul(temperature);
-                Tensor x = m.reverse(z, y, new TarFlow.Guidance(guidance, annealed, attnTemp));
-                if (denoise > 0) x = m.denoise(x, y, denoise);
-                System.arraycopy(x.data(), 0, images, done * c.dims(), b * c.dims());
-                done += b;
-            }
+            Tensor images = sampling.images(m, (long) gi * perGrid, inGrid);
             Path file = grids == 1 ? out : numbered(out, gi);
-            ImageGrid.write(file, Tensor.of(images, inGrid, c.inChannels(), c.imgSize(), c.imgSize()), -1f, 1f, nrow, 2, 3);
+            ImageGrid.write(file, images, -1f, 1f, nrow, 2, 3);
             if (first == null) first = file;
             last = file;
         }
@@ -108,11 +100,60 @@ final class SampleCommand implements Callable<Integer> {
         return 0;
     }
 
+    /** The checkpoint --model, the count --n, the grid width --nrow and --backward (null unless given). */
+    public Path model() { return model; }
+
+    public int n() { return n; }
+
+    public int nrow() { return nrow; }
+
+    public Path backward() { return backward; }
+
+    /** Applies --threads, --device and --allow-nonfinite (a command that mixes this one in runs it first). */
+    public void applyCommon() { common.apply(); }
+
+    /** This command's settings as a value that can travel to another machine. */
+    public Sampling sampling() { return new Sampling(labels, guidance, annealed, attnTemp, temperature, denoise, seed, batch); }
+
+    /**
+     * What {@code biflow sample} draws from a forward flow, as a value: the images it makes form one
+     * sequence per seed, and any range of it can be drawn on its own, on any machine.
+     */
+    public record Sampling(String labels, float guidance, boolean annealed, float attnTemp, float temperature, float denoise, long seed,
+                           int batch) implements java.io.Serializable {
+        /** Fails, before any sampling, on --labels the model cannot take. */
+        public void check(TarFlow m) { Common.labels(labels, 0, 1, m.config.numClasses()); }
+
+        /**
+         * Images [first, first + count) of the sequence, (count, C, H, W), sampled --batch at a time:
+         * image i's noise is normals [i D, (i + 1) D) of {@code new Rng(seed)} (D = C H W, entered with
+         * {@link Rng#skipNormals}), times the temperature, and its label is number i of --labels. The exact
+         * inverse decodes each image on its own (per-row arithmetic, whatever the batch and thread count),
+         * so a range drawn alone equals the same images drawn in one run, bit for bit.
+         */
+        public Tensor images(TarFlow m, long first, int count) {
+            var c = m.config;
+            Rng rng = new Rng(seed);
+            rng.skipNormals(Math.multiplyExact(first, (long) c.dims()));
+            float[] images = new float[Math.multiplyExact(count, c.dims())];
+            for (int done = 0; done < count; ) {
+                int b = Math.min(batch, count - done);
+                int[] y = Common.labels(labels, first + done, b, c.numClasses());
+                Tensor z = Tensor.randn(rng, b, c.tokens(), c.tokenDim()).mul(temperature);
+                Tensor x = m.reverse(z, y, new TarFlow.Guidance(guidance, annealed, attnTemp));
+                if (denoise > 0) x = m.denoise(x, y, denoise);
+                System.arraycopy(x.data(), 0, images, done * c.dims(), b * c.dims());
+                done += b;
+            }
+            return Tensor.of(images, count, c.inChannels(), c.imgSize(), c.imgSize());
+        }
+    }
+
     /** A grid file's pixels are at most this many bytes (a larger --n writes several files). */
     static final long MAX_GRID_BYTES = 64L << 20;
 
     /** Images per grid file: all n if their grid fits MAX_GRID_BYTES (and 1/8 of the memory budget), else whole rows that do. */
-    static int perGrid(int n, int nrow, int channels, int imgSize) {
+    public static int perGrid(int n, int nrow, int channels, int imgSize) {
         long cell = (long) (imgSize * 3 + 2) * (imgSize * 3 + 2) * (channels == 1 ? 1 : 4) + 4L * channels * imgSize * imgSize; // pixels + floats
         long cap = Math.min(MAX_GRID_BYTES, dev.biflow.engine.io.MemoryBudget.limit() / 8);
         long fit = Math.max(1, cap / cell);
@@ -122,7 +163,7 @@ final class SampleCommand implements Callable<Integer> {
     }
 
     /** OUT-00012.png for grid 12 of out = OUT.png. */
-    static Path numbered(Path out, int i) {
+    public static Path numbered(Path out, int i) {
         String name = out.getFileName().toString();
         int dot = name.lastIndexOf('.');
         String stem = dot > 0 ? name.substring(0, dot) : name, ext = dot > 0 ? name.substring(dot) : ".png";

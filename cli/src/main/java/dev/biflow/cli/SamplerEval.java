@@ -37,8 +37,55 @@ import java.util.Map;
  * CFG trained in, denoising learned). NFE counts sequential network passes: the exact inverse needs
  * one per token per block (times two with CFG) plus the denoising pass; G needs one.
  */
-final class SamplerEval {
+public final class SamplerEval {
     private static final ObjectMapper JSON = new ObjectMapper();
+
+    /**
+     * How a sampler's n images are drawn and embedded when not here batch by batch: the spark module
+     * spreads them over a cluster ({@code biflow spark eval}). The grading stays here: the embeddings come
+     * back whole, in order, so the metrics are computed from exactly the arrays one machine would have.
+     */
+    public interface Spread {
+        Drawn draw(Job job);
+    }
+
+    /**
+     * One sampler's share of an evaluation: which sampler ({@link #EXACT} or {@link #BIFLOW}), the noise
+     * seed, the count, the batch, the guidance w, the denoising sigma, and how many leading images the
+     * grid needs back.
+     */
+    public record Job(String sampler, long seed, int n, int batch, float w, float sigma, int keep) implements java.io.Serializable {}
+
+    /** The embedded images (n, in order), the first {@code keep} images, and the sampling's wall-clock seconds. */
+    public record Drawn(Metrics.Embedding embedding, Tensor first, double seconds) {}
+
+    public static final String EXACT = "exact", BIFLOW = "biflow";
+
+    /** The sampler a job names: F's exact inverse (score-denoised) or G's one pass (on the CPU). */
+    public static BiFlowSampler sampler(String which, FrozenFlow ff, dev.biflow.flow.backward.BiFlowModel g, float sigma) {
+        return switch (which) {
+            case EXACT -> BiFlowSampler.exactInverse(ff, BackwardConfig.Denoise.SCORE, sigma);
+            case BIFLOW -> BiFlowSampler.of(ff, g, sigma);
+            default -> throw new IllegalArgumentException("unknown sampler " + which);
+        };
+    }
+
+    /**
+     * Images [from, from + count) of a job, (count, C, H, W): image i's noise is row i of
+     * {@code Tensor.randn(new Rng(seed), n, T, D)} (entered with Rng.skipNormals), its label i mod classes,
+     * sampled --batch at a time; the samplers work row by row, so any range equals those rows of one run.
+     */
+    public static Tensor sampleRange(BiFlowSampler sampler, TarFlowConfig cfg, Job job, int from, int count) {
+        Rng rng = new Rng(job.seed());
+        rng.skipNormals((long) from * cfg.tokens() * cfg.tokenDim());
+        Tensor[] parts = new Tensor[(count + job.batch() - 1) / job.batch()];
+        for (int i = 0, b = 0; i < count; i += job.batch(), b++) {
+            int m = Math.min(job.batch(), count - i);
+            Tensor e = Tensor.randn(rng, m, cfg.tokens(), cfg.tokenDim());
+            parts[b] = sampler.sample(e, Common.labels("all", from + i, m, cfg.numClasses()), job.w());
+        }
+        return parts.length == 1 ? parts[0] : dev.biflow.engine.Ops.concat(0, parts);
+    }
 
     /** One row of the results table. */
     record Row(String sampler, int nfe, double msPerImage, Metrics.Report report) {
@@ -157,6 +204,12 @@ final class SamplerEval {
 
     static Result run(TarFlow f, BackwardCheckpoints.Loaded g, Metrics metrics, ImageDataset train, ImageDataset test,
                       Settings s, Path outDir) throws IOException {
+        return run(f, g, metrics, train, test, s, outDir, null);
+    }
+
+    /** spread null: every sampler's images are drawn here. */
+    static Result run(TarFlow f, BackwardCheckpoints.Loaded g, Metrics metrics, ImageDataset train, ImageDataset test,
+                      Settings s, Path outDir, Spread spread) throws IOException {
         TarFlowConfig cfg = f.config;
         double bpd = Double.NaN;
         int bpdN = Math.min(s.bpdImages(), test.n);
@@ -177,19 +230,28 @@ final class SamplerEval {
         // one noise tensor for every sampler: the rows differ only by the sampler
         Tensor eps = noise(cfg, n, s.seed());
 
-        BiFlowSampler exact = BiFlowSampler.exactInverse(ff, BackwardConfig.Denoise.SCORE, sigma);
+        BiFlowSampler exact = sampler(EXACT, ff, null, sigma);
+        int lead = Math.min(n, 2 * s.nrow()); // the leading images the grid shows (writeGrid)
         List<Tensor> headline = new ArrayList<>(); // the first exact and the first BiFlow sample set, for the grid
         for (float w : s.wExact()) {
             int exactNfe = exactNfe(cfg, w);
             String name = String.format(Locale.ROOT, "exact inverse, CFG w=%s", fmt(w));
-            rows.add(timeAndGrade(name, exactNfe, exact, w, eps, y, s, metrics, ref, headline.isEmpty() ? headline : null));
+            List<Tensor> keep = headline.isEmpty() ? headline : null;
+            rows.add(spread != null ? graded(name, exactNfe, spread.draw(new Job(EXACT, s.seed(), n, s.batch(), w, sigma, lead)), y, metrics, ref, keep)
+                    : timeAndGrade(name, exactNfe, exact, w, eps, y, s, metrics, ref, keep));
         }
         if (g != null) {
             for (float w : s.wBiflow()) {
+                String name = String.format(Locale.ROOT, "biflow 1-NFE, w=%s", fmt(w));
+                List<Tensor> keep = headline.size() == 1 ? headline : null;
+                if (spread != null) {
+                    rows.add(graded(name, sampler(BIFLOW, ff, g.model(), sigma).evaluationsPerSample(w),
+                            spread.draw(new Job(BIFLOW, s.seed(), n, s.batch(), w, sigma, lead)), y, metrics, ref, keep));
+                    continue;
+                }
                 try (Common.DeviceSampler ds = Common.biflowSampler(ff, g.model(), sigma, s.batch(), w)) {
                     BiFlowSampler one = ds.sampler();
-                    String name = String.format(Locale.ROOT, "biflow 1-NFE, w=%s", fmt(w));
-                    rows.add(timeAndGrade(name, one.evaluationsPerSample(w), one, w, eps, y, s, metrics, ref, headline.size() == 1 ? headline : null));
+                    rows.add(timeAndGrade(name, one.evaluationsPerSample(w), one, w, eps, y, s, metrics, ref, keep));
                 }
             }
         }
@@ -224,6 +286,13 @@ final class SamplerEval {
 
     /** Sequential passes of the exact inverse: T - 1 decode steps per block (token 0 is z_0 itself), twice with CFG, plus the score-denoising pass. */
     static int exactNfe(TarFlowConfig cfg, float w) { return cfg.numBlocks() * (cfg.tokens() - 1) * (w > 0 ? 2 : 1) + 1; }
+
+    /** A row from images drawn elsewhere: ms/image is the wall-clock time of the whole draw over n. */
+    private static Row graded(String name, int nfe, Drawn d, int[] y, Metrics metrics, Metrics.Reference ref, List<Tensor> keep) {
+        if (keep != null) keep.add(d.first());
+        int n = d.embedding().n();
+        return new Row(name, nfe, d.seconds() * 1000 / n, metrics.evaluate(d.embedding(), y, ref.real()));
+    }
 
     /** Samples eps with labels y at guidance w, timed batch by batch; keeps the samples in {@code keep} when it is not null. */
     static Row timeAndGrade(String name, int nfe, BiFlowSampler sampler, float w, Tensor eps, int[] y, Settings s, Metrics metrics,

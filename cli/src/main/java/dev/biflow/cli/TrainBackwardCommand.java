@@ -125,6 +125,10 @@ final class TrainBackwardCommand implements Callable<Integer>, ConfigFile.Config
 
     /** The perceptual terms --perceptual asks for, loaded from --features (checked before any training). */
     private List<BackwardTrainer.Term> perceptualTerms() throws java.io.IOException {
+        return perceptualTerms(perceptual, features, perceptualWeight);
+    }
+
+    static List<BackwardTrainer.Term> perceptualTerms(String perceptual, Path features, float perceptualWeight) throws java.io.IOException {
         String p = perceptual.toLowerCase(Locale.ROOT);
         if (p.equals("none")) return List.of();
         if (!p.equals("lpips") && !p.equals("lpips+convnext"))
@@ -197,6 +201,8 @@ final class TrainBackwardCommand implements Callable<Integer>, ConfigFile.Config
             ConfigFile.write(dir.resolve(ConfigFile.FILE_NAME), o);
             if (config != null) System.out.println("train-backward: settings from " + config + " (flags override it)");
         }
+        if (TrainerHooks.current() != null)
+            TrainerHooks.current().backward(t, dir, forward, new TrainerHooks.Perceptual(perceptual, features, perceptualWeight));
         System.out.printf(Locale.ROOT, "train-backward: G %,d parameters, %s; F %s; run folder %s%n", g.parameterCount(), bc.toJson(), forward, dir);
         long deadline = timeLimit > 0 ? System.nanoTime() + (long) (timeLimit * 60e9) : Long.MAX_VALUE;
         long t0 = System.nanoTime();

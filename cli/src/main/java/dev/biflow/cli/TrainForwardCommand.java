@@ -141,6 +141,7 @@ final class TrainForwardCommand implements Callable<Integer>, ConfigFile.Configu
             writeConfig(dir, cfg, tc);
             if (config != null) System.out.println("train-forward: settings from " + config + " (flags override it)");
         }
+        if (TrainerHooks.current() != null) TrainerHooks.current().forward(trainer, dir);
         System.out.printf(Locale.ROOT, "train-forward: %s, %,d parameters, %d tokens x %d, data %s (%d images), run folder %s%n",
                 cfg.toJson(), model.parameterCount(), cfg.tokens(), cfg.tokenDim(), train.name, train.n, dir);
         long deadline = timeLimit > 0 ? System.nanoTime() + (long) (timeLimit * 60e9) : Long.MAX_VALUE;

@@ -4,7 +4,9 @@ package dev.biflow.engine;
 /**
  * A seeded generator (SplitMix64 state update, 64-bit state) for weights, noise and data order.
  * Its whole state is one long, so a checkpoint stores it and a resumed run continues the same
- * stream. Normal samples use Box-Muller in double precision.
+ * stream. Normal samples use Box-Muller in double precision, exactly two longs per pair of normals,
+ * so a stream can be entered at any position ({@link #skipNormals}): a cluster draws images
+ * [i, j) of a seed's noise without drawing the ones before (the same values, bit for bit).
  */
 public final class Rng {
     private long state;
@@ -46,13 +48,30 @@ public final class Rng {
             hasSpare = false;
             return spareNormal;
         }
-        double u1, u2;
-        do u1 = nextDouble(); while (u1 <= 1e-300);
-        u2 = nextDouble();
+        // u1 = 0 (probability 2^-53 per pair) becomes 2^-54 instead of a redraw: every pair then takes exactly
+        // two longs, which is what makes skipNormals exact; any other draw is what the redraw loop gave
+        double u1 = nextDouble();
+        if (u1 == 0) u1 = 0x1.0p-54;
+        double u2 = nextDouble();
         double r = Math.sqrt(-2 * Math.log(u1));
         spareNormal = r * Math.sin(2 * Math.PI * u2);
         hasSpare = true;
         return r * Math.cos(2 * Math.PI * u2);
+    }
+
+    /**
+     * Moves on as if {@link #nextGaussian} had been called k times (k >= 0): a pending spare first,
+     * then whole pairs (two longs each: the state just advances), then one draw for an odd rest.
+     */
+    public void skipNormals(long k) {
+        if (k < 0) throw new IllegalArgumentException("cannot skip a negative number of normals: " + k);
+        if (k == 0) return;
+        if (hasSpare) {
+            hasSpare = false;
+            k--;
+        }
+        state += (k / 2) * 2 * 0x9E3779B97F4A7C15L; // SplitMix64's state moves by the golden gamma per long (mod 2^64)
+        if (k % 2 == 1) nextGaussian();
     }
 
     public void fillNormal(float[] d) { for (int i = 0; i < d.length; i++) d[i] = (float) nextGaussian(); }

@@ -172,6 +172,17 @@ public final class Tensor {
         grad = null;
     }
 
+    /**
+     * Adds g (one value per element) to this leaf's gradient, starting from zero when it has none:
+     * how a data-parallel trainer puts the gradient it summed over workers where the optimizer reads it.
+     */
+    public void addToGrad(float[] g) {
+        if (g.length != data.length)
+            throw new IllegalArgumentException("addToGrad: " + g.length + " values for a tensor of " + data.length + " (" + Shape.str(shape) + ")");
+        if (grad == null) grad = freshGrad();
+        for (int i = 0; i < g.length; i++) grad[i] += g[i];
+    }
+
     /** A zero-filled gradient buffer for this leaf: the one zeroGrad() cleared, or a new one. */
     float[] freshGrad() {
         float[] g = spareGrad;

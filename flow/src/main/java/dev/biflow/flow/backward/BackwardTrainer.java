@@ -94,6 +94,7 @@ public final class BackwardTrainer {
     private final Rng rng;
     private final TrainLoop loop;
     private Listener listener = new Listener() {};
+    private Gradients gradients;
     private int[] order;
     private int cursor;
 
@@ -193,6 +194,27 @@ public final class BackwardTrainer {
 
     public long step() { return loop.step(); }
 
+    /**
+     * The random part of a step, drawn in {@link #objective(Tensor, int[], Rng)}'s order: x~ (B, ...) = x +
+     * sigma eps, the labels after dropout (-1 = dropped; null unconditional), training-time CFG scales (null without).
+     */
+    public record Draw(Tensor noisy, int[] labels, float[] w) {}
+
+    /**
+     * Where a step's gradient is computed when not here (the spark module's data-parallel runner): it
+     * gets the batch and its {@link Draw} as this trainer drew them, puts d loss / d parameters into G's
+     * grads ({@link Tensor#addToGrad}) and returns the batch's values; the step goes on as on one machine.
+     */
+    public interface Gradients {
+        Computed compute(long step, Tensor x, Draw d);
+
+        /** The objective, the raw reconstruction MSE and the mean raw alignment term of the whole batch. */
+        record Computed(double loss, double recon, double align) {}
+    }
+
+    /** Null: gradients are computed here (the default). */
+    public void setGradients(Gradients g) { this.gradients = g; }
+
     public Ema ema() { return ema; }
 
     private int[] nextBatch() {
@@ -213,7 +235,10 @@ public final class BackwardTrainer {
      * The objective for clean x with labels y (null for an unconditional flow); draws the training
      * noise, label dropout and guidance scales from {@code r} in that order.
      */
-    public Losses objective(Tensor x, int[] y, Rng r) {
+    public Losses objective(Tensor x, int[] y, Rng r) { return objective(x, draw(x, y, r), null); }
+
+    /** Checks x and y and draws the step's randomness from r (noise, label dropout, guidance scales, in that order). */
+    public Draw draw(Tensor x, int[] y, Rng r) {
         FrozenFlow.checkData(flow, x, "x");
         int b = x.size(0);
         if (flow.numClasses() > 0 && y == null) throw new IllegalArgumentException("the flow is class-conditional: pass labels");
@@ -238,31 +263,46 @@ public final class BackwardTrainer {
             double logMax = Math.log1p(bc.wMax());
             for (int i = 0; i < b; i++) w[i] = r.nextDouble() < bc.wZeroProb() ? 0f : (float) Math.expm1(r.nextDouble() * logMax);
         }
-        List<Tensor> traj = flow.trajectory(xn, yG);
-        return objective(x, xn, traj, yG, w);
+        return new Draw(xn, yG, w);
     }
 
+    /**
+     * The objective of clean x given its draw. {@code batchValues} (null: this batch alone) turns the raw
+     * term values of this batch into those the adaptive weights use: a data-parallel worker holds a shard,
+     * and a(L) must be weighted by the whole batch's L, gathered from every shard.
+     */
+    public Losses objective(Tensor x, Draw d, java.util.function.UnaryOperator<Map<String, Double>> batchValues) {
+        List<Tensor> traj = flow.trajectory(d.noisy(), d.labels());
+        return objective(x, d.noisy(), traj, d.labels(), d.w(), batchValues);
+    }
+
+    Losses objective(Tensor x, Tensor xn, List<Tensor> traj, int[] yG, float[] w) { return objective(x, xn, traj, yG, w, null); }
+
     /** The objective given the trajectory of x~ (under labels yG, -1 = dropped) and guidance scales w (training-time CFG). */
-    Losses objective(Tensor x, Tensor xn, List<Tensor> traj, int[] yG, float[] w) {
+    Losses objective(Tensor x, Tensor xn, List<Tensor> traj, int[] yG, float[] w, java.util.function.UnaryOperator<Map<String, Double>> batchValues) {
         int b = x.size(0), nStages = bc.stages();
         Tensor z = traj.get(nStages);
         BiFlowModel.Output out = w == null ? model.forward(z, yG, null) : cfgForward(z, yG, w);
 
         Map<String, Double> terms = new LinkedHashMap<>();
-        Tensor total = null;
+        // each term's tensor and weight, in the order of terms: the total is formed once the batch's values are known
+        List<Tensor> parts = new ArrayList<>();
+        List<Float> weights = new ArrayList<>();
         // reconstruction at the image end
         boolean learned = bc.denoise() == BackwardConfig.Denoise.LEARNED;
         Tensor target = learned ? flow.toTokens(x) : traj.get(0);
         Tensor recon = Fused.mse(out.tokens(), target);
         terms.put("recon", (double) recon.item());
-        total = add(total, adaptive(recon), bc.reconWeight());
+        parts.add(recon);
+        weights.add(bc.reconWeight());
         if (!perceptual.isEmpty()) {
             Tensor img = model.toData(out.tokens());
             Tensor targetImg = learned ? x : xn;
             for (Term t : perceptual) {
                 Tensor d = t.distance().distance(img, targetImg);
                 terms.put(t.distance().name(), (double) d.item());
-                total = add(total, adaptive(d), t.weight());
+                parts.add(d);
+                weights.add(t.weight());
             }
         }
         // trajectory supervision
@@ -275,7 +315,8 @@ public final class BackwardTrainer {
                 terms.put("align." + i, v);
                 alignSum += v;
                 nAlign++;
-                total = add(total, adaptive(d), bc.alignWeight());
+                parts.add(d);
+                weights.add(bc.alignWeight());
             }
         } else if (bc.strategy() == BackwardConfig.Strategy.HIDDEN_DISTILLATION) {
             for (int i = 0; i < nStages; i++) {
@@ -288,8 +329,16 @@ public final class BackwardTrainer {
                 terms.put("distill." + i, v);
                 alignSum += v;
                 nAlign++;
-                total = add(total, adaptive(d), bc.alignWeight());
+                parts.add(d);
+                weights.add(bc.alignWeight());
             }
+        }
+        Map<String, Double> weighBy = batchValues == null ? terms : batchValues.apply(terms);
+        Tensor total = null;
+        int k = 0;
+        for (String name : terms.keySet()) {
+            total = add(total, adaptive(parts.get(k), weighBy.get(name)), weights.get(k));
+            k++;
         }
         return new Losses(total, terms.get("recon"), nAlign == 0 ? 0 : alignSum / nAlign, terms);
     }
@@ -351,10 +400,9 @@ public final class BackwardTrainer {
                 : new Tensor[]{Tensor.of(mu, b, 1, 1), Tensor.of(is, b, 1, 1)};
     }
 
-    /** a(L) = L / sg((L + eps)^p). */
-    private Tensor adaptive(Tensor l) {
+    /** a(L) = L / sg((v + eps)^p), v the batch's value of L. */
+    private Tensor adaptive(Tensor l, double v) {
         if (bc.adaptiveP() == 0) return l;
-        double v = l.item();
         if (!Double.isFinite(v)) return l; // the step is skipped anyway
         return Ops.mulScalar(l, (float) (1 / Math.pow(v + bc.adaptiveEps(), bc.adaptiveP())));
     }
@@ -396,10 +444,23 @@ public final class BackwardTrainer {
         int[] idx = nextBatch();
         Tensor x = data.clean(idx);
         int[] y = flow.numClasses() > 0 ? data.labels(idx) : null;
-        Losses l = objective(x, y, rng);
-        double lv = l.total().item();
-        GuardedStep.Outcome o = guard.apply(l.total(), lv, null);
-        listener.onStep(new StepStats(next, lv, l.recon(), l.align(), lr, o.gradNorm(), !o.applied(), o.badInARow(), (System.nanoTime() - t0) / 1e9));
+        Draw d = draw(x, y, rng);
+        double lv, recon, align;
+        GuardedStep.Outcome o;
+        if (gradients != null) {
+            Gradients.Computed c = gradients.compute(next, x, d);
+            lv = c.loss();
+            recon = c.recon();
+            align = c.align();
+            o = guard.applyComputed(lv, null);
+        } else {
+            Losses l = objective(x, d, null);
+            lv = l.total().item();
+            recon = l.recon();
+            align = l.align();
+            o = guard.apply(l.total(), lv, null);
+        }
+        listener.onStep(new StepStats(next, lv, recon, align, lr, o.gradNorm(), !o.applied(), o.badInARow(), (System.nanoTime() - t0) / 1e9));
         return o;
     }
 

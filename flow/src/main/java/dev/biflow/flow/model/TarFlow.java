@@ -78,14 +78,23 @@ public final class TarFlow extends Module {
     }
 
     /** Moves the prior variance toward the batch's E[z^2] (outside autograd). */
-    public void updatePrior(Tensor z) {
+    public void updatePrior(Tensor z) { updatePrior(priorSquares(z), z.size(0)); }
+
+    /** Per value of z (T * Cp^2), the sum over the batch of z^2: what {@link #updatePrior} needs, summable over shards of a batch. */
+    public double[] priorSquares(Tensor z) {
         int b = z.size(0), n = var.numel();
-        float[] zd = z.data(), v = var.data();
-        for (int j = 0; j < n; j++) {
-            double s = 0;
-            for (int i = 0; i < b; i++) s += (double) zd[i * n + j] * zd[i * n + j];
-            v[j] += VAR_LR * ((float) (s / b) - v[j]);
-        }
+        float[] zd = z.data();
+        double[] s = new double[n];
+        for (int j = 0; j < n; j++)
+            for (int i = 0; i < b; i++) s[j] += (double) zd[i * n + j] * zd[i * n + j];
+        return s;
+    }
+
+    /** Moves the prior variance toward E[z^2] = sums / b of a batch of b (sums from {@link #priorSquares}, added over shards). */
+    public void updatePrior(double[] sums, int b) {
+        float[] v = var.data();
+        if (sums.length != v.length) throw new IllegalArgumentException(sums.length + " sums of z^2 for a prior of " + v.length + " values");
+        for (int j = 0; j < v.length; j++) v[j] += VAR_LR * ((float) (sums[j] / b) - v[j]);
     }
 
     /**

@@ -54,6 +54,7 @@ public final class ForwardTrainer {
     private final Rng rng;
     private final TrainLoop loop;
     private Listener listener = new Listener() {};
+    private Gradients gradients;
     private int[] order;
     private int cursor;
 
@@ -81,6 +82,25 @@ public final class ForwardTrainer {
     }
 
     public long step() { return loop.step(); }
+
+    /**
+     * Where a step's gradient is computed when it is not computed here: a data-parallel runner (the spark
+     * module) gets each step's batch, exactly as this trainer drew it, and puts d loss / d parameters into
+     * the parameters' grads ({@link Tensor#addToGrad}); the step then continues as on one machine
+     * (the guard's checks, clipping, AdamW, EMA, the prior update, checkpoints).
+     */
+    public interface Gradients {
+        /**
+         * x (B, C, H, W) noisy images, y (B) labels (-1 dropped) or null: fills the grads, returns the
+         * batch's loss and, per value of z, the sum over the batch of z^2 ({@link TarFlow#priorSquares}).
+         */
+        Computed compute(long step, Tensor x, int[] y);
+
+        record Computed(double loss, double[] zSquares) {}
+    }
+
+    /** Null: gradients are computed here (the default). */
+    public void setGradients(Gradients g) { this.gradients = g; }
 
     public Ema ema() { return ema; }
 
@@ -132,15 +152,23 @@ public final class ForwardTrainer {
             y = data.labelsOf(idx);
             for (int i = 0; i < y.length; i++) if (rng.nextDouble() < cfg.labelDropout()) y[i] = -1;
         }
-        TarFlow.Forward f = model.forward(x, y);
-        Tensor loss = TarFlow.loss(f);
-        double lv = loss.item();
-        // the running prior variance follows only applied steps
-        GuardedStep.Outcome o = guard.apply(loss, lv, () -> {
-            try (var ng = Grad.noGrad()) {
-                model.updatePrior(f.z());
-            }
-        });
+        double lv;
+        GuardedStep.Outcome o;
+        if (gradients != null) {
+            Gradients.Computed c = gradients.compute(next, x, y);
+            lv = c.loss();
+            o = guard.applyComputed(lv, () -> model.updatePrior(c.zSquares(), x.size(0)));
+        } else {
+            TarFlow.Forward f = model.forward(x, y);
+            Tensor loss = TarFlow.loss(f);
+            lv = loss.item();
+            // the running prior variance follows only applied steps
+            o = guard.apply(loss, lv, () -> {
+                try (var ng = Grad.noGrad()) {
+                    model.updatePrior(f.z());
+                }
+            });
+        }
         listener.onStep(new StepStats(next, lv, lr, o.gradNorm(), !o.applied(), o.badInARow(), (System.nanoTime() - t0) / 1e9));
         return o;
     }

@@ -54,10 +54,18 @@ public final class GuardedStep {
      * an applied update, after the EMA (null: nothing to do).
      */
     public Outcome apply(Tensor loss, double lossValue, Runnable afterGood) {
+        if (Double.isFinite(lossValue)) loss.backward();
+        return applyComputed(lossValue, afterGood);
+    }
+
+    /**
+     * As {@link #apply}, for a loss whose gradients are already in the parameters' grads (a data-parallel
+     * trainer summed them over its workers): the same checks, clipping, update, EMA and counting.
+     */
+    public Outcome applyComputed(double lossValue, Runnable afterGood) {
         boolean ok = Double.isFinite(lossValue);
         double norm = Double.NaN;
         if (ok) {
-            loss.backward();
             norm = GradClip.globalNorm(params);
             ok = Double.isFinite(norm);
         }
