@@ -34,8 +34,8 @@ class DemoEvalExportTest {
     static void tinyModels() throws IOException {
         data = shared.resolve("tiny-idx");
         Files.createDirectories(data);
-        TrainSettingsTest.writeSplit(data, "train", 16, 1);
-        TrainSettingsTest.writeSplit(data, "t10k", 8, 2);
+        TinyIdx.writeSplit(data, "train", 16, 1);
+        TinyIdx.writeSplit(data, "t10k", 8, 2);
         Path runs = shared.resolve("runs");
         ok(List.of("train-forward", "--data", data.toString(), "--runs", runs.toString(), "--name", "f", "--width", "16", "--blocks", "2",
                 "--layers", "1", "--head-dim", "8", "--steps", "2", "--batch", "4", "--eval-images", "4", "--threads", "1"));

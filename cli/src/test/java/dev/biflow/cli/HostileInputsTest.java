@@ -117,22 +117,22 @@ class HostileInputsTest {
     void badDatasetsAreRefusedBeforeTraining(@TempDir Path tmp) throws Exception {
         Path empty = tmp.resolve("empty");
         Files.createDirectories(empty);
-        TrainSettingsTest.writeSplit(empty, "train", 0, 1);
-        TrainSettingsTest.writeSplit(empty, "t10k", 8, 2);
+        TinyIdx.writeSplit(empty, "train", 0, 1);
+        TinyIdx.writeSplit(empty, "t10k", 8, 2);
         oneLineError(run(tiny(tmp, "e", "--data", empty.toString())), "train-images-idx3-ubyte holds no images");
         assertFalse(Files.exists(tmp.resolve("e")), "no run folder");
 
         Path emptyTest = tmp.resolve("empty-test");
         Files.createDirectories(emptyTest);
-        TrainSettingsTest.writeSplit(emptyTest, "train", 8, 1);
-        TrainSettingsTest.writeSplit(emptyTest, "t10k", 0, 2);
+        TinyIdx.writeSplit(emptyTest, "train", 8, 1);
+        TinyIdx.writeSplit(emptyTest, "t10k", 0, 2);
         oneLineError(run(tiny(tmp, "t", "--data", emptyTest.toString())), "t10k-images-idx3-ubyte holds no images");
         assertFalse(Files.exists(tmp.resolve("t").resolve("model.safetensors")), "the test split is checked before the first step");
 
         Path huge = tmp.resolve("huge-label");
         Files.createDirectories(huge);
-        TrainSettingsTest.writeSplit(huge, "train", 4, 1);
-        TrainSettingsTest.writeSplit(huge, "t10k", 8, 2);
+        TinyIdx.writeSplit(huge, "train", 4, 1);
+        TinyIdx.writeSplit(huge, "t10k", 8, 2);
         java.io.ByteArrayOutputStream lab = new java.io.ByteArrayOutputStream();
         try (java.io.DataOutputStream d = new java.io.DataOutputStream(lab)) {
             d.writeInt(0x00000C01); // int32 labels

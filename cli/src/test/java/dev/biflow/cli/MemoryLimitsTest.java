@@ -94,8 +94,8 @@ class MemoryLimitsTest {
     void aGzipIdxThatExpandsBeyondTheBudgetIsRefusedBeforeItIsKept(@TempDir Path tmp) throws Exception {
         Path dir = tmp.resolve("bomb");
         Files.createDirectories(dir);
-        TrainSettingsTest.writeSplit(dir, "t10k", 8, 2);
-        TrainSettingsTest.writeSplit(dir, "train", 8, 1);
+        TinyIdx.writeSplit(dir, "t10k", 8, 2);
+        TinyIdx.writeSplit(dir, "train", 8, 1);
         Files.delete(dir.resolve("train-images-idx3-ubyte"));
         int n = 20_000; // x 28 x 28 = 15 MB of pixels in a 15 KB gzip; 75 MB as bytes and floats, over a 16 MB budget
         ByteArrayOutputStream bo = new ByteArrayOutputStream();

@@ -10,8 +10,6 @@ import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
-import java.io.ByteArrayOutputStream;
-import java.io.DataOutputStream;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -32,27 +30,8 @@ class TrainSettingsTest {
     static void tinyDataset() throws IOException {
         data = shared.resolve("tiny-idx");
         Files.createDirectories(data);
-        writeSplit(data, "train", 16, 1);
-        writeSplit(data, "t10k", 8, 2);
-    }
-
-    static void writeSplit(Path dir, String prefix, int n, int seed) throws IOException {
-        java.util.Random r = new java.util.Random(seed);
-        ByteArrayOutputStream img = new ByteArrayOutputStream(), lab = new ByteArrayOutputStream();
-        try (DataOutputStream d = new DataOutputStream(img)) {
-            d.writeInt(0x00000803);
-            d.writeInt(n);
-            d.writeInt(28);
-            d.writeInt(28);
-            for (int i = 0; i < n * 28 * 28; i++) d.writeByte(r.nextInt(256));
-        }
-        try (DataOutputStream d = new DataOutputStream(lab)) {
-            d.writeInt(0x00000801);
-            d.writeInt(n);
-            for (int i = 0; i < n; i++) d.writeByte(i % 10);
-        }
-        Files.write(dir.resolve(prefix + "-images-idx3-ubyte"), img.toByteArray());
-        Files.write(dir.resolve(prefix + "-labels-idx1-ubyte"), lab.toByteArray());
+        TinyIdx.writeSplit(data, "train", 16, 1);
+        TinyIdx.writeSplit(data, "t10k", 8, 2);
     }
 
     /** A tiny forward model's flags, a few steps on the tiny data. */

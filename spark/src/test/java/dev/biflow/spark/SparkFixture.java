@@ -10,7 +10,6 @@ import org.apache.spark.SparkConf;
 import org.apache.spark.api.java.JavaSparkContext;
 
 import java.io.ByteArrayOutputStream;
-import java.io.DataOutputStream;
 import java.nio.file.Files;
 import java.io.IOException;
 import java.io.PrintStream;
@@ -77,23 +76,4 @@ final class SparkFixture {
         return r;
     }
 
-    /** An MNIST-format split of n random 28x28 images (labels i mod 10), as the datasets' IDX files. */
-    static void writeSplit(Path dir, String prefix, int n, int seed) throws Exception {
-        java.util.Random r = new java.util.Random(seed);
-        ByteArrayOutputStream img = new ByteArrayOutputStream(), lab = new ByteArrayOutputStream();
-        try (DataOutputStream d = new DataOutputStream(img)) {
-            d.writeInt(0x00000803);
-            d.writeInt(n);
-            d.writeInt(28);
-            d.writeInt(28);
-            for (int i = 0; i < n * 28 * 28; i++) d.writeByte(r.nextInt(256));
-        }
-        try (DataOutputStream d = new DataOutputStream(lab)) {
-            d.writeInt(0x00000801);
-            d.writeInt(n);
-            for (int i = 0; i < n; i++) d.writeByte(i % 10);
-        }
-        Files.write(dir.resolve(prefix + "-images-idx3-ubyte"), img.toByteArray());
-        Files.write(dir.resolve(prefix + "-labels-idx1-ubyte"), lab.toByteArray());
-    }
 }

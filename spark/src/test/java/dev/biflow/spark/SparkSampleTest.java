@@ -56,8 +56,8 @@ class SparkSampleTest {
         // a 28x28 F (the evaluation network's input) and an untrained FashionNet-eval: the numbers only need to be equal
         Path idx = dir.resolve("idx");
         Files.createDirectories(idx);
-        SparkFixture.writeSplit(idx, "train", 16, 1);
-        SparkFixture.writeSplit(idx, "t10k", 8, 2);
+        dev.biflow.cli.TinyIdx.writeSplit(idx, "train", 16, 1);
+        dev.biflow.cli.TinyIdx.writeSplit(idx, "t10k", 8, 2);
         TarFlow f = new TarFlow(new dev.biflow.flow.model.TarFlowConfig(1, 28, 7, 16, 1, 1, 10, 8, dev.biflow.flow.model.NormControl.NONE, 0f),
                 new dev.biflow.engine.Rng(4));
         Path fFile = SparkFixture.save(f, dir.resolve("f28.safetensors"));

@@ -142,8 +142,8 @@ class SparkTrainTest {
     void theCommandRunsDataParallel() throws Exception {
         Path idx = dir.resolve("idx");
         Files.createDirectories(idx);
-        SparkFixture.writeSplit(idx, "train", 16, 1);
-        SparkFixture.writeSplit(idx, "t10k", 8, 2);
+        dev.biflow.cli.TinyIdx.writeSplit(idx, "train", 16, 1);
+        dev.biflow.cli.TinyIdx.writeSplit(idx, "t10k", 8, 2);
         var r = SparkFixture.ok("spark", "--partitions", "2", "train-forward", "--data", idx.toString(), "--runs", dir.toString(), "--name", "cli",
                 "--width", "16", "--blocks", "1", "--layers", "1", "--head-dim", "8", "--steps", "2", "--batch", "4", "--eval-images", "4");
         assertTrue(r.out().contains("data-parallel over 2 workers"), r.out());
