@@ -141,7 +141,7 @@ run() {
     case $rc in 0) status_conf="PASS";; 124) status_conf="timed out (120 s)";; *) status_conf="FAIL (see gpu-check-conformance.log)";; esac
     say "== 2b. whole model passes on $DEVICE vs the CPU backend: TarFlow forward, exact inverse and a training step (per-op), BiFlow 1-NFE (per-op and resident), TarFlow exact inverse (resident)"
     timeout 90 "$java" "${jv[@]}" dev.biflow.gpu.ConformanceMain "$DEVICE" dev.biflow.flow.model.TarFlowOpenClTest \
-      dev.biflow.flow.backward.BiFlowOpenClTest dev.biflow.flow.backward.ResidentBiFlowTest dev.biflow.flow.model.ResidentTarFlowTest > "$OUTDIR/gpu-check-models.log" 2>&1
+      dev.biflow.flow.inverse.BiFlowOpenClTest dev.biflow.flow.inverse.ResidentBiFlowTest dev.biflow.flow.model.ResidentTarFlowTest > "$OUTDIR/gpu-check-models.log" 2>&1
     rc=$?
     grep -E '^\[|tests (successful|failed|skipped|aborted|found)|CONFORMANCE|=> ' "$OUTDIR/gpu-check-models.log" | head -40 | tee -a "$LOG"
     case $rc in 0) status_models="PASS";; 124) status_models="timed out (90 s)";; *) status_models="FAIL (see gpu-check-models.log)";; esac

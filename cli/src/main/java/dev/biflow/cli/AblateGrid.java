@@ -3,7 +3,7 @@ package dev.biflow.cli;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
-import dev.biflow.flow.backward.BackwardConfig;
+import dev.biflow.flow.inverse.BackwardConfig;
 import dev.biflow.flow.data.ImageDataset;
 import dev.biflow.flow.features.FeatureNets;
 import dev.biflow.flow.model.NormControl;

@@ -242,20 +242,20 @@ final class BenchCommand implements Callable<Integer> {
     private double[] timeSampler(TarFlowConfig cfg, boolean biflow, dev.biflow.engine.Backend backend) {
         TarFlow m = new TarFlow(cfg, new Rng(1));
         randomiseOutput(m);
-        dev.biflow.flow.backward.FrozenFlow ff = dev.biflow.flow.backward.FrozenFlow.of(m);
-        dev.biflow.flow.backward.BiFlowSampler sampler;
-        dev.biflow.flow.backward.ResidentBiFlow resident = null;
+        dev.biflow.flow.inverse.FrozenFlow ff = dev.biflow.flow.inverse.FrozenFlow.of(m);
+        dev.biflow.flow.inverse.BiFlowSampler sampler;
+        dev.biflow.flow.inverse.ResidentBiFlow resident = null;
         if (biflow) {
-            var bc = dev.biflow.flow.backward.BackwardConfig.forFlow(cfg).withSize(128, 32, 2, 1)
-                    .withCfg(dev.biflow.flow.backward.BackwardConfig.Cfg.TRAINING_TIME);
-            var g = new dev.biflow.flow.backward.BiFlowModel(bc, new Rng(2));
-            sampler = dev.biflow.flow.backward.BiFlowSampler.of(ff, g, 0.1f);
+            var bc = dev.biflow.flow.inverse.BackwardConfig.forFlow(cfg).withSize(128, 32, 2, 1)
+                    .withCfg(dev.biflow.flow.inverse.BackwardConfig.Cfg.TRAINING_TIME);
+            var g = new dev.biflow.flow.inverse.BiFlowModel(bc, new Rng(2));
+            sampler = dev.biflow.flow.inverse.BiFlowSampler.of(ff, g, 0.1f);
             // On OpenCL, G's pass runs resident (weights uploaded once, here, outside the timings; 1 put + 1 get per call)
             // instead of per op; denoising is LEARNED (forFlow's default), so sampler.sample is g.sample and the two time the same thing.
-            if (backend instanceof dev.biflow.gpu.OpenClBackend cl && sampler.denoise != dev.biflow.flow.backward.BackwardConfig.Denoise.SCORE)
-                resident = dev.biflow.flow.backward.ResidentBiFlow.of(g, cl, sampleBatch);
+            if (backend instanceof dev.biflow.gpu.OpenClBackend cl && sampler.denoise != dev.biflow.flow.inverse.BackwardConfig.Denoise.SCORE)
+                resident = dev.biflow.flow.inverse.ResidentBiFlow.of(g, cl, sampleBatch);
         } else {
-            sampler = dev.biflow.flow.backward.BiFlowSampler.exactInverse(ff, dev.biflow.flow.backward.BackwardConfig.Denoise.SCORE, 0.1f);
+            sampler = dev.biflow.flow.inverse.BiFlowSampler.exactInverse(ff, dev.biflow.flow.inverse.BackwardConfig.Denoise.SCORE, 0.1f);
         }
         Rng rng = new Rng(3);
         int[] y = new int[sampleBatch];

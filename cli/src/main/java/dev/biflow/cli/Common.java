@@ -33,20 +33,20 @@ final class Common {
      * and for two-pass CFG with w > 0, which the resident program does not run (said on stderr). The
      * returned handle closes the device program.
      */
-    static DeviceSampler biflowSampler(dev.biflow.flow.backward.FrozenFlow ff, dev.biflow.flow.backward.BiFlowModel g,
+    static DeviceSampler biflowSampler(dev.biflow.flow.inverse.FrozenFlow ff, dev.biflow.flow.inverse.BiFlowModel g,
                                        float sigma, int batch, float w) {
-        var one = dev.biflow.flow.backward.BiFlowSampler.of(ff, g, sigma);
+        var one = dev.biflow.flow.inverse.BiFlowSampler.of(ff, g, sigma);
         if (!(dev.biflow.engine.Backend.active() instanceof dev.biflow.gpu.OpenClBackend be)) return new DeviceSampler(one, null);
-        if (g.config.cfg() == dev.biflow.flow.backward.BackwardConfig.Cfg.TWO_PASS && w > 0) {
+        if (g.config.cfg() == dev.biflow.flow.inverse.BackwardConfig.Cfg.TWO_PASS && w > 0) {
             System.err.println("note: G uses two-pass CFG (w = " + w + "): it runs op by op on " + be.name() + ", not as one resident pass");
             return new DeviceSampler(one, null);
         }
-        var r = dev.biflow.flow.backward.ResidentBiFlow.of(g, be, batch);
+        var r = dev.biflow.flow.inverse.ResidentBiFlow.of(g, be, batch);
         return new DeviceSampler(one.withResident(r), r);
     }
 
     /** A sampler and the device program it uses (null on the CPU). */
-    record DeviceSampler(dev.biflow.flow.backward.BiFlowSampler sampler, dev.biflow.flow.backward.ResidentBiFlow program) implements AutoCloseable {
+    record DeviceSampler(dev.biflow.flow.inverse.BiFlowSampler sampler, dev.biflow.flow.inverse.ResidentBiFlow program) implements AutoCloseable {
         @Override
         public void close() { if (program != null) program.close(); }
     }

@@ -1,7 +1,7 @@
 // biflow demo: the main job. Samples the shipped Fashion-MNIST models both ways, grades and times them, writes a report.
 package dev.biflow.cli;
 
-import dev.biflow.flow.backward.BackwardCheckpoints;
+import dev.biflow.flow.inverse.BackwardCheckpoints;
 import dev.biflow.flow.data.ImageDataset;
 import dev.biflow.flow.features.FeatureNets;
 import dev.biflow.flow.metrics.Metrics;

@@ -1,7 +1,7 @@
 // biflow eval: bits/dim of a forward flow and sample metrics (FD-FashionNet etc.) and cost of each sampler.
 package dev.biflow.cli;
 
-import dev.biflow.flow.backward.BackwardCheckpoints;
+import dev.biflow.flow.inverse.BackwardCheckpoints;
 import dev.biflow.flow.data.ImageDataset;
 import dev.biflow.flow.features.FeatureNets;
 import dev.biflow.flow.metrics.Metrics;

@@ -39,12 +39,12 @@ final class ExportCommand implements Callable<Integer> {
         Safetensors.Contents c = Safetensors.read(in);
         Map<String, String> meta = new java.util.LinkedHashMap<>(c.metadata());
         if (guidanceW != null) {
-            if (!dev.biflow.flow.backward.BackwardCheckpoints.KIND.equals(meta.get(dev.biflow.flow.model.Checkpoints.KIND_KEY)))
+            if (!dev.biflow.flow.inverse.BackwardCheckpoints.KIND.equals(meta.get(dev.biflow.flow.model.Checkpoints.KIND_KEY)))
                 throw new IllegalArgumentException("--guidance-w is for BiFlow backward models; " + in + " holds a '"
                         + meta.get(dev.biflow.flow.model.Checkpoints.KIND_KEY) + "' model");
             // the model checks the scale against its CFG mode and trained range
-            dev.biflow.flow.backward.BackwardCheckpoints.read(in).model().checkGuidance(guidanceW, new int[1]);
-            meta.put(dev.biflow.flow.backward.BackwardCheckpoints.GUIDANCE_KEY, Float.toString(guidanceW));
+            dev.biflow.flow.inverse.BackwardCheckpoints.read(in).model().checkGuidance(guidanceW, new int[1]);
+            meta.put(dev.biflow.flow.inverse.BackwardCheckpoints.GUIDANCE_KEY, Float.toString(guidanceW));
         }
         Safetensors.Builder b = Safetensors.builder();
         for (Map.Entry<String, Tensor> e : c.tensors().entrySet()) {

@@ -42,7 +42,7 @@ public final class SampleCommand implements Callable<Integer> {
      * A grid whose rows alternate BiFlow 1-NFE samples and exact-inverse samples (score-denoised,
      * guided with the same scale) from the same noise and labels: one column per class.
      */
-    static Path compareGrid(dev.biflow.flow.backward.FrozenFlow ff, dev.biflow.flow.backward.BiFlowModel g, float sigma,
+    static Path compareGrid(dev.biflow.flow.inverse.FrozenFlow ff, dev.biflow.flow.inverse.BiFlowModel g, float sigma,
                             dev.biflow.flow.model.TarFlowConfig cfg, Path out, int perRow, float w, long seed) throws java.io.IOException {
         int rows = 2;
         int n = perRow * rows;
@@ -52,7 +52,7 @@ public final class SampleCommand implements Callable<Integer> {
         try (Common.DeviceSampler ds = Common.biflowSampler(ff, g, sigma, n, w)) {
             xb = ds.sampler().sample(eps, y, w);
         }
-        Tensor xe = dev.biflow.flow.backward.BiFlowSampler.exactInverse(ff, dev.biflow.flow.backward.BackwardConfig.Denoise.SCORE, sigma).sample(eps, y, w);
+        Tensor xe = dev.biflow.flow.inverse.BiFlowSampler.exactInverse(ff, dev.biflow.flow.inverse.BackwardConfig.Denoise.SCORE, sigma).sample(eps, y, w);
         // interleave rows: biflow row r, exact row r, ...
         int d = cfg.dims();
         float[] all = new float[2 * n * d];
@@ -69,9 +69,9 @@ public final class SampleCommand implements Callable<Integer> {
         common.apply();
         TarFlow m = Checkpoints.loadTarFlow(model);
         if (backward != null) {
-            var loaded = dev.biflow.flow.backward.BackwardCheckpoints.read(backward);
+            var loaded = dev.biflow.flow.inverse.BackwardCheckpoints.read(backward);
             long t0 = System.nanoTime();
-            compareGrid(dev.biflow.flow.backward.FrozenFlow.of(m), loaded.model(), loaded.sigma(), m.config, out, nrow, w, seed);
+            compareGrid(dev.biflow.flow.inverse.FrozenFlow.of(m), loaded.model(), loaded.sigma(), m.config, out, nrow, w, seed);
             System.out.printf(Locale.ROOT, "sample: BiFlow 1-NFE and exact-inverse rows from the same noise in %s -> %s%n",
                     Common.duration((System.nanoTime() - t0) / 1e9), out);
             return 0;

@@ -4,10 +4,10 @@ package dev.biflow.cli;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import dev.biflow.engine.Rng;
 import dev.biflow.engine.Tensor;
-import dev.biflow.flow.backward.BackwardCheckpoints;
-import dev.biflow.flow.backward.BackwardConfig;
-import dev.biflow.flow.backward.BiFlowSampler;
-import dev.biflow.flow.backward.FrozenFlow;
+import dev.biflow.flow.inverse.BackwardCheckpoints;
+import dev.biflow.flow.inverse.BackwardConfig;
+import dev.biflow.flow.inverse.BiFlowSampler;
+import dev.biflow.flow.inverse.FrozenFlow;
 import dev.biflow.flow.data.ImageDataset;
 import dev.biflow.flow.metrics.Metrics;
 import dev.biflow.flow.model.TarFlow;
@@ -62,7 +62,7 @@ public final class SamplerEval {
     public static final String EXACT = "exact", BIFLOW = "biflow";
 
     /** The sampler a job names: F's exact inverse (score-denoised) or G's one pass (on the CPU). */
-    public static BiFlowSampler sampler(String which, FrozenFlow ff, dev.biflow.flow.backward.BiFlowModel g, float sigma) {
+    public static BiFlowSampler sampler(String which, FrozenFlow ff, dev.biflow.flow.inverse.BiFlowModel g, float sigma) {
         return switch (which) {
             case EXACT -> BiFlowSampler.exactInverse(ff, BackwardConfig.Denoise.SCORE, sigma);
             case BIFLOW -> BiFlowSampler.of(ff, g, sigma);

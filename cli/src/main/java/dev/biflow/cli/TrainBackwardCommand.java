@@ -6,11 +6,11 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.biflow.engine.Rng;
 import dev.biflow.engine.Tensor;
 import dev.biflow.engine.io.ImageGrid;
-import dev.biflow.flow.backward.BackwardConfig;
-import dev.biflow.flow.backward.BackwardTrainer;
-import dev.biflow.flow.backward.BiFlowModel;
-import dev.biflow.flow.backward.BiFlowSampler;
-import dev.biflow.flow.backward.FrozenFlow;
+import dev.biflow.flow.inverse.BackwardConfig;
+import dev.biflow.flow.inverse.BackwardTrainer;
+import dev.biflow.flow.inverse.BiFlowModel;
+import dev.biflow.flow.inverse.BiFlowSampler;
+import dev.biflow.flow.inverse.FrozenFlow;
 import dev.biflow.flow.data.ImageDataset;
 import dev.biflow.flow.model.Checkpoints;
 import dev.biflow.flow.model.TarFlow;
@@ -176,7 +176,7 @@ final class TrainBackwardCommand implements Callable<Integer>, ConfigFile.Config
             dev.biflow.flow.train.RunCheckpoint.open(resume, optim.ema > 0
                     ? List.of(BackwardTrainer.MODEL_FILE, BackwardTrainer.STATE_FILE, BackwardTrainer.EMA_FILE)
                     : List.of(BackwardTrainer.MODEL_FILE, BackwardTrainer.STATE_FILE));
-            bc = dev.biflow.flow.backward.BackwardCheckpoints.load(resume.resolve(BackwardTrainer.MODEL_FILE)).config;
+            bc = dev.biflow.flow.inverse.BackwardCheckpoints.load(resume.resolve(BackwardTrainer.MODEL_FILE)).config;
         }
         BiFlowModel g = new BiFlowModel(bc, new Rng(seed));
         ImageDataset train = ImageDataset.loadIdx(data, "train");

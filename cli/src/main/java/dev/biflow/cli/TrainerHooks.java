@@ -1,7 +1,7 @@
 // How another module changes where the training commands compute their gradients (the spark module's data-parallel runs).
 package dev.biflow.cli;
 
-import dev.biflow.flow.backward.BackwardTrainer;
+import dev.biflow.flow.inverse.BackwardTrainer;
 import dev.biflow.flow.train.ForwardTrainer;
 
 import java.io.IOException;

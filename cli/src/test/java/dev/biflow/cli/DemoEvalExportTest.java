@@ -123,7 +123,7 @@ class DemoEvalExportTest {
     void recordedGuidanceScaleIsGsDefault(@TempDir Path tmp) throws Exception {
         Path g = tmp.resolve("g.safetensors");
         ok(List.of("export", models.resolve(DemoCommand.BACKWARD_FILE).toString(), g.toString(), "--guidance-w", "0.5"));
-        assertEquals("0.5", Safetensors.read(g).metadata().get(dev.biflow.flow.backward.BackwardCheckpoints.GUIDANCE_KEY));
+        assertEquals("0.5", Safetensors.read(g).metadata().get(dev.biflow.flow.inverse.BackwardCheckpoints.GUIDANCE_KEY));
         Path out = tmp.resolve("e");
         ok(List.of("eval", "--model", models.resolve(DemoCommand.FORWARD_FILE).toString(), "--backward", g.toString(), "--data", data.toString(),
                 "--samples", "8", "--n", "0", "--eval-net", models.resolve(FeatureNets.EVAL_FILE).toString(), "--out", out.toString(), "--threads", "1"));

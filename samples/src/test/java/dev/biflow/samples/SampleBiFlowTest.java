@@ -1,9 +1,9 @@
 package dev.biflow.samples;
 
 import dev.biflow.engine.Rng;
-import dev.biflow.flow.backward.BackwardCheckpoints;
-import dev.biflow.flow.backward.BackwardConfig;
-import dev.biflow.flow.backward.BiFlowModel;
+import dev.biflow.flow.inverse.BackwardCheckpoints;
+import dev.biflow.flow.inverse.BackwardConfig;
+import dev.biflow.flow.inverse.BiFlowModel;
 import dev.biflow.flow.model.Checkpoints;
 import dev.biflow.flow.model.NormControl;
 import dev.biflow.flow.model.TarFlow;

@@ -4,9 +4,9 @@ package dev.biflow.spark;
 import dev.biflow.cli.EvalCommand;
 import dev.biflow.cli.SamplerEval;
 import dev.biflow.engine.Tensor;
-import dev.biflow.flow.backward.BackwardCheckpoints;
-import dev.biflow.flow.backward.BiFlowSampler;
-import dev.biflow.flow.backward.FrozenFlow;
+import dev.biflow.flow.inverse.BackwardCheckpoints;
+import dev.biflow.flow.inverse.BiFlowSampler;
+import dev.biflow.flow.inverse.FrozenFlow;
 import dev.biflow.flow.metrics.Metrics;
 import dev.biflow.flow.model.TarFlow;
 import org.apache.spark.broadcast.Broadcast;
@@ -56,14 +56,14 @@ final class SparkEval implements Callable<Integer> {
     }
 
     /** A replica: F, G (or null) and the metrics' network, from the broadcast bytes (G and the network through files). */
-    record Replica(TarFlow f, FrozenFlow ff, dev.biflow.flow.backward.BiFlowModel g, Metrics metrics) {}
+    record Replica(TarFlow f, FrozenFlow ff, dev.biflow.flow.inverse.BiFlowModel g, Metrics metrics) {}
 
     static Replica replica(Setup s) {
         try {
             TarFlow f = Replicas.tarFlow(s.forward());
             Path tmp = Files.createTempDirectory("biflow-eval");
             try {
-                dev.biflow.flow.backward.BiFlowModel g = null;
+                dev.biflow.flow.inverse.BiFlowModel g = null;
                 if (s.backward() != null) g = BackwardCheckpoints.read(Files.write(tmp.resolve("g.safetensors"), s.backward())).model();
                 Metrics m = Metrics.load(Files.write(tmp.resolve("eval.safetensors"), s.evalNet()));
                 return new Replica(f, FrozenFlow.of(f), g, m);

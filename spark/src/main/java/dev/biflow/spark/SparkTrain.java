@@ -2,7 +2,7 @@
 package dev.biflow.spark;
 
 import dev.biflow.cli.TrainerHooks;
-import dev.biflow.flow.backward.BackwardTrainer;
+import dev.biflow.flow.inverse.BackwardTrainer;
 import dev.biflow.flow.train.ForwardTrainer;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.ParentCommand;

@@ -11,7 +11,7 @@ import java.util.List;
 
 /**
  * One guarded optimisation step, shared by {@link ForwardTrainer} and
- * {@link dev.biflow.flow.backward.BackwardTrainer} so that both skip, count and stop alike:
+ * {@link dev.biflow.flow.inverse.BackwardTrainer} so that both skip, count and stop alike:
  * a non-finite loss skips the backward pass, a non-finite global gradient norm skips the update;
  * otherwise the gradients are clipped (when {@code cfg.gradClip() > 0}), the optimizer steps, the
  * EMA follows, and the caller's own after-step work runs. Gradients are cleared either way.

@@ -15,7 +15,7 @@ import java.util.List;
 import java.util.function.BooleanSupplier;
 
 /**
- * The loop of {@link ForwardTrainer} and {@link dev.biflow.flow.backward.BackwardTrainer}; each
+ * The loop of {@link ForwardTrainer} and {@link dev.biflow.flow.inverse.BackwardTrainer}; each
  * supplies its step ({@link Body#step}) and the parts of its checkpoint ({@link Body#parts}).
  *
  * <ul>

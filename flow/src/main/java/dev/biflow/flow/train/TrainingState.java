@@ -15,7 +15,7 @@ import java.util.Map;
 /**
  * What a run needs besides the model weights to continue exactly: the optimizer and EMA state,
  * the RNG, the step, and the position in the shuffled data. {@link ForwardTrainer} and
- * {@link dev.biflow.flow.backward.BackwardTrainer} both store it with {@link #write} and
+ * {@link dev.biflow.flow.inverse.BackwardTrainer} both store it with {@link #write} and
  * restore it with {@link #read}, so run folders of either kind share one file layout:
  * <pre>
  *   tensors   "opt." + AdamW.state() keys, then "ema." + Ema.state() keys (only with EMA),

@@ -3,8 +3,8 @@ package dev.biflow.flow.model;
 
 import dev.biflow.engine.Rng;
 import dev.biflow.engine.Tensor;
-import dev.biflow.flow.backward.BackwardConfig;
-import dev.biflow.flow.backward.BiFlowModel;
+import dev.biflow.flow.inverse.BackwardConfig;
+import dev.biflow.flow.inverse.BiFlowModel;
 import org.junit.jupiter.api.Test;
 
 import java.util.Map;

@@ -1,5 +1,5 @@
 // The frozen forward model F as the backward model sees it: a token trajectory, a prior, an exact inverse and a score.
-package dev.biflow.flow.backward;
+package dev.biflow.flow.inverse;
 
 import dev.biflow.engine.Grad;
 import dev.biflow.engine.Shape;

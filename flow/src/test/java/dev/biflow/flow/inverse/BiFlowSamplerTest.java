@@ -1,5 +1,5 @@
 // Sampling paths: the exact-inverse baseline, score denoising after G, and noise-space inpainting.
-package dev.biflow.flow.backward;
+package dev.biflow.flow.inverse;
 
 import dev.biflow.engine.Rng;
 import dev.biflow.engine.Tensor;
@@ -10,7 +10,7 @@ import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 
-import static dev.biflow.flow.backward.BackwardConfigTest.assertMsg;
+import static dev.biflow.flow.inverse.BackwardConfigTest.assertMsg;
 import static org.junit.jupiter.api.Assertions.*;
 import static org.quicktheories.QuickTheory.qt;
 import static org.quicktheories.generators.SourceDSL.integers;

@@ -1,5 +1,5 @@
 // Saving and loading BiFlow backward models as safetensors files that carry their config and the noise level they were trained at.
-package dev.biflow.flow.backward;
+package dev.biflow.flow.inverse;
 
 import dev.biflow.engine.Rng;
 import dev.biflow.engine.Tensor;

@@ -1,5 +1,5 @@
 // Sampling from a BiFlow pair (F, G): 1-NFE generation, two-pass CFG, score denoising, the exact-inverse baseline, noise-space inpainting.
-package dev.biflow.flow.backward;
+package dev.biflow.flow.inverse;
 
 import dev.biflow.engine.Rng;
 import dev.biflow.engine.Shape;

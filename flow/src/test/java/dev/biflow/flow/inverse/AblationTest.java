@@ -1,5 +1,5 @@
 // The strategy ablation on the tiny image set (opt-in, minutes): hidden alignment vs naive vs hidden distillation over three seeds.
-package dev.biflow.flow.backward;
+package dev.biflow.flow.inverse;
 
 import dev.biflow.engine.Rng;
 import dev.biflow.engine.Tensor;

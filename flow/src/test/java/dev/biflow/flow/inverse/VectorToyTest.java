@@ -1,5 +1,5 @@
 // A 2-D toy: G learns to invert a frozen residual flow that has no closed-form inverse, from vectors rather than images.
-package dev.biflow.flow.backward;
+package dev.biflow.flow.inverse;
 
 import dev.biflow.engine.Rng;
 import dev.biflow.engine.Tensor;
@@ -13,7 +13,7 @@ import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 
-import static dev.biflow.flow.backward.BackwardConfigTest.assertMsg;
+import static dev.biflow.flow.inverse.BackwardConfigTest.assertMsg;
 import static org.junit.jupiter.api.Assertions.*;
 
 class VectorToyTest {

@@ -1,5 +1,5 @@
 // The shape and objective of a BiFlow backward model G: its token geometry (copied from F), its size, and every ablation switch.
-package dev.biflow.flow.backward;
+package dev.biflow.flow.inverse;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;

@@ -1,5 +1,5 @@
 // BiFlow's 1-NFE sampler as one device-resident pass (module flow-opencl, so that flow needs no OpenCL): G's inference plan on the OpenCL device, one put (noise + condition) and one get (tokens) per call.
-package dev.biflow.flow.backward;
+package dev.biflow.flow.inverse;
 
 import dev.biflow.engine.Grad;
 import dev.biflow.engine.Ops;

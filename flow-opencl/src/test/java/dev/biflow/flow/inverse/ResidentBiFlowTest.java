@@ -1,5 +1,5 @@
 // ResidentBiFlow (G's 1-NFE sample as one device-resident pass) against BiFlowModel.sample on the CPU, with exact copies and launches per call.
-package dev.biflow.flow.backward;
+package dev.biflow.flow.inverse;
 
 import dev.biflow.engine.Backend;
 import dev.biflow.engine.Rng;

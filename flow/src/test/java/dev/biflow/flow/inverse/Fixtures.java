@@ -1,5 +1,5 @@
 // Shared fixtures of the backward-model tests: a tiny structured image set and a briefly trained forward flow.
-package dev.biflow.flow.backward;
+package dev.biflow.flow.inverse;
 
 import dev.biflow.engine.Rng;
 import dev.biflow.engine.Tensor;

@@ -1,5 +1,5 @@
 // A frozen 2-D test flow without a closed-form inverse: residual blocks x + c tanh(A x + b) with Lip < 1 (i-ResNet style).
-package dev.biflow.flow.backward;
+package dev.biflow.flow.inverse;
 
 import dev.biflow.engine.Grad;
 import dev.biflow.engine.Ops;

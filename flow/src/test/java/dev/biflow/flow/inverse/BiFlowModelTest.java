@@ -1,5 +1,5 @@
 // The backward model G: one evaluation per sample, the training-time-CFG contract, the null class, input checks, checkpoints.
-package dev.biflow.flow.backward;
+package dev.biflow.flow.inverse;
 
 import dev.biflow.engine.Grad;
 import dev.biflow.engine.Ops;
@@ -21,7 +21,7 @@ import java.io.IOException;
 import java.nio.file.Path;
 import java.util.Map;
 
-import static dev.biflow.flow.backward.BackwardConfigTest.assertMsg;
+import static dev.biflow.flow.inverse.BackwardConfigTest.assertMsg;
 import static org.junit.jupiter.api.Assertions.*;
 import static org.quicktheories.QuickTheory.qt;
 import static org.quicktheories.generators.SourceDSL.floats;

@@ -1,5 +1,5 @@
 // BackwardConfig: JSON round trip over random configurations, defaults from a TARFlow config, and clear rejections.
-package dev.biflow.flow.backward;
+package dev.biflow.flow.inverse;
 
 import dev.biflow.flow.model.TarFlowConfig;
 import org.junit.jupiter.api.Test;

@@ -1,5 +1,5 @@
 // The BiFlow backward model G: a bidirectional ViT that maps F's noise z back to a clean image in one pass (1-NFE).
-package dev.biflow.flow.backward;
+package dev.biflow.flow.inverse;
 
 import dev.biflow.engine.Fused;
 import dev.biflow.engine.Grad;

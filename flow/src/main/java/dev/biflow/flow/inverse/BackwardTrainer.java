@@ -1,5 +1,5 @@
 // Stage 2 of BiFlow: trains the backward model G against a frozen forward flow F, with resumable checkpoints.
-package dev.biflow.flow.backward;
+package dev.biflow.flow.inverse;
 
 import dev.biflow.engine.Fused;
 import dev.biflow.engine.Grad;

@@ -1,14 +1,14 @@
 // Plan versus forward for G: the inference plan's tokens are forward's bits, with a graph (training) and without, every strategy and CFG mode.
-package dev.biflow.flow.backward;
+package dev.biflow.flow.inverse;
 
 import dev.biflow.engine.Grad;
 import dev.biflow.engine.Tensor;
 import dev.biflow.engine.kernels.Parallel;
 import org.junit.jupiter.api.Test;
 
-import static dev.biflow.flow.backward.BiFlowModelTest.cfg;
-import static dev.biflow.flow.backward.BiFlowModelTest.noise;
-import static dev.biflow.flow.backward.BiFlowModelTest.randomModel;
+import static dev.biflow.flow.inverse.BiFlowModelTest.cfg;
+import static dev.biflow.flow.inverse.BiFlowModelTest.noise;
+import static dev.biflow.flow.inverse.BiFlowModelTest.randomModel;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;

@@ -1,5 +1,5 @@
 // G's one network evaluation as an inference plan for one batch size, run on the host: forward's tokens, bit for bit.
-package dev.biflow.flow.backward;
+package dev.biflow.flow.inverse;
 
 import dev.biflow.engine.Arena;
 import dev.biflow.engine.Shape;

@@ -1,5 +1,5 @@
 // Training G against a frozen F: F untouched, reconstruction learned, alignment vs naive, every variant trains, exact resume, divergence.
-package dev.biflow.flow.backward;
+package dev.biflow.flow.inverse;
 
 import dev.biflow.engine.Rng;
 import dev.biflow.engine.Tensor;
@@ -21,7 +21,7 @@ import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 
-import static dev.biflow.flow.backward.BackwardConfigTest.assertMsg;
+import static dev.biflow.flow.inverse.BackwardConfigTest.assertMsg;
 import static org.junit.jupiter.api.Assertions.*;
 
 class BackwardTrainerTest {

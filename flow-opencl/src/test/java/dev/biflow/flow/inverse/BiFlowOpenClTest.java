@@ -1,5 +1,5 @@
 // End to end on the accelerator: one BiFlow 1-NFE sampling pass with Backend.use(OpenCL) matches the CPU backend, with its copies counted.
-package dev.biflow.flow.backward;
+package dev.biflow.flow.inverse;
 
 import dev.biflow.engine.Backend;
 import dev.biflow.engine.Rng;
