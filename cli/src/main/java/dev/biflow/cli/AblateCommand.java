@@ -82,7 +82,7 @@ final class AblateCommand implements Callable<Integer> {
         if (list) {
             for (String n : AblateGrid.SHIPPED) {
                 AblateGrid s = AblateGrid.parse(n, "shipped grid '" + n + "'", AblateGrid.shippedText(n));
-                System.out.printf(Locale.ROOT, "%-14s %d variants x %d seeds, %s: %s%n", n, s.variants.size(), s.seeds, s.budget.describe(), s.description);
+                System.out.printf(Locale.ROOT, "%-14s %d variants x %d seeds, %s: %s%n", n, s.variants.size(), s.seeds, s.describeBudgets(), s.description);
             }
             return 0;
         }
@@ -91,7 +91,7 @@ final class AblateCommand implements Callable<Integer> {
         g = AblateGrid.load(grid);
         if (seeds != null) g.seeds = seeds;
         if (steps != null || timeLimit != null)
-            g.budget = new AblateGrid.Budget(steps != null ? steps : g.budget.steps(), timeLimit != null ? timeLimit : g.budget.minutes());
+            g.overrideBudget(steps, timeLimit);
         g.check();
         if (!Files.isRegularFile(g.evalNet))
             throw new IllegalArgumentException(g.source + ": evaluation network " + g.evalNet + " not found: train one with `biflow train-features "
@@ -102,7 +102,7 @@ final class AblateCommand implements Callable<Integer> {
         List<Run> runs = plan();
         List<Run> todo = runs.stream().filter(r -> !finished(r)).toList();
         System.out.printf(Locale.ROOT, "ablate: %s, %d variants x %d seeds (%d runs; an exact inverse is graded once), %s per G run; %d finished, %d to do; folder %s%n",
-                g.source, g.variants.size(), g.seeds, runs.size(), g.budget.describe(), runs.size() - todo.size(), todo.size(), dir);
+                g.source, g.variants.size(), g.seeds, runs.size(), g.describeBudgets(), runs.size() - todo.size(), todo.size(), dir);
         if (dryRun) {
             for (Run r : runs) System.out.printf(Locale.ROOT, "  %-40s %s%n", r.label(), todo.contains(r) ? "to do" : "finished");
             return 0;
@@ -129,6 +129,8 @@ final class AblateCommand implements Callable<Integer> {
                     failures.add(new Failure(r, e.getMessage()));
                     System.err.println("ablate: " + r.label() + " failed: " + Main.oneLine(String.valueOf(e.getMessage())));
                 }
+                // the table so far after every run: a long grid can be read (and is kept) while it runs
+                if (k < todo.size()) AblateTable.write(dir, g, runs, EvalCommand.commandLine(spec), failures);
             }
         }
         Path report = AblateTable.write(dir, g, runs, EvalCommand.commandLine(spec), failures);
@@ -143,14 +145,19 @@ final class AblateCommand implements Callable<Integer> {
         return 0;
     }
 
-    /** Every run of the grid, in variant order, then seed order. */
+    /**
+     * Every run of the grid in the order they run: seed by seed (the exact inverses first), each seed over the variants
+     * in the grid's order, so that a grid stopped early has every variant at its first seeds, not some variants at
+     * every seed and others at none.
+     */
     private List<Run> plan() {
         List<Run> runs = new ArrayList<>();
-        for (AblateGrid.Variant v : g.variants) {
-            Path vd = dir.resolve("runs").resolve(v.name());
-            if (v.exactInverse()) runs.add(new Run(v, -1, vd.resolve("exact")));
-            else for (int s = 0; s < g.seeds; s++) runs.add(new Run(v, s, vd.resolve("seed-" + s)));
-        }
+        for (int s = -1; s < g.seeds; s++)
+            for (AblateGrid.Variant v : g.variants) {
+                Path vd = dir.resolve("runs").resolve(v.name());
+                if (s < 0 && v.exactInverse()) runs.add(new Run(v, -1, vd.resolve("exact")));
+                else if (s >= 0 && !v.exactInverse()) runs.add(new Run(v, s, vd.resolve("seed-" + s)));
+            }
         return runs;
     }
 
@@ -170,7 +177,7 @@ final class AblateCommand implements Callable<Integer> {
         id.put("--forward", r.variant().forward());
         id.put("--data", g.data.toString());
         id.put("--seed", Long.toString(r.seed()));
-        id.put("--steps", Long.toString(g.budget.steps()));
+        id.put("--steps", Long.toString(g.budget(r.variant()).steps()));
         return id;
     }
 
@@ -218,7 +225,7 @@ final class AblateCommand implements Callable<Integer> {
     private void train(Run r, Path forward) throws RunFailed, IOException {
         Map<String, String> settings = identity(r);
         settings.put("--forward", forward.toString());
-        trainRun("train-backward", r.label(), r.dir(), settings, identity(r), g.budget);
+        trainRun("train-backward", r.label(), r.dir(), settings, identity(r), g.budget(r.variant()));
     }
 
     /**
@@ -333,6 +340,7 @@ final class AblateCommand implements Callable<Integer> {
             o.put("steps", RunCheckpoint.read(r.dir().resolve(RunCheckpoint.MANIFEST)).step());
             JsonNode st = readJson(r.dir().resolve(STATE_FILE));
             if (st != null) o.put("train_seconds", st.path("train_seconds").asDouble());
+            o.put("g_params", gm.model().parameterCount());
         }
         var rows = o.putArray("rows");
         for (float w : g.guidance) {

@@ -34,7 +34,7 @@ import java.util.TreeMap;
  */
 final class AblateGrid {
     /** The grids shipped as resources, in the order {@code --list} shows them. */
-    static final List<String> SHIPPED = List.of("strategies", "denoise", "norm-control", "distance", "guidance");
+    static final List<String> SHIPPED = List.of("strategies", "denoise", "norm-control", "distance", "guidance", "tradeoff");
     private static final String RESOURCES = "/dev/biflow/cli/grids/";
 
     /** train-backward options the ablation sets for each run (from the grid's forward, data, seeds and budget). */
@@ -62,9 +62,11 @@ final class AblateGrid {
     /**
      * One row of the ablation: its name, the forward model it uses (a path or the name of a
      * {@link ForwardSpec}), train-backward's options (the grid's base with the variant's overrides),
-     * and whether it is F's exact inverse (strategy exact-inverse: nothing to train).
+     * whether it is F's exact inverse (strategy exact-inverse: nothing to train), and its own budget (null: the grid's),
+     * so that one grid can set G's size against its training time.
      */
-    record Variant(String name, String forward, Map<String, String> options, Map<String, String> overrides, boolean exactInverse, float sigma) {}
+    record Variant(String name, String forward, Map<String, String> options, Map<String, String> overrides, boolean exactInverse, float sigma,
+                   Budget budget) {}
 
     final String name;
     /** Where the grid came from, for messages: "shipped grid 'strategies'" or a path. */
@@ -141,7 +143,8 @@ final class AblateGrid {
             if (!v.isObject()) throw error("'" + field + "' must be an object {\"name\": ..., \"options\": {...}}, got " + v);
             for (var f = v.fieldNames(); f.hasNext(); ) {
                 String k = f.next();
-                if (!List.of("name", "forward", "options").contains(k)) throw error("unknown field '" + field + "." + k + "'; valid: name, forward, options");
+                if (!List.of("name", "forward", "options", "budget").contains(k))
+                    throw error("unknown field '" + field + "." + k + "'; valid: name, forward, options, budget");
             }
             if (v.get("name") == null) throw error("'" + field + ".name' is required");
             String vn = text(v.get("name"), field + ".name");
@@ -154,7 +157,8 @@ final class AblateGrid {
             Map<String, String> overrides = options(v.get("options"), field + ".options");
             Map<String, String> merged = new LinkedHashMap<>(base);
             merged.putAll(overrides);
-            variants.add(new Variant(vn, vf, merged, overrides, false, 0f));
+            Budget vb = v.has("budget") ? budget(v.get("budget"), field + ".budget") : null;
+            variants.add(new Variant(vn, vf, merged, overrides, false, 0f, vb));
         }
     }
 
@@ -220,7 +224,7 @@ final class AblateGrid {
             String p = c.perceptual.toLowerCase(java.util.Locale.ROOT);
             if (!List.of("none", "lpips", "lpips+convnext").contains(p))
                 throw error(field + ": --perceptual: expected none, lpips or lpips+convnext, got '" + c.perceptual + "'");
-            variants.set(i, new Variant(v.name(), v.forward(), v.options(), v.overrides(), s == BackwardConfig.Strategy.EXACT_INVERSE, c.sigma));
+            variants.set(i, new Variant(v.name(), v.forward(), v.options(), v.overrides(), s == BackwardConfig.Strategy.EXACT_INVERSE, c.sigma, v.budget()));
         }
     }
 
@@ -318,6 +322,31 @@ final class AblateGrid {
         return new Budget(steps, minutes);
     }
 
+    /** The grid's budget per G run, and the variants that have their own. */
+    String describeBudgets() {
+        List<String> own = new ArrayList<>();
+        for (Variant v : variants) if (v.budget() != null) own.add(v.name() + " " + v.budget().describe());
+        return budget.describe() + (own.isEmpty() ? "" : "; own budgets: " + String.join(", ", own));
+    }
+
+    /** The budget of a variant's G runs: its own, or the grid's. */
+    Budget budget(Variant v) { return v.budget() != null ? v.budget() : budget; }
+
+    /**
+     * Command-line --steps / --time-limit: they set the budget of every G run, the variants' own budgets included
+     * (a null leaves that part as the grid and its variants say).
+     */
+    void overrideBudget(Long steps, Double minutes) {
+        if (steps == null && minutes == null) return;
+        budget = new Budget(steps != null ? steps : budget.steps(), minutes != null ? minutes : budget.minutes());
+        for (int i = 0; i < variants.size(); i++) {
+            Variant v = variants.get(i);
+            if (v.budget() == null) continue;
+            Budget b = new Budget(steps != null ? steps : v.budget().steps(), minutes != null ? minutes : v.budget().minutes());
+            variants.set(i, new Variant(v.name(), v.forward(), v.options(), v.overrides(), v.exactInverse(), v.sigma(), b));
+        }
+    }
+
     /** An options object as "--name" to the value's text (null values left out: they mean the command's default). */
     private Map<String, String> options(JsonNode v, String field) {
         Map<String, String> out = new LinkedHashMap<>();
@@ -348,6 +377,14 @@ final class AblateGrid {
         ObjectNode b = o.putObject("budget");
         b.put("steps", budget.steps());
         if (budget.minutes() > 0) b.put("minutes", budget.minutes());
+        var vs = (com.fasterxml.jackson.databind.node.ArrayNode) o.get("variants");
+        for (int i = 0; i < variants.size(); i++) {
+            Budget vb = variants.get(i).budget();
+            if (vb == null) continue;
+            ObjectNode b2 = ((ObjectNode) vs.get(i)).putObject("budget");
+            b2.put("steps", vb.steps());
+            if (vb.minutes() > 0) b2.put("minutes", vb.minutes());
+        }
         o.put("data", data.toString());
         o.put("eval_net", evalNet.toString());
         o.put("samples", samples);

@@ -1,4 +1,4 @@
-// The outputs of biflow ablate: results.jsonl, the per-variant table (mean and spread over seeds), fd.png and report.html.
+// The outputs of biflow ablate: results.jsonl, the per-variant table (mean and spread over seeds), fd.png, tradeoff.png and report.html.
 package dev.biflow.cli;
 
 import com.fasterxml.jackson.databind.JsonNode;
@@ -8,6 +8,9 @@ import dev.biflow.flow.metrics.Metrics;
 import org.knowm.xchart.BitmapEncoder;
 import org.knowm.xchart.CategoryChart;
 import org.knowm.xchart.CategoryChartBuilder;
+import org.knowm.xchart.XYChart;
+import org.knowm.xchart.XYChartBuilder;
+import org.knowm.xchart.XYSeries;
 
 import java.io.IOException;
 import java.nio.file.Files;
@@ -24,14 +27,26 @@ import java.util.Map;
  * spread (sample standard deviation, and min-max in the CSV), and how many seeds are done.
  */
 final class AblateTable {
-    static final String TABLE_MD = "table.md", TABLE_CSV = "table.csv", RESULTS = "results.jsonl", PLOT = "fd.png";
+    static final String TABLE_MD = "table.md", TABLE_CSV = "table.csv", RESULTS = "results.jsonl", PLOT = "fd.png", TRADEOFF = "tradeoff.png";
     private static final ObjectMapper JSON = new ObjectMapper();
 
-    /** The metrics of the table: key in grade.json's rows (or the run, for recon_mse), column title, decimals. */
+    /** The metrics of the table: key in grade.json's rows (or the run's, see {@link #RUN_KEYS}), column title, decimals. */
     record Metric(String key, String title, int decimals) {}
 
     static final List<Metric> METRICS = List.of(new Metric("fd_fashionnet", Metrics.FD_NAME, 2), new Metric("precision", "precision", 3),
-            new Metric("recall", "recall", 3), new Metric("class_consistency", "class consistency", 3), new Metric("recon_mse", "recon MSE", 4));
+            new Metric("recall", "recall", 3), new Metric("class_consistency", "class consistency", 3), new Metric("recon_mse", "recon MSE", 4),
+            new Metric("ms_per_image", "ms/img", 2), new Metric("train_minutes", "G train min", 1), new Metric("g_params", "G params", 0));
+
+    /** Metrics of the run, not of one guidance scale: read from grade.json's top level (train_minutes from train_seconds). */
+    private static final List<String> RUN_KEYS = List.of("recon_mse", "train_minutes", "g_params");
+
+    private static JsonNode runValue(JsonNode grade, String key) {
+        if (key.equals("train_minutes")) {
+            JsonNode s = grade.get("train_seconds");
+            return s != null && s.isNumber() ? JSON.getNodeFactory().numberNode(s.asDouble() / 60) : null;
+        }
+        return grade.get(key);
+    }
 
     /** Mean, sample standard deviation (NaN for one value), min and max of a metric over the seeds done. */
     record Spread(int n, double mean, double sd, double min, double max) {
@@ -81,7 +96,7 @@ final class AblateTable {
                     line.set("seed", gr.get("seed"));
                     line.put("run", dir.relativize(r.dir()).toString());
                     line.setAll((ObjectNode) row);
-                    for (String k : List.of("recon_mse", "recon_images", "steps", "train_seconds", "forward", "model"))
+                    for (String k : List.of("recon_mse", "recon_images", "steps", "train_seconds", "g_params", "forward", "model"))
                         if (gr.has(k)) line.set(k, gr.get(k));
                     jsonl.append(JSON.writeValueAsString(line)).append('\n');
                 }
@@ -95,7 +110,7 @@ final class AblateTable {
                     if (row == null) continue;
                     done++;
                     for (Metric m : METRICS) {
-                        JsonNode val = m.key().equals("recon_mse") ? gr.get("recon_mse") : row.get(m.key());
+                        JsonNode val = RUN_KEYS.contains(m.key()) ? runValue(gr, m.key()) : row.get(m.key());
                         if (val != null && val.isNumber()) values.computeIfAbsent(m.key(), k -> new ArrayList<>()).add(val.asDouble());
                     }
                 }
@@ -111,9 +126,10 @@ final class AblateTable {
         Files.writeString(dir.resolve(TABLE_MD), markdown(table));
         Files.writeString(dir.resolve(TABLE_CSV), csv(rows));
         plot(dir.resolve(PLOT), rows, g);
+        tradeoff(dir.resolve(TRADEOFF), rows, g);
         Map<String, String> summary = new LinkedHashMap<>();
         summary.put("grid", g.source + (g.description.isEmpty() ? "" : ": " + g.description));
-        summary.put("budget per G run", g.budget.describe());
+        summary.put("budget per G run", g.describeBudgets());
         for (AblateGrid.Variant v : g.variants)
             summary.put("variant " + v.name(), (v.overrides().isEmpty() ? "the base options" : String.join(" ", AblateGrid.args(v.overrides())))
                     + ", F " + v.forward() + (v.exactInverse() ? " (F's exact inverse: nothing trained)" : ""));
@@ -207,5 +223,46 @@ final class AblateTable {
             c.addSeries("w=" + AblateGrid.fmt(w), shown, mean, err);
         }
         BitmapEncoder.saveBitmap(c, out.toString(), BitmapEncoder.BitmapFormat.PNG);
+    }
+
+    /**
+     * Sample quality against what it cost: FD (mean over seeds, sd as error bars) against G's training minutes, one
+     * point per trained variant at the first guidance scale, labelled with its sampling time and size; F's exact
+     * inverse, which needs no training, is a horizontal line labelled with its own sampling time. Nothing is
+     * written (and an old file is removed) when no trained variant is graded yet.
+     */
+    static void tradeoff(Path out, List<Row> rows, AblateGrid g) throws IOException {
+        float w0 = g.guidance.getFirst();
+        List<Row> trained = rows.stream().filter(r -> r.w() == w0 && !r.exactInverse()
+                && r.metrics().get("fd_fashionnet").n() > 0 && r.metrics().get("train_minutes").n() > 0).toList();
+        Files.deleteIfExists(out);
+        if (trained.isEmpty()) return;
+        XYChart c = new XYChartBuilder().width(820).height(440)
+                .title(Metrics.FD_NAME + " against G's training time (w=" + AblateGrid.fmt(w0) + "; lower is better)")
+                .xAxisTitle("G training time (minutes, mean over seeds)").yAxisTitle(Metrics.FD_NAME).build();
+        c.getStyler().setDefaultSeriesRenderStyle(XYSeries.XYSeriesRenderStyle.Scatter);
+        c.getStyler().setMarkerSize(10);
+        c.getStyler().setYAxisDecimalPattern("#,##0.#");
+        double xmax = 0;
+        for (Row r : trained) {
+            Spread fd = r.metrics().get("fd_fashionnet"), t = r.metrics().get("train_minutes");
+            Spread ms = r.metrics().get("ms_per_image"), p = r.metrics().get("g_params");
+            xmax = Math.max(xmax, t.mean());
+            String label = r.variant() + " (" + (ms.n() > 0 ? num(ms.mean(), 2) + " ms/img" : "") + (p.n() > 0 ? ", " + params(p.mean()) : "") + ")";
+            c.addSeries(label, new double[]{t.mean()}, new double[]{fd.mean()}, new double[]{Double.isNaN(fd.sd()) ? 0 : fd.sd()});
+        }
+        for (Row r : rows) {
+            if (r.w() != w0 || !r.exactInverse() || r.metrics().get("fd_fashionnet").n() == 0) continue;
+            double fd = r.metrics().get("fd_fashionnet").mean();
+            Spread ms = r.metrics().get("ms_per_image");
+            XYSeries line = c.addSeries(r.variant() + ": F's exact inverse (" + (ms.n() > 0 ? num(ms.mean(), 2) + " ms/img" : "") + ")",
+                    new double[]{0, xmax * 1.05}, new double[]{fd, fd});
+            line.setXYSeriesRenderStyle(XYSeries.XYSeriesRenderStyle.Line);
+        }
+        BitmapEncoder.saveBitmap(c, out.toString(), BitmapEncoder.BitmapFormat.PNG);
+    }
+
+    private static String params(double n) {
+        return n >= 1e6 ? String.format(Locale.ROOT, "%.1fM params", n / 1e6) : String.format(Locale.ROOT, "%.0fk params", n / 1e3);
     }
 }

@@ -175,7 +175,7 @@ class AblateCommandTest {
                 + " 'forward': 'tiny',"
                 + " 'base': {'perceptual': 'none', 'width': 16, 'head-dim': 8, 'layers-per-stage': 1, 'batch': 4, 'checkpoint-every': 1},"
                 + " 'budget': {'steps': 3, 'minutes': 10}, 'seeds': 1, 'samples': 8, 'batch': 4, 'guidance': [0, 1],"
-                + " 'variants': [{'name': 'align'}, {'name': 'naive', 'options': {'strategy': 'naive'}},"
+                + " 'variants': [{'name': 'align', 'budget': {'steps': 2}}, {'name': 'naive', 'options': {'strategy': 'naive'}},"
                 + "              {'name': 'exact', 'options': {'strategy': 'exact-inverse'}}]}");
         Path out = tmp.resolve("ab");
         Run r = ablate(grid, out);
@@ -189,6 +189,13 @@ class AblateCommandTest {
             assertEquals(f.toString(), TrainSettingsTest.config(out.resolve("runs").resolve(v).resolve("seed-0")).get("forward").asText(), v);
         JsonNode state = json(out.resolve("runs/align/seed-0").resolve(AblateCommand.STATE_FILE));
         assertTrue(state.get("trained").asBoolean() && state.get("train_seconds").asDouble() > 0, state.toString());
+        // a variant's own budget replaces the grid's for its runs only
+        assertEquals(2, RunCheckpoint.read(out.resolve("runs/align/seed-0").resolve(RunCheckpoint.MANIFEST)).step());
+        assertEquals(3, RunCheckpoint.read(out.resolve("runs/naive/seed-0").resolve(RunCheckpoint.MANIFEST)).step());
+        JsonNode alignGrade = json(out.resolve("runs/align/seed-0").resolve(AblateCommand.GRADE_FILE));
+        assertTrue(alignGrade.get("g_params").asLong() > 0 && alignGrade.get("train_seconds").asDouble() > 0, alignGrade.toString());
+        assertTrue(Files.exists(out.resolve(AblateTable.TRADEOFF)), "the quality / training-time plot");
+        assertTrue(Files.readAllLines(out.resolve(AblateTable.TABLE_CSV)).get(0).contains("train_minutes_mean"));
 
         Path exact = out.resolve("runs/exact/exact");
         assertTrue(Files.exists(exact.resolve(AblateCommand.GRADE_FILE)));
@@ -220,7 +227,7 @@ class AblateCommandTest {
         Run changed = ablate(grid, out, "--steps", "4");
         assertEquals(2, changed.code());
         assertTrue(changed.err().contains("was made with other settings") && changed.err().contains("--steps=4"), changed.err());
-        assertEquals(3, RunCheckpoint.read(out.resolve("runs/align/seed-0").resolve(RunCheckpoint.MANIFEST)).step(), "not retrained");
+        assertEquals(2, RunCheckpoint.read(out.resolve("runs/align/seed-0").resolve(RunCheckpoint.MANIFEST)).step(), "not retrained");
     }
 
     @Test
