@@ -2,6 +2,7 @@
 package dev.biflow.cli;
 
 import dev.biflow.flow.inverse.BackwardCheckpoints;
+import dev.biflow.flow.inverse.BackwardTrainer;
 import dev.biflow.flow.data.ImageDataset;
 import dev.biflow.flow.features.FeatureNets;
 import dev.biflow.flow.metrics.Metrics;
@@ -30,6 +31,8 @@ import java.util.concurrent.Callable;
 final class DemoCommand implements Callable<Integer> {
     /** Where the pretrained models live (docs/MODELS.md says how each was made). */
     static final Path SHIPPED = Path.of("models", "fmnist");
+    /** The guidance scale recorded in the shipped G (picked on held-out noise: docs/MODELS.md); --from-scratch's G gets it too. */
+    static final float SHIPPED_G_W = 0.5f;
     static final String FORWARD_FILE = "forward.safetensors";
     static final String BACKWARD_FILE = "backward.safetensors";
 
@@ -101,7 +104,12 @@ final class DemoCommand implements Callable<Integer> {
                 "--threads", threads, "--perceptual", "none", "--w-max", "1.5", "--width", "96", // the shipped G's recipe (docs/MODELS.md)
                 "--layers-per-stage", "1", "--steps", "2500", "--batch", "32", "--lr", "1e-3", "--warmup", "50", "--ema", "0.995",
                 "--checkpoint-every", "50", "--seed", Long.toString(seed), "--time-limit", fmt(minutes * 0.35));
-        return new Path[]{f, dir.resolve("backward").resolve("backward.safetensors"), features.resolve(FeatureNets.EVAL_FILE)};
+        // G's EMA weights with the shipped G's guidance scale recorded (CFG-trained G collapses in precision at w = 1,
+        // the exact inverse's default; docs/RESULTS.md), as the shipped G is exported (docs/MODELS.md)
+        Path gRun = dir.resolve("backward"), gEma = gRun.resolve(BackwardTrainer.EMA_FILE), g = gRun.resolve("backward-demo.safetensors");
+        run("export", (Files.exists(gEma) ? gEma : gRun.resolve(BackwardTrainer.MODEL_FILE)).toString(), g.toString(),
+                "--dtype", "f32", "--guidance-w", fmt(SHIPPED_G_W));
+        return new Path[]{f, g, features.resolve(FeatureNets.EVAL_FILE)};
     }
 
     private static void run(String... args) {

@@ -187,4 +187,11 @@ class DemoEvalExportTest {
         assertEquals(2, bad.code());
         assertTrue(bad.err().contains("f16 or f32"), bad.err());
     }
+
+    /** --from-scratch records the shipped G's guidance scale in its G: the constant must be the one in the shipped file. */
+    @Test
+    void fromScratchUsesTheShippedGsGuidanceScale() throws Exception {
+        Path shipped = Path.of("..").resolve(DemoCommand.SHIPPED).resolve(DemoCommand.BACKWARD_FILE);
+        assertEquals(DemoCommand.SHIPPED_G_W, dev.biflow.flow.inverse.BackwardCheckpoints.read(shipped).guidance(), 0f, shipped.toString());
+    }
 }
