@@ -471,23 +471,14 @@ public final class BackwardTrainer {
         extra.put("step", Long.toString(step));
         extra.put(BackwardCheckpoints.SIGMA_KEY, Float.toString(cfg.sigma()));
         extra.put(BackwardCheckpoints.FORWARD_CONFIG_KEY, flow.describe());
-        List<RunCheckpoint.Part> parts = new ArrayList<>();
-        parts.add(new RunCheckpoint.Part(MODEL_FILE, BackwardCheckpoints.toBytes(model, extra)));
-        parts.add(new RunCheckpoint.Part(STATE_FILE, TrainingState.capture(opt, ema, rng, step, cursor, order).toBytes()));
-        if (ema != null) {
-            ema.swap(); // the EMA weights into G, saved, then swapped back
-            try {
-                Map<String, String> e = new LinkedHashMap<>(extra);
-                e.put("ema_decay", Double.toString(cfg.emaDecay()));
-                parts.add(new RunCheckpoint.Part(EMA_FILE, BackwardCheckpoints.toBytes(model, e)));
-            } finally {
-                ema.swap();
-            }
-        }
-        return parts;
+        Map<String, String> emaExtra = new LinkedHashMap<>(extra);
+        emaExtra.put("ema_decay", Double.toString(cfg.emaDecay()));
+        return TrainingState.capture(opt, ema, rng, step, cursor, order).parts(FILES,
+                () -> BackwardCheckpoints.toBytes(model, extra), ema, () -> BackwardCheckpoints.toBytes(model, emaExtra));
     }
 
-    private List<String> partNames() { return ema != null ? List.of(MODEL_FILE, STATE_FILE, EMA_FILE) : List.of(MODEL_FILE, STATE_FILE); }
+    /** The files of this trainer's checkpoints. */
+    static final TrainingState.Files FILES = new TrainingState.Files(MODEL_FILE, STATE_FILE, EMA_FILE);
 
     /**
      * Writes G (loadable by {@link BackwardCheckpoints}), the training state and G's EMA weights as
@@ -501,7 +492,7 @@ public final class BackwardTrainer {
      */
     public void resume(Path from) throws IOException {
         Path mf = from.resolve(MODEL_FILE), sf = from.resolve(STATE_FILE);
-        RunCheckpoint.Manifest m = RunCheckpoint.open(from, partNames());
+        RunCheckpoint.Manifest m = RunCheckpoint.open(from, FILES.names(ema != null));
         if (m == null && (!Files.exists(mf) || !Files.exists(sf)))
             throw new IOException("cannot resume from " + from + ": it needs " + MODEL_FILE + " and " + STATE_FILE + " written by a backward training run");
         BackwardCheckpoints.Loaded saved = BackwardCheckpoints.read(mf);
@@ -510,14 +501,11 @@ public final class BackwardTrainer {
         if (saved.forwardConfig() != null && !saved.forwardConfig().equals(flow.describe()))
             throw new IllegalArgumentException("cannot resume: the checkpoint was trained against forward model " + saved.forwardConfig()
                     + ", this trainer has " + flow.describe());
-        TrainingState s = TrainingState.read(sf);
-        long step = RunCheckpoint.checkSteps(from, m, sf, s.step(), ema != null ? List.of(mf, from.resolve(EMA_FILE)) : List.of(mf));
-        if (s.order().length != data.n())
-            throw new IllegalArgumentException("cannot resume: the checkpoint's data order covers " + s.order().length + " examples, this dataset has " + data.n());
+        TrainingState s = TrainingState.resume(from, m, FILES, ema != null, data.n(), opt, ema, rng);
         model.loadStateDict(saved.model().stateDict(), true);
-        s.restore(opt, ema, rng);
         cursor = s.cursor();
         order = s.order();
+        long step = s.step();
         loop.restore(step, m != null ? m.skipped() : 0, m != null ? m.badInARow() : 0, mf);
     }
 

@@ -176,18 +176,9 @@ public final class ForwardTrainer {
     /** The parts of a checkpoint: model, training state, and (with EMA) the EMA weights, in that order. */
     private List<RunCheckpoint.Part> parts() {
         long step = loop.step();
-        List<RunCheckpoint.Part> parts = new ArrayList<>();
-        parts.add(new RunCheckpoint.Part(MODEL_FILE, Checkpoints.toBytes(model, Map.of("step", Long.toString(step)))));
-        parts.add(new RunCheckpoint.Part(STATE_FILE, TrainingState.capture(opt, ema, rng, step, cursor, order).toBytes()));
-        if (ema != null) {
-            ema.swap(); // the EMA weights into the model, saved, then swapped back
-            try {
-                parts.add(new RunCheckpoint.Part(EMA_FILE, Checkpoints.toBytes(model, emaMetadata(step, cfg.emaDecay()))));
-            } finally {
-                ema.swap();
-            }
-        }
-        return parts;
+        return TrainingState.capture(opt, ema, rng, step, cursor, order).parts(FILES,
+                () -> Checkpoints.toBytes(model, Map.of("step", Long.toString(step))), ema,
+                () -> Checkpoints.toBytes(model, emaMetadata(step, cfg.emaDecay())));
     }
 
     /** The EMA file's metadata, in a fixed order (the file's bytes must not depend on the JVM run). */
@@ -198,8 +189,8 @@ public final class ForwardTrainer {
         return m;
     }
 
-    /** The files a checkpoint of this trainer has. */
-    private List<String> partNames() { return ema != null ? List.of(MODEL_FILE, STATE_FILE, EMA_FILE) : List.of(MODEL_FILE, STATE_FILE); }
+    /** The files of this trainer's checkpoints. */
+    static final TrainingState.Files FILES = new TrainingState.Files(MODEL_FILE, STATE_FILE, EMA_FILE);
 
     /**
      * Writes the model (loadable by {@link Checkpoints}), the training state and the EMA weights as
@@ -213,7 +204,7 @@ public final class ForwardTrainer {
      */
     public void resume(Path from) throws IOException {
         Path mf = from.resolve(MODEL_FILE), sf = from.resolve(STATE_FILE);
-        RunCheckpoint.Manifest m = RunCheckpoint.open(from, partNames());
+        RunCheckpoint.Manifest m = RunCheckpoint.open(from, FILES.names(ema != null));
         if (m == null) {
             if (!Files.exists(mf) || !Files.exists(sf))
                 throw new IOException("cannot resume from " + from + ": it needs " + MODEL_FILE + " and " + STATE_FILE + " written by a training run");
@@ -221,14 +212,11 @@ public final class ForwardTrainer {
         TarFlow saved = Checkpoints.loadTarFlow(mf);
         if (!saved.config.equals(model.config))
             throw new IllegalArgumentException("cannot resume: checkpoint config " + saved.config.toJson() + " differs from " + model.config.toJson());
-        TrainingState s = TrainingState.read(sf);
-        long step = RunCheckpoint.checkSteps(from, m, sf, s.step(), ema != null ? List.of(mf, from.resolve(EMA_FILE)) : List.of(mf));
-        if (s.order().length != data.n)
-            throw new IllegalArgumentException("cannot resume: " + sf + " has a data order over " + s.order().length + " examples, this dataset has " + data.n);
+        TrainingState s = TrainingState.resume(from, m, FILES, ema != null, data.n, opt, ema, rng);
         model.loadStateDict(saved.stateDict(), true);
-        s.restore(opt, ema, rng);
         cursor = s.cursor();
         order = s.order();
+        long step = s.step();
         loop.restore(step, m != null ? m.skipped() : 0, m != null ? m.badInARow() : 0, mf);
     }
 

@@ -9,8 +9,11 @@ import dev.biflow.engine.optim.Ema;
 
 import java.io.IOException;
 import java.nio.file.Path;
+import java.util.ArrayList;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
+import java.util.function.Supplier;
 
 /**
  * What a run needs besides the model weights to continue exactly: the optimizer and EMA state,
@@ -136,5 +139,52 @@ public record TrainingState(Map<String, Tensor> opt, Map<String, Tensor> ema, lo
         opt.loadState(this.opt);
         if (ema != null) ema.loadState(this.ema);
         rng.setState(this.rng);
+    }
+
+    // ==================================================================== the checkpoint both trainers write
+
+    /** A trainer's three files: its model, this state, and its EMA weights (a checkpoint holds the third only with an EMA). */
+    public record Files(String model, String state, String ema) {
+        /** The parts a checkpoint of a run with (or without) an EMA has. */
+        public List<String> names(boolean withEma) { return withEma ? List.of(model, state, ema) : List.of(model, state); }
+    }
+
+    /**
+     * The parts of a checkpoint, in order: the model (modelBytes: its weights and the trainer's metadata), this state,
+     * and with an EMA the EMA weights, written by the same function while the EMA is swapped into the model (then
+     * swapped back, also on failure) so that both files load with the same loader.
+     *
+     * @param emaBytes the EMA file's bytes, called with the EMA weights in the model; null when the run has no EMA
+     */
+    public List<RunCheckpoint.Part> parts(Files files, Supplier<byte[]> modelBytes, Ema ema, Supplier<byte[]> emaBytes) {
+        List<RunCheckpoint.Part> parts = new ArrayList<>();
+        parts.add(new RunCheckpoint.Part(files.model(), modelBytes.get()));
+        parts.add(new RunCheckpoint.Part(files.state(), toBytes()));
+        if (ema != null) {
+            ema.swap();
+            try {
+                parts.add(new RunCheckpoint.Part(files.ema(), emaBytes.get()));
+            } finally {
+                ema.swap();
+            }
+        }
+        return parts;
+    }
+
+    /**
+     * The state of a checkpoint folder, checked against the model files beside it (one checkpoint: the same step) and
+     * against the dataset (its data order covers every example), with optimiser, EMA and RNG restored; the step agreed
+     * on is {@link #step()} of the result. Cursor and order are the caller's to take.
+     */
+    public static TrainingState resume(Path from, RunCheckpoint.Manifest m, Files files, boolean withEma, int examples,
+                                       AdamW opt, Ema ema, Rng rng) throws IOException {
+        Path sf = from.resolve(files.state()), mf = from.resolve(files.model());
+        TrainingState s = read(sf);
+        long step = RunCheckpoint.checkSteps(from, m, sf, s.step(), withEma ? List.of(mf, from.resolve(files.ema())) : List.of(mf));
+        if (s.order().length != examples)
+            throw new IllegalArgumentException("cannot resume: " + sf + " has a data order over " + s.order().length + " examples, this dataset has "
+                    + examples + " (resume with the dataset the run was trained on)");
+        s.restore(opt, ema, rng);
+        return new TrainingState(s.opt(), s.ema(), s.rng(), step, s.cursor(), s.order());
     }
 }
