@@ -167,7 +167,8 @@ final class AblateTable {
 
     private static String cell(Spread s, int decimals) {
         if (s.n() == 0) return "-";
-        return num(s.mean(), decimals) + (Double.isNaN(s.sd()) ? "" : " ± " + num(s.sd(), decimals));
+        // no spread shown where there is none to show (one seed; a size that every seed shares)
+        return num(s.mean(), decimals) + (Double.isNaN(s.sd()) || s.sd() == 0 && s.min() == s.max() ? "" : " ± " + num(s.sd(), decimals));
     }
 
     private static String num(double v, int decimals) { return String.format(Locale.ROOT, "%." + decimals + "f", v); }
