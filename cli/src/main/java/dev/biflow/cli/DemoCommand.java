@@ -27,7 +27,7 @@ import java.util.concurrent.Callable;
                 "real-data floor), reports F's test bits/dim, and writes runs/demo-<time>/report.html.",
                 "With --from-scratch it first trains every model itself (evaluation network, F, G) in that folder."},
         footer = {"", "Examples:", "  biflow demo", "  biflow demo --samples 2000 --w 2",
-                "  biflow demo --from-scratch            # about 30 minutes on 2 cores"})
+                "  biflow demo --from-scratch            # about 25 minutes on 2 cores (--minutes of training, then the report)"})
 final class DemoCommand implements Callable<Integer> {
     /** Where the pretrained models live (docs/MODELS.md says how each was made). */
     static final Path SHIPPED = Path.of("models", "fmnist");
@@ -40,7 +40,8 @@ final class DemoCommand implements Callable<Integer> {
     @Option(names = "--models", description = "Folder with " + FORWARD_FILE + ", " + BACKWARD_FILE + " and " + FeatureNets.EVAL_FILE + ".")
     Path models = SHIPPED;
     @Option(names = "--from-scratch", description = "Train every model first (evaluation network, F, G), then run the same report.") boolean fromScratch;
-    @Range(min = 0, minOpen = true) @Option(names = "--minutes", description = "With --from-scratch: total training budget, split evaluation network 10%, F 55%, G 35%.") double minutes = 24;
+    @Range(min = 0, minOpen = true) @Option(names = "--minutes", description = "With --from-scratch: total training budget; the evaluation "
+            + "network may take 10%, F 45%, G what the two leave (each stops early at a checkpoint when its share runs out).") double minutes = 24;
     @Range(min = 1) @Option(names = "--samples", description = "Images per sampler (also the size of the real reference sets).") int samples = 1000;
     @Range(min = 0) @Option(names = "--bpd-images", description = "Test images for F's bits/dim.") int bpdImages = 2000;
     @Range(min = 0) @Option(names = "--w", description = "Guidance scale of the exact inverse, and of G unless --w-biflow or G's "
@@ -91,6 +92,7 @@ final class DemoCommand implements Callable<Integer> {
 
     /** Trains the evaluation network, F and G inside dir; returns {F, G, eval net}. (G trains with MSE only, as the shipped G.) */
     private Path[] trainAll(Path dir) throws Exception {
+        long t0 = System.nanoTime();
         Path features = dir.resolve("feature-nets");
         String threads = Integer.toString(dev.biflow.engine.kernels.Parallel.threads());
         run("train-features", "--arch", "eval", "--out", features.toString(), "--data", data.toString(), "--threads", threads,
@@ -98,12 +100,14 @@ final class DemoCommand implements Callable<Integer> {
         run("train-forward", "--name", "forward", "--runs", dir.toString(), "--data", data.toString(), "--threads", threads,
                 "--patch", "4", "--width", "96", "--blocks", "4", "--layers", "1", "--head-dim", "32", "--sigma", "0.1",
                 "--steps", "5000", "--batch", "32", "--lr", "2e-3", "--warmup", "100", "--ema", "0.995", "--seed", Long.toString(seed),
-                "--checkpoint-every", "100", "--eval-images", "1000", "--time-limit", fmt(minutes * 0.55));
+                "--checkpoint-every", "100", "--eval-images", "1000", "--time-limit", fmt(minutes * 0.45));
         Path f = dir.resolve("forward").resolve("model-ema.safetensors");
         run("train-backward", "--name", "backward", "--runs", dir.toString(), "--forward", f.toString(), "--data", data.toString(),
                 "--threads", threads, "--perceptual", "none", "--w-max", "1.5", "--width", "96", // the shipped G's recipe (docs/MODELS.md)
-                "--layers-per-stage", "1", "--steps", "2500", "--batch", "32", "--lr", "1e-3", "--warmup", "50", "--ema", "0.995",
-                "--checkpoint-every", "50", "--seed", Long.toString(seed), "--time-limit", fmt(minutes * 0.35));
+                // steps matter more than width at this budget (docs/RESULTS.md, the tradeoff grid): G gets the time F left over
+                "--layers-per-stage", "1", "--steps", "4500", "--batch", "32", "--lr", "1e-3", "--warmup", "50", "--ema", "0.995",
+                "--checkpoint-every", "50", "--seed", Long.toString(seed),
+                "--time-limit", fmt(Math.max(minutes * 0.10, minutes - (System.nanoTime() - t0) / 60e9)));
         // G's EMA weights with the shipped G's guidance scale recorded (CFG-trained G collapses in precision at w = 1,
         // the exact inverse's default; docs/RESULTS.md), as the shipped G is exported (docs/MODELS.md)
         Path gRun = dir.resolve("backward"), gEma = gRun.resolve(BackwardTrainer.EMA_FILE), g = gRun.resolve("backward-demo.safetensors");
