@@ -29,6 +29,11 @@ import java.util.List;
  * Transformer, shifted by one token so token 0 passes unchanged. iTARFlow adds norm control:
  * (a, b) are clipped to [-c, c].
  *
+ * <p>The exact inverse has two faces, written one beneath the other as every layer's forward and
+ * lower: {@link MetaBlock#reverse} (the KV-cached decode on tensors, {@link #reverseKvCached}) and
+ * {@link #lowerReverse} (the same decode as an inference plan). {@link #reverse} runs the plan on the
+ * CPU; ResidentTarFlow (flow-opencl) runs it on an OpenCL device.
+ *
  * <p>Parameter names equal ml-tarflow's {@code Model.state_dict()}, so checkpoints move both ways.
  */
 public final class TarFlow extends Module {
@@ -352,7 +357,11 @@ public final class TarFlow extends Module {
             return Ops.chunk(out, 2, 2);
         }
 
-        /** Inverse of {@link #forward}: z (B, T, Cp^2) -> x, token by token, each step attending over KV caches. */
+        /**
+         * Inverse of {@link #forward}: z (B, T, Cp^2) -> x, token by token, each step attending over KV caches. The
+         * tensor face of the decode; {@link #lowerReverse} below lowers the same steps into a plan (what
+         * TarFlow.reverse runs), and the plan-versus-tensors test holds the two to the same bits.
+         */
         public Tensor reverse(Tensor z, int[] y, Guidance g) {
             int t = z.size(1);
             KVCache[] cond = KVCache.array(attnBlocks.size(), t), uncond = KVCache.array(attnBlocks.size(), t);
