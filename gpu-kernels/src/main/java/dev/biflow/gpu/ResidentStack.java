@@ -488,14 +488,6 @@ public final class ResidentStack implements AutoCloseable {
             return this;
         }
 
-        /** Y (rows, out) at act[dst] = linear(X (rows, in) at act[src]), the module's weight and bias packed here (once per module: later ops on it share the copy). */
-        public Program linear(Linear l, int src, int dst, int rows) {
-            act(src, (long) rows * l.in);
-            act(dst, (long) rows * l.out);
-            e.linear(l, src, dst, rows);
-            return this;
-        }
-
         /** Y (rows, out) = X (rows, in) W^T + b with W (out, in) at w[wOff] and b (out) at w[bOff] (bOff < 0: no bias), both packed already. */
         public Program linear(int wOff, int bOff, int in, int out, int src, int dst, int rows) {
             if (wOff < 0 || wOff + (long) out * in > e.wNext || (bOff >= 0 && bOff + (long) out > e.wNext))
@@ -511,13 +503,6 @@ public final class ResidentStack implements AutoCloseable {
         public Program layerNorm(float eps, int src, int dst, int rows, int d) {
             checkNorm(src, dst, rows, d);
             e.layerNorm(eps, src, dst, rows, d);
-            return this;
-        }
-
-        /** The module (weight and bias if it has them) over rows, act[src] -> act[dst] (must not overlap). */
-        public Program layerNorm(LayerNorm ln, int src, int dst, int rows) {
-            checkNorm(src, dst, rows, ln.dim);
-            e.layerNorm(ln, src, dst, rows);
             return this;
         }
 
