@@ -87,6 +87,24 @@ class TarFlowReversePlanTest {
         }
     }
 
+    /** The shipped Fashion-MNIST TARFlow (the demo's exact inverse): the plan's samples are the tensor decode's, bit for bit. */
+    @Test
+    void theShippedModelSamplesBitForBit() throws java.io.IOException {
+        java.nio.file.Path ckpt = java.nio.file.Path.of("../models/fmnist/forward.safetensors");
+        org.junit.jupiter.api.Assumptions.assumeTrue(java.nio.file.Files.exists(ckpt), "no shipped model at " + ckpt.toAbsolutePath());
+        TarFlow m = Checkpoints.loadTarFlow(ckpt);
+        int saved = Parallel.threads();
+        try {
+            Parallel.setThreads(2);
+            Tensor z = Tensor.randn(new Rng(2026), 4, m.config.tokens(), m.config.tokenDim());
+            int[] y = {0, 3, 7, 9};
+            for (TarFlow.Guidance g : new TarFlow.Guidance[]{TarFlow.Guidance.NONE, new TarFlow.Guidance(1f, false, 1f), new TarFlow.Guidance(1f, true, 0.8f)})
+                assertArrayEquals(m.reverseKvCached(z, y, g).data(), m.reverse(z, y, g).data(), "shipped model, " + g);
+        } finally {
+            Parallel.setThreads(saved);
+        }
+    }
+
     @Test
     void thePlanHasOneDecodeStepPerTokenAndPassAndIsCheckedWhenBuilt() {
         TarFlowConfig cfg = new TarFlowConfig(1, 4, 2, 8, 2, 1, 3, 4, NormControl.HARD, 1f); // T = 4
