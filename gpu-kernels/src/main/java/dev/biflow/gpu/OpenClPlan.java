@@ -14,9 +14,10 @@ import java.util.List;
  * match the CPU executor within float reordering (the device sums in another order; TARFlow's split q/k
  * scaling becomes one logit scale): the tolerances of the conformance suite.
  *
- * <p>What it takes: every region in the arena (no bound arrays); Linear, LayerNorm and attention operands
- * contiguous; Add, AddTable and SiLU in place (y = a); Modulate's shift and scale with one row stride. A plan
- * outside that is refused at build with the op named. Weights are a snapshot ({@link #refreshWeights}).
+ * <p>What it takes: every region in the arena (no bound arrays); LayerNorm and attention operands contiguous (a
+ * Linear's rows and a decode cache's keys may be strided); Add, AddTable, AddRow and SiLU in place (y = a); Modulate's
+ * shift and scale with one row stride. A plan outside that is refused at build with the op named. A weight referenced
+ * by many ops (an unrolled decode loop's) is packed once. Weights are a snapshot ({@link #refreshWeights}).
  */
 public final class OpenClPlan implements AutoCloseable {
     private final ResidentStack stack;
@@ -83,8 +84,8 @@ public final class OpenClPlan implements AutoCloseable {
     private static void emit(ResidentStack.Program p, PlanOp op, int batch) {
         switch (op) {
             case PlanOp.Linear l -> {
-                Region x = contiguous(l.x(), op), y = contiguous(l.y(), op);
-                int w = p.weight(l.weight()), b = l.bias() == null ? -1 : p.weight(l.bias());
+                Region x = arena(l.x(), op), y = arena(l.y(), op); // rows may be strided (a decode step reads one token of every sample)
+                int w = p.sharedWeight(l.weight()), b = l.bias() == null ? -1 : p.sharedWeight(l.bias());
                 int res = -1, ldr = 0, gate = -1, ldg = 0, gRows = 1;
                 if (l.epilogue() instanceof PlanOp.Epilogue.GatedAdd g) {
                     res = arena(g.residual(), op).off();
@@ -95,8 +96,8 @@ public final class OpenClPlan implements AutoCloseable {
                         gRows = y.rows() / g.gate().rows();
                     }
                 }
-                p.linear(w, b, x.cols(), y.cols(), x.off(), y.off(), x.rows(), l.epilogue() instanceof PlanOp.Epilogue.Gelu,
-                        res, ldr, gate, ldg, gRows);
+                p.linear(w, b, x.cols(), y.cols(), x.off(), Math.max(x.ld(), x.cols()), y.off(), Math.max(y.ld(), y.cols()), x.rows(),
+                        l.epilogue() instanceof PlanOp.Epilogue.Gelu, res, ldr, gate, ldg, gRows);
             }
             case PlanOp.LayerNorm n -> {
                 Region x = contiguous(n.x(), op), y = contiguous(n.y(), op);
@@ -123,16 +124,33 @@ public final class OpenClPlan implements AutoCloseable {
                 Region x = contiguous(t.a(), op), y = contiguous(t.y(), op);
                 if (y.off() != x.off()) throw refused(op, "the table is added in place (y = a)");
                 int rows = t.table().size(0);
-                p.addTable(p.weight(t.table()), x.off(), x.rows() / rows, rows * x.cols());
+                p.addTable(p.sharedWeight(t.table()), x.off(), x.rows() / rows, rows * x.cols());
             }
             case PlanOp.Gather g -> {
                 Region ids = contiguous(g.ids(), op), y = contiguous(g.y(), op);
-                p.gatherRows(p.weight(g.table()), ids.off(), y.off(), y.rows(), y.cols());
+                p.gatherRows(p.sharedWeight(g.table()), ids.off(), y.off(), y.rows(), y.cols());
             }
             case PlanOp.Silu s -> {
                 Region x = contiguous(s.x(), op), y = contiguous(s.y(), op);
                 if (y.off() != x.off()) throw refused(op, "SiLU runs in place (y = x)");
                 p.silu(x.off(), x.rows() * x.cols());
+            }
+            case PlanOp.AddRow a -> {
+                Region x = contiguous(a.a(), op), y = contiguous(a.y(), op);
+                if (y.off() != x.off()) throw refused(op, "the row is added in place (y = a)");
+                p.addTable(p.sharedWeight(a.table()) + a.row() * x.cols(), x.off(), x.rows(), x.cols());
+            }
+            case PlanOp.DecodeAttention a -> {
+                Region qkv = contiguous(a.qkv(), op), k = arena(a.keys(), op), v = contiguous(a.values(), op), o = contiguous(a.out(), op);
+                int heads = a.heads(), dh = qkv.cols() / (3 * heads);
+                p.decode(qkv.off(), k.off(), Math.max(k.ld(), k.cols()), v.off(), o.off(), qkv.rows(), heads, dh, k.cols(), a.step(), a.qkScale(), a.scale(),
+                        a.scaleAt() == null ? -1 : arena(a.scaleAt(), op).off());
+            }
+            case PlanOp.CouplingStep c -> {
+                Region pr = contiguous(c.params(), op), x = arena(c.x(), op);
+                Region u = c.uncond() == null ? null : contiguous(c.uncond(), op);
+                p.couple(pr.off(), u == null ? -1 : u.off(), u == null ? -1 : arena(c.gain(), op).off(), x.off(), Math.max(x.ld(), x.cols()), x.rows(),
+                        x.cols(), c.bound().ordinal(), c.clip());
             }
         }
     }

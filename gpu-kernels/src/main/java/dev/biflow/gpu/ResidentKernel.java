@@ -36,19 +36,19 @@ import com.aparapi.Kernel;
  *       modulate; shift at vOff, scale at v2Off; in place allowed);
  *       GATED_ADD: act[dst + g] += gate[b] * act[src + g] (gate at vOff);
  *       ADD_TABLE: act[dst + g] += w[wOff + g mod per] (a (T, D) table added to every sample:
- *       the position embedding).</li>
+ *       the position embedding; or one row of it, per = D: a decode step's).</li>
  *   <li>ATTENTION: softmax(scale q k^T) v per (batch, head), reading q, k, v straight out of the
  *       fused qkv Linear output at act[src], (B, T, 3 D) with D = heads * dh and columns
  *       [q heads | k heads | v heads] (engine's MultiHeadAttention: reshape (B, T, 3H, Dh), chunk
  *       3), and writing the heads merged back, (B, T, D) at act[dst]: no transpose op needed. One
  *       item per (b*H + h, query i), two passes over the keys (max, then exp-weighted sum), no score
  *       matrix; causal keeps keys j &lt;= i.</li>
- *   <li>LINEAR's epilogue (TarFlow's decode): Y rows at stride ldy (ldy = n normally; the qkv of one
- *       step written straight into row i of a KV cache), GELU when gel, Y += when accum (the residual).</li>
- *   <li>The exact-inverse decode modes (TarFlow.MetaBlock.reverse): GATHER_TOKEN (one token of every
- *       sample into a step's input rows, the flip being the token index), DECODE (attention of query
- *       qi over cached keys 0..qi, one item per (sample, head)), COUPLE_STEP (bound, CFG combine,
- *       x = z exp(a) + b of one token); see each method.</li>
+ *   <li>LINEAR's strides and epilogue: X rows ldx apart and Y rows ldy apart (k and n normally; a decode
+ *       step reads one token of every sample out of x (B, T, td)), GELU when gel, Y = R + (G *) Y when
+ *       accum (the gated residual).</li>
+ *   <li>The exact-inverse plan's ops (TarFlow.lowerReverse): DECODE (PlanOp.DecodeAttention: one item per
+ *       (sample, head) appends its k and v to the cache and attends keys 0..qi), COUPLE_STEP
+ *       (PlanOp.CouplingStep: bound, CFG combine, x = x exp(a) + b of one token); see each method.</li>
  * </ul>
  *
  * <p>Aparapi rules (README): primitive fields and arrays only, float literals only, flat
@@ -58,8 +58,8 @@ import com.aparapi.Kernel;
  */
 final class ResidentKernel extends Kernel {
     static final int COPY_IN = 0, COPY_OUT = 1, LINEAR = 2, LAYERNORM = 3, GELU = 4, ADD = 5, ATTENTION = 6,
-            SILU = 7, MODULATE = 8, GATED_ADD = 9, ADD_TABLE = 10, GATHER_TOKEN = 11, DECODE = 12, COUPLE_STEP = 13, GATHER_ROWS = 14;
-    /** COUPLE_STEP's bound on (a, b), as flow's NormControl: none, clamp to [-c, c], c tanh(v / c). */
+            SILU = 7, MODULATE = 8, GATED_ADD = 9, ADD_TABLE = 10, DECODE = 12, COUPLE_STEP = 13, GATHER_ROWS = 14;
+    /** COUPLE_STEP's bound on (a, b), as PlanOp.Bound (ordinal): none, clamp to [-c, c], c tanh(v / c). */
     static final int CLIP_NONE = 0, CLIP_HARD = 1, CLIP_SOFT = 2;
     /** Tile edge of LINEAR: 16 x 16 = 256 items per group, every OpenCL device's minimum. */
     static final int TS = 16;
@@ -73,10 +73,11 @@ final class ResidentKernel extends Kernel {
 
     int mode, n, m, k, src, dst, wOff, bOff, hasW, hasB, rows, d, slices, heads, t, dh, causal;
     int per, vOff, v2Off, vStride; // the per-sample modes: floats per sample, the two vectors' offsets, their stride per sample
-    int ldy, accum, gel;            // LINEAR's epilogue: Y's row stride, Y = residual + (gate *) Y, GELU
+    int ldx, ldy, accum, gel;       // LINEAR: X's and Y's row strides; the epilogue: Y = residual + (gate *) Y, GELU
     int rsOff, ldr, gated, gtOff, ldg, gRows; // the residual (rows ldr apart) and the gate (one row per gRows rows, ldg apart)
-    int tok, qi, split, guided, clipMode; // the decode modes: token (natural order), step / query index, first sample of the second scale, CFG on, bound
-    float eps, scale, clip;
+    int qi, kOff, vlOff, ldk, scaleOff; // DECODE: the step (query index), keys (transposed, rows ldk apart), values, the scale's float (< 0: scale)
+    int guided, clipMode;               // COUPLE_STEP: CFG on, the bound
+    float eps, scale, qkScale, clip;
 
     @Local final float[] tileX = new float[TS * TS]; // [row][kk]
     @Local final float[] tileW = new float[TS * TS]; // [kk][col]: transposed on load so the inner loop reads rows
@@ -97,45 +98,58 @@ final class ResidentKernel extends Kernel {
         if (mode == GATED_ADD && g < n) gatedAdd(g);
         if (mode == GATHER_ROWS && g < n) gatherRows(g);
         if (mode == ADD_TABLE && g < n) addTable(g);
-        if (mode == GATHER_TOKEN && g < n) gatherToken(g);
         if (mode == DECODE && g < slices) decode(g);
         if (mode == COUPLE_STEP && g < n) coupleStep(g);
     }
 
-    /** w's table row added to every sample, plus act[src + g] when hasB (TarFlow's pos_embed row + class row in one launch). */
+    /** w's table (per floats) added to every sample (a position table, or one row of it: a decode step's pos_embed row). */
     private void addTable(int g) {
-        float y = act[dst + g] + w[wOff + g - (g / per) * per];
-        if (hasB == 1) y = y + act[src + g];
-        act[dst + g] = y;
-    }
-
-    /** Row r of (rows, d) at act[dst] = token tok of sample r mod per of x (per, t, d) at act[src]: the conditional and unconditional passes read the same token. */
-    private void gatherToken(int g) {
-        int r = g / d, c = g - (g / d) * d;
-        int s = r - (r / per) * per;
-        act[dst + g] = act[src + (s * t + tok) * d + c];
+        act[dst + g] = act[dst + g] + w[wOff + g - (g / per) * per];
     }
 
     /**
-     * One decode step of causal attention: for slice g = (sample, head), query qi attends keys
-     * 0..qi of a qkv cache (samples, t, 3 heads dh) at act[src] (row i holds token i's [q | k | v],
-     * MultiHeadAttention's columns), heads merged into (samples, heads dh) at act[dst]. Samples
-     * below split use scale, the rest act[vOff] (the unconditional pass's scale / temperature).
+     * The plan's DecodeAttention for slice g = (sample e, head h): q and k of the step's fused projection (samples, 3
+     * heads dh) at act[src] multiplied by qkScale, k stored at column qi of the transposed keys (row (e heads + h) dh + c
+     * at act[kOff], ldk apart), v at row qi of the values ((e heads + h) t + j at act[vlOff], rows of dh), then query qi
+     * attends the keys 0..qi with the logit scale (or act[scaleOff] when scaleOff &gt;= 0), heads merged into
+     * (samples, heads dh) at act[dst]. An item touches only its own head's columns and cache rows.
      */
     private void decode(int g) {
-        int s = g / heads, h = g - (g / heads) * heads;
-        int dm = heads * dh, rs = 3 * dm;
-        int base = src + s * t * rs;
-        int qo = base + qi * rs + h * dh;
-        int ko = base + dm + h * dh; // key j at ko + j * rs
+        int e = g / heads, h = g - (g / heads) * heads;
+        int dm = heads * dh;
+        int qo = src + e * 3 * dm + h * dh;
+        int ko = qo + dm;
         int vo = ko + dm;
-        int oo = dst + s * dm + h * dh;
+        int kc = kOff + (e * heads + h) * dh * ldk;
+        int vc = vlOff + (e * heads + h) * t * dh;
+        for (int c = 0; c < dh; c++) {
+            act[qo + c] = act[qo + c] * qkScale;
+            act[kc + c * ldk + qi] = act[ko + c] * qkScale;
+            act[vc + qi * dh + c] = act[vo + c];
+        }
         float sc = scale;
-        if (s >= split) sc = act[vOff];
-        attendRow(qo, ko, vo, oo, qi + 1, rs, sc); // the cached keys 0 .. qi
+        if (scaleOff >= 0) sc = act[scaleOff];
+        int oo = dst + e * dm + h * dh;
+        float mx = NEG_BIG;
+        for (int j = 0; j <= qi; j++) {
+            float s = 0f;
+            for (int c = 0; c < dh; c++) s += act[qo + c] * act[kc + c * ldk + j];
+            mx = max(mx, s * sc);
+        }
+        for (int c = 0; c < dh; c++) act[oo + c] = 0f;
+        float sum = 0f;
+        for (int j = 0; j <= qi; j++) {
+            float s = 0f;
+            for (int c = 0; c < dh; c++) s += act[qo + c] * act[kc + c * ldk + j];
+            float p = exp(s * sc - mx);
+            sum += p;
+            for (int c = 0; c < dh; c++) act[oo + c] += p * act[vc + j * dh + c];
+        }
+        float inv = 1f / sum;
+        for (int c = 0; c < dh; c++) act[oo + c] = act[oo + c] * inv;
     }
 
-    /** NormControl.apply(v, c): none, clamp, or c tanh(v / c) (Ops.softClip: v * (1 / c), tanh, * c), tanh through exp of a non-positive argument. */
+    /** PlanOp.Bound: none, clamp, or c tanh(v / c) (Ops.softClip: v * (1 / c), tanh, * c), tanh through exp of a non-positive argument. */
     private float bound(float v) {
         float y = v;
         if (clipMode == CLIP_HARD) y = min(clip, max(-clip, v));
@@ -150,30 +164,25 @@ final class ResidentKernel extends Kernel {
     }
 
     /**
-     * TarFlow's exact-inverse update of one token: for sample s &lt; per and feature c &lt; d, (a, b)
-     * = bound(params row s) (rows of 2 d: [a | b], proj_out's chunk), with CFG (guided) a = a + gi
-     * (a - a_u) from row per + s and gi = act[vOff + qi]; x[s, tok, c] = x exp(a) + b in x (per,
-     * t, d) at act[dst], and the new token is also written to the next step's input rows at
-     * act[v2Off] (both passes' rows when guided), so no gather is needed between steps.
+     * The plan's CouplingStep for sample e &lt; n / d and feature c &lt; d: (a, b) = bound(params row e) (rows of 2 d at
+     * act[src]: [a | b]); with CFG (guided) a = a + gi (a - a_u) from the unconditional params (rows of 2 d at
+     * act[v2Off]), gi = act[vOff]; then x = x exp(a) + b in place, x's rows ldy apart at act[dst].
      */
     private void coupleStep(int g) {
-        int s = g / d, c = g - (g / d) * d;
-        int po = src + s * 2 * d + c;
+        int e = g / d, c = g - (g / d) * d;
+        int po = src + e * 2 * d + c;
         float a = bound(act[po]);
         float b = bound(act[po + d]);
         if (guided == 1) {
-            float gi = act[vOff + qi];
-            int uo = po + per * 2 * d;
+            float gi = act[vOff];
+            int uo = v2Off + e * 2 * d + c;
             float ua = bound(act[uo]);
             float ub = bound(act[uo + d]);
             a = a + gi * (a - ua);
             b = b + gi * (b - ub);
         }
-        int xo = dst + (s * t + tok) * d + c;
-        float x = act[xo] * exp(a) + b;
-        act[xo] = x;
-        act[v2Off + g] = x;
-        if (guided == 1) act[v2Off + per * d + g] = x;
+        int xo = dst + e * ldy + c;
+        act[xo] = act[xo] * exp(a) + b;
     }
 
     /** x * sigmoid(x), the sigmoid split by sign so exp never overflows (engine's Ops.sigmoid, in float). */
@@ -216,7 +225,7 @@ final class ResidentKernel extends Kernel {
         for (int t0 = 0; t0 < k; t0 += TS) {
             int kk = t0 + lc;
             float xv = 0f;
-            if (row < m && kk < k) xv = act[src + row * k + kk];
+            if (row < m && kk < k) xv = act[src + row * ldx + kk];
             tileX[lr * TS + lc] = xv;
             float wv = 0f;
             if (wr < n && kk < k) wv = w[wOff + wr * k + kk];
@@ -285,7 +294,7 @@ final class ResidentKernel extends Kernel {
      * One query's attention over keys 0 .. lim-1 (lim >= 1, no mask: every row sees a key, so no "seen
      * any" flag is needed): q at act[qo], key j at act[ko + j rs], value j at act[vo + j rs], output
      * at act[oo .. oo + dh). Two passes over the keys (max, then exp-sum and P V): no score row stored.
-     * Shared by ATTENTION and DECODE.
+     * ATTENTION's inner loop (DECODE reads its keys transposed, as the CPU decode kernel does).
      */
     private void attendRow(int qo, int ko, int vo, int oo, int lim, int rs, float sc) {
         float mx = NEG_BIG;

@@ -247,9 +247,9 @@ public final class ResidentStack implements AutoCloseable {
     /** One launch: the kernel's scalar fields and its range. */
     private static final class Op {
         int mode, n, m, k, src, dst, wOff, bOff, hasW, hasB, rows, d, slices, heads, t, dh, causal, per, vOff, v2Off, vStride;
-        int ldy, accum, gel, tok, qi, split, guided, clipMode;
+        int ldx, ldy, accum, gel, qi, kOff, vlOff, ldk, scaleOff = -1, guided, clipMode;
         int rsOff, ldr, gated, gtOff, ldg, gRows = 1;
-        float eps, scale, clip;
+        float eps, scale, qkScale = 1f, clip;
         Range range;
 
         void load(ResidentKernel r) {
@@ -257,8 +257,8 @@ public final class ResidentStack implements AutoCloseable {
             r.hasW = hasW; r.hasB = hasB; r.rows = rows; r.d = d; r.slices = slices; r.heads = heads; r.t = t;
             r.dh = dh; r.causal = causal; r.eps = eps; r.scale = scale;
             r.per = per; r.vOff = vOff; r.v2Off = v2Off; r.vStride = vStride;
-            r.ldy = ldy; r.accum = accum; r.gel = gel; r.tok = tok; r.qi = qi; r.split = split; r.guided = guided;
-            r.clipMode = clipMode; r.clip = clip;
+            r.ldx = ldx; r.ldy = ldy; r.accum = accum; r.gel = gel; r.qi = qi; r.kOff = kOff; r.vlOff = vlOff; r.ldk = ldk;
+            r.scaleOff = scaleOff; r.qkScale = qkScale; r.guided = guided; r.clipMode = clipMode; r.clip = clip;
             r.rsOff = rsOff; r.ldr = ldr; r.gated = gated; r.gtOff = gtOff; r.ldg = ldg; r.gRows = gRows;
         }
     }
@@ -375,7 +375,7 @@ public final class ResidentStack implements AutoCloseable {
         Op linear(int wOff, int bOff, int in, int out, int src, int dst, int rows) {
             Op op = new Op();
             op.mode = ResidentKernel.LINEAR; op.src = src; op.dst = dst; op.m = rows; op.k = in; op.n = out;
-            op.ldy = out;
+            op.ldx = in; op.ldy = out;
             op.wOff = wOff;
             op.hasB = bOff < 0 ? 0 : 1;
             op.bOff = Math.max(0, bOff);
@@ -452,6 +452,12 @@ public final class ResidentStack implements AutoCloseable {
         /** Packs a parameter into the weight arena (uploaded at build, re-read by refreshWeights); returns its offset in w. */
         public int weight(Tensor t) { return e.param(t); }
 
+        /**
+         * The same, packed once per tensor (by identity): a later call with the same tensor returns the first offset. What
+         * a plan whose ops reference one weight many times (an unrolled decode loop) packs its weights with.
+         */
+        public int sharedWeight(Tensor t) { return e.shared(t); }
+
         /** Packs parameters back to back (e.g. several Linears' weights that one LINEAR launch reads as one stacked matrix); returns the first one's offset. */
         public int weights(List<Tensor> ts) {
             if (ts.isEmpty()) throw new IllegalArgumentException("ResidentStack.Program: no tensors to pack");
@@ -482,14 +488,6 @@ public final class ResidentStack implements AutoCloseable {
             return this;
         }
 
-        /** Y (rows, out) at act[dst] = linear(X (rows, in) at act[src]), the module's weight and bias packed here (once per module: later ops on it share the copy). */
-        public Program linear(Linear l, int src, int dst, int rows) {
-            act(src, (long) rows * l.in);
-            act(dst, (long) rows * l.out);
-            e.linear(l, src, dst, rows);
-            return this;
-        }
-
         /** Y (rows, out) = X (rows, in) W^T + b with W (out, in) at w[wOff] and b (out) at w[bOff] (bOff < 0: no bias), both packed already. */
         public Program linear(int wOff, int bOff, int in, int out, int src, int dst, int rows) {
             if (wOff < 0 || wOff + (long) out * in > e.wNext || (bOff >= 0 && bOff + (long) out > e.wNext))
@@ -505,13 +503,6 @@ public final class ResidentStack implements AutoCloseable {
         public Program layerNorm(float eps, int src, int dst, int rows, int d) {
             checkNorm(src, dst, rows, d);
             e.layerNorm(eps, src, dst, rows, d);
-            return this;
-        }
-
-        /** The module (weight and bias if it has them) over rows, act[src] -> act[dst] (must not overlap). */
-        public Program layerNorm(LayerNorm ln, int src, int dst, int rows) {
-            checkNorm(src, dst, rows, ln.dim);
-            e.layerNorm(ln, src, dst, rows);
             return this;
         }
 
@@ -575,117 +566,22 @@ public final class ResidentStack implements AutoCloseable {
         }
 
         /**
-         * Y (rows, out) = linear(X (rows, in) at act[src]) with the module's weights (packed on
-         * first use, shared by every later op on the same module), written at act[dst + r dstStride] (dstStride &gt;= out:
-         * e.g. one decode step's qkv straight into row i of a KV cache laid out (rows, T, 3 D));
-         * gelu applies exact GELU after the bias (an MLP's fc1 + activation in one launch);
-         * accumulate adds into Y (h = h + f(h): a residual branch's last Linear and its add in one
-         * launch). One launch.
+         * Y (rows, out) at act[dst] (rows ldy apart) = X (rows, in) at act[src] (rows ldx apart) W^T + b (W, b packed
+         * already; bOff &lt; 0: no bias), then GELU when gelu, then Y = R + G * Y when res &gt;= 0: R (rows, out) at
+         * act[res] (rows ldr apart), G one row per gRows rows at act[gate] (ldg apart; gate &lt; 0: none). One launch: an
+         * inference plan's Linear op (a strided X: one token of every sample, TarFlow's decode step).
          */
-        public Program linear(Linear l, int src, int dst, int rows, int dstStride, boolean accumulate, boolean gelu) {
-            if (dstStride < l.out)
-                throw new IllegalArgumentException("ResidentStack.Program: a row stride of " + dstStride + " is less than the Linear's " + l.out + " outputs");
-            act(src, (long) rows * l.in);
-            act(dst, (long) (rows - 1) * dstStride + l.out);
-            Op op = e.linear(l, src, dst, rows);
-            op.ldy = dstStride;
-            op.accum = accumulate ? 1 : 0;
-            op.rsOff = dst; op.ldr = dstStride; // the residual is what Y held
-            op.gel = gelu ? 1 : 0;
-            return this;
-        }
-
-        /**
-         * act[dst + s per + i] += w[table + i] + act[plus + s per + i]: a table row (already packed)
-         * and per-sample rows added in one launch (TarFlow's proj_in(x) + pos_embed[i] + class_embed[y]).
-         */
-        public Program addTable(int table, int dst, int samples, int per, int plus) {
-            act(plus, (long) samples * per);
-            addTable(table, dst, samples, per);
-            Op op = e.program.get(e.program.size() - 1);
-            op.src = plus;
-            op.hasB = 1;
-            return this;
-        }
-
-        /**
-         * Row r &lt; rows of a (rows, dim) region at act[dst] = token {@code token} of sample r mod
-         * batch of x (batch, tokens, dim) at act[x]: a decode step's input, copied once per pass
-         * (conditional, unconditional) when rows is a multiple of batch. The token is an index,
-         * so a flipped block needs no copy of x. One launch.
-         */
-        public Program gatherToken(int x, int dst, int batch, int tokens, int dim, int token, int rows) {
-            if (token < 0 || token >= tokens || rows < 1 || batch < 1 || dim < 1)
-                throw new IllegalArgumentException("ResidentStack.Program: token " + token + " of " + tokens + " (rows " + rows + ", batch " + batch + ")");
-            act(x, (long) batch * tokens * dim);
-            act(dst, (long) rows * dim);
-            Op op = e.elementwise(ResidentKernel.GATHER_TOKEN, x, dst, rows * dim);
-            op.per = batch; op.t = tokens; op.d = dim; op.tok = token;
-            return this;
-        }
-
-        /**
-         * One KV-cached decode step of causal attention: the cache (samples, tokens, 3 heads headDim)
-         * at act[cache] holds every step's qkv row (what {@link #linear(Linear, int, int, int, int,
-         * boolean, boolean)} with dstStride = tokens 3 D wrote), query {@code query} attends keys
-         * 0..query (KVCache.attend's causal rule with Tq = 1); heads merged into (samples, heads
-         * headDim) at act[dst]. Samples below split use scale, the others the float at
-         * act[scale2] (set per call: the unconditional pass's scale / attention temperature).
-         * One launch, one item per (sample, head).
-         */
-        public Program decodeAttention(int cache, int dst, int samples, int heads, int tokens, int headDim, int query, float scale,
-                                       int split, int scale2) {
-            if (query < 0 || query >= tokens) throw new IllegalArgumentException("ResidentStack.Program: query " + query + " of " + tokens + " tokens");
-            long dm = (long) heads * headDim;
-            act(cache, (long) samples * tokens * 3 * dm);
-            act(dst, samples * dm);
-            if (split < samples) act(scale2, 1);
-            Op op = new Op();
-            op.mode = ResidentKernel.DECODE; op.src = cache; op.dst = dst;
-            op.slices = samples * heads; op.heads = heads; op.t = tokens; op.dh = headDim; op.qi = query;
-            op.scale = scale; op.split = split; op.vOff = Math.max(0, scale2);
-            op.range = e.device.createRange(roundUp(op.slices, WG), WG);
-            e.program.add(op);
-            return this;
-        }
-
-        /** How {@link #coupleStep} bounds the affine parameters (flow's NormControl NONE, HARD, SOFT). */
-        public enum Clip { NONE, HARD, SOFT }
-
-        /**
-         * TarFlow's exact-inverse update of one token: params (rows, 2 dim) at act[params] ([a | b]
-         * per row, rows = batch, or 2 batch with the unconditional rows below when guided); a, b
-         * bounded by clip (constant c); guided: a = a + gi (a - a_u), likewise b, gi = act[gains +
-         * step]; then x[s, token] = x exp(a) + b in x (batch, tokens, dim) at act[x], and the new
-         * token also goes to the next step's input rows at act[next] (batch or 2 batch rows of dim).
-         * One launch.
-         */
-        public Program coupleStep(int params, int x, int next, int batch, int tokens, int dim, int token, Clip clip, float c,
-                                  boolean guided, int gains, int step) {
-            if (token < 0 || token >= tokens) throw new IllegalArgumentException("ResidentStack.Program: token " + token + " of " + tokens);
-            if (clip != Clip.NONE && !(c > 0)) throw new IllegalArgumentException("ResidentStack.Program: clip constant must be > 0, got " + c);
-            int rows = guided ? 2 * batch : batch;
-            act(params, (long) rows * 2 * dim);
-            act(x, (long) batch * tokens * dim);
-            act(next, (long) rows * dim);
-            if (guided) act(gains, step + 1L);
-            Op op = e.elementwise(ResidentKernel.COUPLE_STEP, params, x, batch * dim);
-            op.per = batch; op.t = tokens; op.d = dim; op.tok = token; op.qi = step; op.v2Off = next;
-            op.guided = guided ? 1 : 0; op.vOff = Math.max(0, gains);
-            op.clipMode = clip.ordinal();
-            op.clip = c;
-            return this;
-        }
-
-        /**
-         * Y (rows, out) at act[dst] = X (rows, in) at act[src] W^T + b (W, b packed already; bOff &lt; 0: no bias), then
-         * GELU when gelu, then Y = R + G * Y when res &gt;= 0: R (rows, out) at act[res] (rows ldr apart), G one row per
-         * gRows rows at act[gate] (ldg apart; gate &lt; 0: none). One launch: an inference plan's Linear op.
-         */
-        public Program linear(int wOff, int bOff, int in, int out, int src, int dst, int rows, boolean gelu,
+        public Program linear(int wOff, int bOff, int in, int out, int src, int ldx, int dst, int ldy, int rows, boolean gelu,
                               int res, int ldr, int gate, int ldg, int gRows) {
-            linear(wOff, bOff, in, out, src, dst, rows);
+            if (ldx < in || ldy < out)
+                throw new IllegalArgumentException("ResidentStack.Program: row strides " + ldx + " (X) and " + ldy + " (Y) must be >= " + in + " and " + out);
+            linear(wOff, bOff, in, out, src, dst, 1);
             Op op = e.program.get(e.program.size() - 1);
+            act(src, (long) (rows - 1) * ldx + in);
+            act(dst, (long) (rows - 1) * ldy + out);
+            op.m = rows; op.ldx = ldx; op.ldy = ldy;
+            int ts = ResidentKernel.TS;
+            op.range = e.device.createRange2D(roundUp(out, ts), roundUp(rows, ts), ts, ts);
             op.gel = gelu ? 1 : 0;
             if (res >= 0) {
                 act(res, (long) (rows - 1) * ldr + out);
@@ -706,8 +602,56 @@ public final class ResidentStack implements AutoCloseable {
             Op op = e.layerNorm(eps, src, dst, rows, d);
             op.hasW = weight == null ? 0 : 1;
             op.hasB = bias == null ? 0 : 1;
-            if (weight != null) op.wOff = e.param(weight);
-            if (bias != null) op.bOff = e.param(bias);
+            if (weight != null) op.wOff = e.shared(weight);
+            if (bias != null) op.bOff = e.shared(bias);
+            return this;
+        }
+
+        /**
+         * PlanOp.DecodeAttention, one launch, one item per (sample, head): the step's fused projection (samples, 3 heads
+         * headDim) at act[qkv]; q and k multiplied by qkScale; k stored at column step of the transposed keys ((samples
+         * heads headDim) rows of ldk &gt;= tokens floats at act[keys]), v at row step of the values ((samples heads
+         * tokens) rows of headDim at act[values]); query step attends keys 0..step with the logit scale, or the float at
+         * act[scaleAt] when scaleAt &gt;= 0 (set per run); heads merged into (samples, heads headDim) at act[out].
+         */
+        public Program decode(int qkv, int keys, int ldk, int values, int out, int samples, int heads, int headDim, int tokens, int step,
+                              float qkScale, float scale, int scaleAt) {
+            if (step < 0 || step >= tokens || ldk < tokens)
+                throw new IllegalArgumentException("ResidentStack.Program: step " + step + " of " + tokens + " tokens (keys " + ldk + " apart)");
+            long dm = (long) heads * headDim, sh = (long) samples * heads;
+            act(qkv, samples * 3 * dm);
+            act(keys, (sh * headDim - 1) * ldk + tokens);
+            act(values, sh * tokens * headDim);
+            act(out, samples * dm);
+            if (scaleAt >= 0) act(scaleAt, 1);
+            Op op = new Op();
+            op.mode = ResidentKernel.DECODE; op.src = qkv; op.dst = out; op.kOff = keys; op.ldk = ldk; op.vlOff = values;
+            op.slices = samples * heads; op.heads = heads; op.t = tokens; op.dh = headDim; op.qi = step;
+            op.qkScale = qkScale; op.scale = scale; op.scaleOff = scaleAt;
+            op.range = e.device.createRange(roundUp(op.slices, WG), WG);
+            e.program.add(op);
+            return this;
+        }
+
+        /**
+         * PlanOp.CouplingStep, one launch: params (samples, 2 dim) at act[params] ([a | b] rows), bounded by bound
+         * (PlanOp.Bound's ordinal: none, clamp, soft) with constant c; with guidance (uncond &gt;= 0) a = a + g (a - a_u)
+         * from the unconditional params at act[uncond], g = act[gain]; then x = x exp(a) + b for x (samples, dim) at
+         * act[x], rows ldx apart.
+         */
+        public Program couple(int params, int uncond, int gain, int x, int ldx, int samples, int dim, int bound, float c) {
+            if (bound < ResidentKernel.CLIP_NONE || bound > ResidentKernel.CLIP_SOFT || (bound != ResidentKernel.CLIP_NONE && !(c > 0)))
+                throw new IllegalArgumentException("ResidentStack.Program: bound " + bound + " with constant " + c + " (a bound needs c > 0)");
+            if (ldx < dim) throw new IllegalArgumentException("ResidentStack.Program: x's rows " + ldx + " apart hold fewer than " + dim + " floats");
+            act(params, (long) samples * 2 * dim);
+            act(x, (long) (samples - 1) * ldx + dim);
+            if (uncond >= 0) {
+                act(uncond, (long) samples * 2 * dim);
+                act(gain, 1);
+            }
+            Op op = e.elementwise(ResidentKernel.COUPLE_STEP, params, x, samples * dim);
+            op.d = dim; op.ldy = ldx; op.guided = uncond >= 0 ? 1 : 0; op.v2Off = Math.max(0, uncond); op.vOff = Math.max(0, gain);
+            op.clipMode = bound; op.clip = c;
             return this;
         }
 

@@ -4,11 +4,8 @@ package dev.biflow.engine.nn;
 import dev.biflow.engine.Grad;
 import dev.biflow.engine.Shape;
 import dev.biflow.engine.Tensor;
+import dev.biflow.engine.kernels.DecodeAttention;
 import dev.biflow.engine.kernels.Parallel;
-import dev.biflow.engine.kernels.Softmax;
-import dev.biflow.engine.kernels.Vec;
-import jdk.incubator.vector.FloatVector;
-import jdk.incubator.vector.VectorSpecies;
 
 /**
  * One attention layer's cache: k and v of (B, H, T_seen, Dh), stored in buffers that grow by
@@ -122,37 +119,11 @@ public final class KVCache {
                 for (int i = 0; i < tq; i++) {
                     int qOff = (r * tq + i) * d;
                     int visible = causal ? n - tq + i + 1 : n;
-                    scores(qd, qOff, kb, kBase, c, d, visible, scale, p);
-                    float max = p[0];
-                    for (int j = 1; j < visible; j++) max = Math.max(max, p[j]);
-                    float inv = 1f / Softmax.expShift(p, 0, p, 0, visible, max);
-                    for (int j = 0; j < visible; j++) Vec.axpy(p[j] * inv, vb, vBase + j * d, out, qOff, d);
+                    DecodeAttention.row(qd, qOff, kb, kBase, c, vb, vBase, d, visible, scale, p, out, qOff);
                 }
             }
         });
         return Tensor.of(out, b, h, tq, d);
-    }
-
-    private static final VectorSpecies<Float> S = FloatVector.SPECIES_PREFERRED;
-
-    /**
-     * p[j] = scale * (q . k_j) for the keys j < n, keys stored transposed (kT[kOff + dd * ld + j]): L keys per
-     * vector, one FMA per head dimension, summed over dd in order; a key in the scalar tail gets the same
-     * fma chain, so its bits do not depend on where the vector part ended.
-     */
-    private static void scores(float[] q, int qOff, float[] kT, int kOff, int ld, int d, int n, float scale, float[] p) {
-        int j = 0;
-        for (int end = S.loopBound(n); j < end; j += S.length()) {
-            FloatVector acc = FloatVector.zero(S);
-            for (int dd = 0; dd < d; dd++)
-                acc = FloatVector.broadcast(S, q[qOff + dd]).fma(FloatVector.fromArray(S, kT, kOff + dd * ld + j), acc);
-            acc.mul(scale).intoArray(p, j);
-        }
-        for (; j < n; j++) {
-            float acc = 0f;
-            for (int dd = 0; dd < d; dd++) acc = Math.fma(q[qOff + dd], kT[kOff + dd * ld + j], acc);
-            p[j] = acc * scale;
-        }
     }
 
     /** Empties the cache (keeps the buffers for reuse). */

@@ -126,15 +126,11 @@ public class MultiHeadAttention extends Module {
         Tensor packed = Ops.permute(Ops.reshape(qkv.forward(h), b, t, 3 * heads, headDim), 0, 2, 1, 3); // (B, 3H, T, Dh)
         Tensor[] qkvs = Ops.chunk(packed, 3, 1);
         Tensor q = qkvs[0], k = qkvs[1], v = qkvs[2]; // (B, H, T, Dh)
-        float scale;
+        float scale = decodeScale(temperature);
         if (scaling == Scaling.SPLIT_QK) {
-            float s = (float) Math.pow(headDim, -0.25);
+            float s = decodeQkScale();
             q = Ops.mulScalar(q, s);
             k = Ops.mulScalar(k, s);
-            scale = 1f / temperature;
-        } else {
-            double s = Math.pow(headDim, -0.25);
-            scale = (float) (s * s / temperature);
         }
         Tensor o;
         if (cache != null && mask == null && !Grad.enabled()) {
@@ -151,6 +147,42 @@ public class MultiHeadAttention extends Module {
         } // (B, H, T, Dh)
         o = Ops.reshape(Ops.permute(o, 0, 2, 1, 3), b, t, dim);
         return proj.forward(o);
+    }
+
+    /** What q and k are each multiplied by on the cached path: headDim^-1/4 with SPLIT_QK, 1 (untouched) with FUSED. */
+    public float decodeQkScale() { return scaling == Scaling.SPLIT_QK ? (float) Math.pow(headDim, -0.25) : 1f; }
+
+    /**
+     * The logit scale of the cached path at an attention temperature: 1 / temperature with SPLIT_QK (q and k carry
+     * headDim^-1/2), headDim^-1/2 / temperature with FUSED. A plan that takes the temperature per run stores this
+     * float in its arena ({@link #lowerDecode}'s scaleAt), so it rounds as the cached forward does.
+     */
+    public float decodeScale(float temperature) {
+        if (scaling == Scaling.SPLIT_QK) return 1f / temperature;
+        double s = Math.pow(headDim, -0.25);
+        return (float) (s * s / temperature);
+    }
+
+    /**
+     * One KV-cached decode step of {@link #forward}{@code (x, null, temperature, cache)} for inference, x one new token
+     * per example: in (B, D) -> out (B, D) (then the epilogue: {@code x + attention(x)} is the residual add on proj's
+     * output tiles), keys (B H Dh, T) and values (B H T, Dh) the cache regions this layer owns for the whole decode,
+     * step the token's position (its k and v go there; the query sees keys 0..step). The logit scale is
+     * {@link #decodeScale}(temperature), or the float at scaleAt (1 x 1, written per run) when that is not null. The
+     * normalised input, the projection and the merged heads are plan temporaries.
+     */
+    public void lowerDecode(PlanBuilder p, Region in, Region out, PlanOp.Epilogue epilogue, Region keys, Region values, int step,
+                            float temperature, Region scaleAt) {
+        if (!causal) throw new IllegalArgumentException("MultiHeadAttention.lowerDecode: a decode step needs a causal layer (this one is bidirectional)");
+        if (!(temperature > 0)) throw new IllegalArgumentException("MultiHeadAttention.lowerDecode: temperature must be > 0, got " + temperature);
+        int mark = p.mark();
+        Region x = in;
+        if (norm != null) norm.lower(p, in, x = p.alloc(in.rows(), dim));
+        Region qkvOut = p.alloc(in.rows(), 3 * dim), o = p.alloc(in.rows(), dim); // (B, 3D), (B, D)
+        qkv.lower(p, x, qkvOut);
+        p.add(new PlanOp.DecodeAttention(qkvOut, keys, values, o, heads, step, decodeQkScale(), decodeScale(temperature), scaleAt));
+        proj.lower(p, o, out, epilogue);
+        p.release(mark);
     }
 
     /**

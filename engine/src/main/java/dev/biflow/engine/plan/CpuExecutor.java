@@ -5,6 +5,7 @@ import dev.biflow.engine.Arena;
 import dev.biflow.engine.Backend;
 import dev.biflow.engine.Ops;
 import dev.biflow.engine.kernels.Attention;
+import dev.biflow.engine.kernels.DecodeAttention;
 import dev.biflow.engine.kernels.LayerNormKernel;
 import dev.biflow.engine.kernels.Parallel;
 import dev.biflow.engine.kernels.Vec;
@@ -109,6 +110,16 @@ public final class CpuExecutor {
                         ya[yo + j] = v * Ops.sigmoid(v);
                     }
             }
+            case PlanOp.AddRow s -> {
+                Region x = s.a(), y = s.y();
+                int d = x.cols(), t0 = s.row() * d;
+                float[] t = s.table().data(), xa = bufs[x.buf()], ya = bufs[y.buf()];
+                Parallel.forRange(x.rows(), grain(d), (lo, hi) -> {
+                    for (int r = lo; r < hi; r++) Vec.binaryRow(0, xa, x.row(r), 1, t, t0, 1, ya, y.row(r), d);
+                });
+            }
+            case PlanOp.DecodeAttention a -> decode(a, bufs);
+            case PlanOp.CouplingStep c -> couple(c, bufs);
         }
     }
 
@@ -150,6 +161,56 @@ public final class CpuExecutor {
         // no fill needed: self-attention without a mask gives every query a key, so every output row is written
         Backend.active().attentionForward(qa, qa, qa, oa, Attention.Layouts.packed(heads, t, dh).shifted(qkv.off(), o.off()),
                 s.batch(), heads, t, t, dh, dh, s.causal(), null, null, s.scale(), false);
+    }
+
+    /**
+     * KVCache.append then KVCache.attend for one token per example (MultiHeadAttention's cached path): the same scaling
+     * of q and k (mulScalar's rounding), the same transposed key layout and the same decode kernel, so the same bits.
+     */
+    private static void decode(PlanOp.DecodeAttention a, float[][] bufs) {
+        Region qkv = a.qkv(), ks = a.keys(), vs = a.values(), o = a.out();
+        float[] qa = bufs[qkv.buf()], ka = bufs[ks.buf()], va = bufs[vs.buf()], oa = bufs[o.buf()];
+        int b = qkv.rows(), heads = a.heads(), d = qkv.cols() / 3, dh = d / heads, t = ks.cols(), i = a.step();
+        float scale = a.scaleAt() == null ? a.scale() : bufs[a.scaleAt().buf()][a.scaleAt().off()];
+        for (int e = 0; e < b; e++) {
+            int q0 = qkv.row(e);
+            if (a.qkScale() != 1f) Vec.scale(a.qkScale(), qa, qa, q0, q0 + 2 * d);
+            for (int h = 0; h < heads; h++) {
+                int r = e * heads + h;
+                for (int c = 0; c < dh; c++) ka[ks.row(r * dh + c) + i] = qa[q0 + d + h * dh + c]; // (B, H, Dh, T): key i in column i
+                System.arraycopy(qa, q0 + 2 * d + h * dh, va, vs.row(r * t + i), dh);
+            }
+            java.util.Arrays.fill(oa, o.row(e), o.row(e) + d, 0f); // the kernel accumulates into out
+        }
+        Parallel.forRange(b * heads, 1, (lo, hi) -> {
+            float[] p = new float[i + 1];
+            for (int r = lo; r < hi; r++) {
+                int e = r / heads, h = r % heads;
+                DecodeAttention.row(qa, qkv.row(e) + h * dh, ka, ks.row(r * dh), ks.ld(), va, vs.row(r * t), dh, i + 1, scale, p, oa, o.row(e) + h * dh);
+            }
+        });
+    }
+
+    /** TarFlow.MetaBlock.solve's update of one token: bound, guide, x = x exp(a) + b, each rounding as it does. */
+    private static void couple(PlanOp.CouplingStep c, float[][] bufs) {
+        Region pr = c.params(), u = c.uncond(), x = c.x();
+        int td = x.cols();
+        float[] pa = bufs[pr.buf()], ua = u == null ? null : bufs[u.buf()], xa = bufs[x.buf()];
+        float g = u == null ? 0f : bufs[c.gain().buf()][c.gain().off()];
+        PlanOp.Bound bound = c.bound();
+        float clip = c.clip();
+        for (int e = 0; e < x.rows(); e++) {
+            int po = pr.row(e), xo = x.row(e), uo = u == null ? 0 : u.row(e);
+            for (int j = 0; j < td; j++) {
+                float a = bound.apply(pa[po + j], clip), sh = bound.apply(pa[po + td + j], clip);
+                if (u != null) {
+                    float au = bound.apply(ua[uo + j], clip), bu = bound.apply(ua[uo + td + j], clip);
+                    a = a + g * (a - au);
+                    sh = sh + g * (sh - bu);
+                }
+                xa[xo + j] = xa[xo + j] * (float) Math.exp(a) + sh;
+            }
+        }
     }
 
     private static int grain(long perItem) { return (int) Math.max(1, GRAIN / Math.max(1, perItem)); }

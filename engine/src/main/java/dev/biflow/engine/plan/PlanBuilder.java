@@ -137,6 +137,52 @@ public final class PlanBuilder {
                 inside(what, s.x(), s.y());
                 same(what, s.x(), s.y());
             }
+            case PlanOp.AddRow a -> {
+                inside(what, a.a(), a.y());
+                same(what, a.a(), a.y());
+                int[] t = a.table().shape();
+                if (t.length != 2 || t[1] != a.a().cols() || a.row() < 0 || a.row() >= t[0])
+                    fail(what, "row " + a.row() + " of table " + Shape.str(t) + ": the table must be (T, " + a.a().cols() + ") and the row one of its T");
+            }
+            case PlanOp.DecodeAttention a -> {
+                Region q = a.qkv(), k = a.keys(), v = a.values(), o = a.out();
+                inside(what, q, k, v, o);
+                int w = q.cols(), b = q.rows(), h = a.heads();
+                if (h < 1 || w == 0 || w % (3 * h) != 0) fail(what, "qkv " + dims(q) + " must end in 3 x heads (" + h + ") x head dim");
+                int d = w / 3, dh = d / h, t = k.cols();
+                if (k.rows() != b * h * dh) fail(what, "keys " + dims(k) + " must be (batch x heads x head dim = " + b * h * dh + ", T)");
+                if (v.rows() != b * h * t || v.cols() != dh || !v.contiguous())
+                    fail(what, "values " + dims(v) + " must be contiguous (batch x heads x T = " + b * h * t + ", " + dh + ")");
+                if (a.step() < 0 || a.step() >= t) fail(what, "step " + a.step() + " is not a token of the cache's " + t);
+                if (o.rows() != b || o.cols() != d) fail(what, "out " + dims(o) + " must be (" + b + ", " + d + ")");
+                if (a.qkScale() != 1f && q.buf() != 0) fail(what, "q and k are scaled in place: qkv must be an arena temporary, not a bound array");
+                disjoint(what, q, k);
+                disjoint(what, q, v);
+                disjoint(what, q, o);
+                disjoint(what, k, v);
+                disjoint(what, k, o);
+                disjoint(what, v, o);
+                if (a.scaleAt() != null) {
+                    inside(what, a.scaleAt());
+                    if (a.scaleAt().rows() != 1 || a.scaleAt().cols() != 1) fail(what, "scaleAt " + dims(a.scaleAt()) + " must be one float (1, 1)");
+                }
+            }
+            case PlanOp.CouplingStep c -> {
+                Region pr = c.params(), x = c.x();
+                inside(what, pr, x);
+                if (pr.rows() != x.rows() || pr.cols() != 2 * x.cols()) fail(what, "params " + dims(pr) + " must be (" + x.rows() + ", 2 x " + x.cols() + ") for x " + dims(x));
+                disjoint(what, pr, x);
+                if ((c.uncond() == null) != (c.gain() == null)) fail(what, "guidance needs both the unconditional params and the gain (or neither)");
+                if (c.uncond() != null) {
+                    inside(what, c.uncond(), c.gain());
+                    same(what, c.uncond(), pr);
+                    disjoint(what, c.uncond(), x);
+                    if (c.gain().rows() != 1 || c.gain().cols() != 1) fail(what, "gain " + dims(c.gain()) + " must be one float (1, 1)");
+                    disjoint(what, c.gain(), x);
+                }
+                if (c.bound() == null) fail(what, "bound is null: pass Bound.NONE");
+                if (c.bound() != PlanOp.Bound.NONE && !(c.clip() > 0)) fail(what, "the bound's constant must be > 0, got " + c.clip());
+            }
         }
     }
 

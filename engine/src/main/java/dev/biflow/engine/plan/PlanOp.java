@@ -60,4 +60,46 @@ public sealed interface PlanOp {
 
     /** y = x * sigmoid(x). */
     record Silu(Region x, Region y) implements PlanOp {}
+
+    /** y = a + table row {@code row} on every row of a: one row of a position table (a decode step's token). */
+    record AddRow(Region a, Tensor table, int row, Region y) implements PlanOp {}
+
+    /**
+     * One KV-cached decode step of causal attention (KVCache.append then KVCache.attend with one query per example):
+     * qkv (B, 3 H Dh) holds each example's new token's fused projection ([q heads | k heads | v heads]); q and k are
+     * first multiplied by qkScale in place (TARFlow's split scaling; 1: not touched, else qkv must be an arena
+     * temporary), k is stored at column {@code step} of keys (B H Dh, T), transposed as the decode kernel reads it,
+     * v at row {@code step} of each (example, head)'s T rows of values (B H T, Dh); then out (B, H Dh), heads merged,
+     * = softmax(s q k^T) v over the keys 0..step, with s = scale, or the float at scaleAt (1 x 1, written per run: an
+     * attention temperature chosen per call) when scaleAt is not null. Steps run in order, so keys 0..step were
+     * written by this step and the ones before it.
+     */
+    record DecodeAttention(Region qkv, Region keys, Region values, Region out, int heads, int step, float qkScale, float scale,
+                           Region scaleAt) implements PlanOp {}
+
+    /** How a {@link CouplingStep} bounds its affine parameters (iTARFlow's norm control), with the roundings of Ops. */
+    enum Bound {
+        /** No bound. */
+        NONE,
+        /** Ops.clamp(v, -c, c). */
+        HARD,
+        /** Ops.softClip(v, c) = c tanh(v / c), as mulScalar(tanh(mulScalar(v, 1 / c)), c) rounds it. */
+        SOFT;
+
+        public float apply(float v, float c) {
+            return switch (this) {
+                case NONE -> v;
+                case HARD -> Math.min(c, Math.max(-c, v));
+                case SOFT -> (float) Math.tanh(v * (1f / c)) * c;
+            };
+        }
+    }
+
+    /**
+     * TARFlow's exact-inverse update of one token, in place: params (B, 2 td) rows [a | b] (proj_out's chunk), each
+     * bounded (bound, constant clip); with classifier-free guidance (uncond, the unconditional pass's params, and gain,
+     * a 1 x 1 region holding this step's g_i, both non-null) a = a + g_i (a - a_u), b likewise; then
+     * x (B, td) = x exp(a) + b, exp in double as (float) Math.exp.
+     */
+    record CouplingStep(Region params, Region uncond, Region gain, Bound bound, float clip, Region x) implements PlanOp {}
 }

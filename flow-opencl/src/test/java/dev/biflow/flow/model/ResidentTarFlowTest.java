@@ -1,4 +1,4 @@
-// ResidentTarFlow (TARFlow's exact inverse as one device-resident program) against TarFlow.reverse on the CPU, with exact copies and launches per call.
+// ResidentTarFlow (TARFlow's exact-inverse plan on OpenClPlan) against TarFlow.reverse (the same plan on the CPU), with exact copies and launches per call.
 package dev.biflow.flow.model;
 
 import dev.biflow.engine.Backend;
@@ -71,9 +71,14 @@ class ResidentTarFlowTest {
     /** T = 49 (14x14 in 2x2 patches: not a multiple of the 64-item work-groups), width 32, 2 blocks x 1 layer, hard clip 2. */
     static TarFlowConfig t49() { return new TarFlowConfig(1, 14, 2, 32, 2, 1, 3, 16, NormControl.HARD, 2f); }
 
-    static int launches(TarFlowConfig c) {
-        // copy in + copy out; per block a gather, then per step proj_in, pos+class, 7 per layer, proj_out, coupling
-        return 2 + c.numBlocks() * (1 + (c.tokens() - 1) * (4 + 7 * c.layersPerBlock()));
+    /**
+     * Copy in + copy out + one launch per plan op: per block and step, each pass (the unconditional one too with
+     * guidance) proj_in, the pos_embed row, the class rows (conditional), 7 per layer (LayerNorm, qkv, decode attention,
+     * proj + residual, LayerNorm, fc1 + GELU, fc2 + residual) and proj_out; then the coupling step.
+     */
+    static int launches(TarFlowConfig c, boolean cfg) {
+        int pass = 3 + (c.conditional() ? 1 : 0) + 7 * c.layersPerBlock();
+        return 2 + c.numBlocks() * (c.tokens() - 1) * (1 + (cfg ? 2 : 1) * pass);
     }
 
     static double compare(String what, Tensor want, Tensor got) {
@@ -114,8 +119,8 @@ class ResidentTarFlowTest {
         TarFlow f = model(c, 11);
         int batch = 3;
         try (ResidentTarFlow r = ResidentTarFlow.of(f, cl, batch)) {
-            assertEquals(launches(c), r.launchesPerCall(false));
-            assertEquals(launches(c), r.launchesPerCall(true));
+            assertEquals(launches(c, false), r.launchesPerCall(false));
+            assertEquals(launches(c, true), r.launchesPerCall(true));
             // x (B, T, td) + class rows (blocks, B, D); with CFG 2B class rows, T - 1 gains and the unconditional scale
             assertEquals(batch * c.tokens() * c.tokenDim() + c.numBlocks() * batch * c.channels(), r.inputFloats(false));
             assertEquals(batch * c.tokens() * c.tokenDim() + c.numBlocks() * 2 * batch * c.channels() + c.tokens(), r.inputFloats(true));
@@ -146,7 +151,7 @@ class ResidentTarFlowTest {
         TarFlow f = model(c, 21);
         int batch = 2;
         try (ResidentTarFlow r = ResidentTarFlow.of(f, cl, batch)) {
-            assertEquals(launches(c), r.launchesPerCall(true));
+            assertEquals(launches(c, true), r.launchesPerCall(true));
             Tensor z = Tensor.randn(new Rng(4), batch, c.tokens(), c.tokenDim());
             int[] y = {2, 0};
             TarFlow.Guidance[] gs = {new TarFlow.Guidance(1f, false, 1f), new TarFlow.Guidance(1.5f, true, 0.1f), TarFlow.Guidance.NONE};
@@ -167,7 +172,7 @@ class ResidentTarFlowTest {
             // guidance, annealing and temperature reach the device (each changes the sample)
             assertTrue(maxDiff(out[0], out[2]) > 1e-3, "guidance has no effect");
             assertTrue(maxDiff(out[0], out[1]) > 1e-3, "annealing / temperature have no effect");
-            System.out.println("[ResidentTarFlowTest] " + cl.name() + ": per CFG reverse call (B = " + batch + " as 2B rows, T = " + c.tokens()
+            System.out.println("[ResidentTarFlowTest] " + cl.name() + ": per CFG reverse call (B = " + batch + ", two passes, T = " + c.tokens()
                     + ", 2 blocks x 1 layer): " + r.launchesPerCall(true) + " launches, 1 put (" + 4 * r.inputFloats(true) + " B), 1 get");
         }
     }

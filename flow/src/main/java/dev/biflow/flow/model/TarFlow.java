@@ -15,6 +15,9 @@ import dev.biflow.engine.nn.MLP;
 import dev.biflow.engine.nn.Module;
 import dev.biflow.engine.nn.ModuleList;
 import dev.biflow.engine.nn.MultiHeadAttention;
+import dev.biflow.engine.plan.PlanBuilder;
+import dev.biflow.engine.plan.PlanOp;
+import dev.biflow.engine.plan.Region;
 
 import java.util.ArrayList;
 import java.util.List;
@@ -25,6 +28,11 @@ import java.util.List;
  * transform z_t = (x_t - b_t(x_<t)) * exp(-a_t(x_<t)) whose parameters come from a causal
  * Transformer, shifted by one token so token 0 passes unchanged. iTARFlow adds norm control:
  * (a, b) are clipped to [-c, c].
+ *
+ * <p>The exact inverse has two faces, written one beneath the other as every layer's forward and
+ * lower: {@link MetaBlock#reverse} (the KV-cached decode on tensors, {@link #reverseKvCached}) and
+ * {@link #lowerReverse} (the same decode as an inference plan). {@link #reverse} runs the plan on the
+ * CPU; ResidentTarFlow (flow-opencl) runs it on an OpenCL device.
  *
  * <p>Parameter names equal ml-tarflow's {@code Model.state_dict()}, so checkpoints move both ways.
  */
@@ -139,44 +147,109 @@ public final class TarFlow extends Module {
      * The exact inverse: z (B, T, Cp^2) -> x (B, C, H, W). Blocks in reverse order; in each, T-1
      * serial steps feed token i through the layers with a KV cache and solve token i+1. z is
      * first scaled by the prior's sqrt(var). Guidance needs labels (it contrasts with the
-     * unconditional pass, which keeps its own caches).
+     * unconditional pass, which keeps its own caches). Runs {@link #lowerReverse}'s plan
+     * ({@link TarFlowReversePlan}, built once per batch size and guidance on or off): the bits of
+     * {@link #reverseKvCached}, the same decode on tensors.
      */
     public Tensor reverse(Tensor z, int[] y, Guidance g) {
+        checkReverse(z, y, g);
+        return splitRows(z, y, (zr, yr) -> reversePlan(zr.size(0), g.scale() > 0).tokens(zr, yr, g));
+    }
+
+    /**
+     * {@link #reverse} on tensors: each block's {@link MetaBlock#reverse}, through the layers' KV-cached forward. What
+     * the plan lowers, kept as its reference (the plan-versus-tensors tests compare the two bit for bit).
+     */
+    public Tensor reverseKvCached(Tensor z, int[] y, Guidance g) {
+        checkReverse(z, y, g);
+        return splitRows(z, y, (zr, yr) -> {
+            try (var ng = Grad.noGrad(); Arena whole = Arena.open()) {
+                Tensor x = Ops.mul(zr, Ops.sqrt(var));
+                for (int i = blocks.size() - 1; i >= 0; i--) x = blocks.get(i).reverse(x, yr, g);
+                return Tensor.of(x.toArray(), x.shape()); // (B, T, Cp^2), out of the scope's arrays
+            }
+        });
+    }
+
+    private void checkReverse(Tensor z, int[] y, Guidance g) {
         checkTokens(z);
         checkLabels(y, z.size(0));
         if (g.scale() > 0 && (!config.conditional() || y == null))
             throw new IllegalArgumentException("guidance needs a class-conditional model and labels; pass guidance 0 or give labels");
+    }
+
+    /** The plans of the exact inverse, by batch size and guidance (2 batch + 1 with guidance): built once each. */
+    private final java.util.concurrent.ConcurrentHashMap<Integer, TarFlowReversePlan> reversePlans = new java.util.concurrent.ConcurrentHashMap<>();
+
+    private TarFlowReversePlan reversePlan(int batch, boolean guided) {
+        return reversePlans.computeIfAbsent(2 * batch + (guided ? 1 : 0), k -> TarFlowReversePlan.of(this, batch, guided));
+    }
+
+    /** How a thread turns its rows of z (and their labels) into tokens (rows, T, Cp^2). */
+    @FunctionalInterface
+    private interface RowsInverse {
+        Tensor tokens(Tensor z, int[] y);
+    }
+
+    /** The exact inverse's tokens of all rows, split over threads, then unpatchified. */
+    private Tensor splitRows(Tensor z, int[] y, RowsInverse rows) {
         int b = z.size(0);
         // (on the CPU only: an accelerator backend serialises its calls and gains nothing from host threads)
         if (Parallel.threads() == 1 || b < 2 || Parallel.inside() || dev.biflow.engine.Backend.active() != dev.biflow.engine.Backend.CPU)
-            return reverseRows(z, y, g);
+            return image(rows.tokens(z, y));
         // Each thread decodes its own rows through every block, with its own KV caches: a decode step's ops (one token
         // of a batch) are too small to split between threads, a whole decode is not. Rows never mix, so the result is
         // the one-thread result bit for bit.
-        int per = config.inChannels() * config.imgSize() * config.imgSize(), tokens = z.numel() / b;
-        float[] out = new float[b * per], zd = z.data();
+        int tokens = z.numel() / b;
+        float[] out = new float[b * tokens], zd = z.data();
         Parallel.forRange(b, 1, (lo, hi) -> {
             Tensor zr = Tensor.of(java.util.Arrays.copyOfRange(zd, lo * tokens, hi * tokens), hi - lo, z.size(1), z.size(2));
-            Tensor xr = reverseRows(zr, y == null ? null : java.util.Arrays.copyOfRange(y, lo, hi), g);
-            System.arraycopy(xr.data(), 0, out, lo * per, (hi - lo) * per);
+            Tensor xr = rows.tokens(zr, y == null ? null : java.util.Arrays.copyOfRange(y, lo, hi));
+            System.arraycopy(xr.data(), 0, out, lo * tokens, (hi - lo) * tokens);
         });
-        return Tensor.of(out, b, config.inChannels(), config.imgSize(), config.imgSize());
+        return image(Tensor.of(out, z.shape()));
     }
 
-    /**
-     * The exact inverse of these rows on the calling thread (grad off here: the mode is per thread). Its KV caches and
-     * temporaries come from an Arena scope, so a second call reuses the first call's arrays; the tokens are copied out.
-     */
-    private Tensor reverseRows(Tensor z, int[] y, Guidance g) {
-        Tensor tokens;
-        try (var ng = Grad.noGrad(); Arena whole = Arena.open()) {
-            Tensor x = Ops.mul(z, Ops.sqrt(var));
-            for (int i = blocks.size() - 1; i >= 0; i--) x = blocks.get(i).reverse(x, y, g);
-            tokens = Tensor.of(x.toArray(), x.shape()); // (B, T, Cp^2), out of the scope's arrays
-        }
+    /** Tokens (B, T, Cp^2) -> images (B, C, H, W). */
+    private Tensor image(Tensor tokens) {
         try (var ng = Grad.noGrad()) {
             return unpatchify(tokens);
         }
+    }
+
+    /**
+     * {@link #reverse} after the host's z sqrt(var), for inference: x (B T, Cp^2), the scaled noise, is solved in place
+     * into the tokens, block by block in reverse order ({@link MetaBlock#lowerReverse}). cls and clsU hold each block's
+     * class rows, (blocks B, D) with block k's B rows at k B (classTerm(y) and, with guidance, classTerm(null)); null for
+     * an unconditional flow, clsU null without guidance. gains (T - 1, 1) holds g_i per step and uscale (1, 1) the
+     * unconditional pass's logit scale ({@link #decodeScale}); both null without guidance. {@link TarFlowReversePlan}
+     * lays these out and fills them.
+     */
+    public void lowerReverse(PlanBuilder p, Region x, Region cls, Region clsU, Region gains, Region uscale) {
+        int b = p.batch();
+        for (int k = blocks.size() - 1; k >= 0; k--)
+            blocks.get(k).lowerReverse(p, x, cls == null ? null : rows(cls, k * b, b), clsU == null ? null : rows(clsU, k * b, b), gains, uscale);
+    }
+
+    /** Rows [r0, r0 + n) of a region. */
+    static Region rows(Region r, int r0, int n) {
+        if (r0 < 0 || n < 0 || r0 + n > r.rows())
+            throw new IllegalArgumentException("rows " + r0 + " .. " + (r0 + n) + " are outside " + r);
+        return new Region(r.buf(), r.row(r0), n, r.cols(), r.ld());
+    }
+
+    /**
+     * The unconditional pass's logit scale at an attention temperature, as the cached forward computes it
+     * (MultiHeadAttention.decodeScale): the float a guided plan reads per run. Every layer must scale alike.
+     */
+    public float decodeScale(float attnTemp) {
+        float s = blocks.get(0).attnBlocks.get(0).attention.decodeScale(attnTemp);
+        for (MetaBlock blk : blocks)
+            for (AttentionBlock l : blk.attnBlocks)
+                if (Float.floatToIntBits(l.attention.decodeScale(attnTemp)) != Float.floatToIntBits(s))
+                    throw new UnsupportedOperationException("TarFlow: the attention layers scale their logits differently (scaling or head dim); "
+                            + "the exact inverse's plan takes one scale for the unconditional pass: give every layer the same scaling");
+        return s;
     }
 
     /** The exact inverse without a KV cache (each step re-runs the whole prefix): a reference for tests. */
@@ -284,11 +357,83 @@ public final class TarFlow extends Module {
             return Ops.chunk(out, 2, 2);
         }
 
-        /** Inverse of {@link #forward}: z (B, T, Cp^2) -> x, token by token, each step attending over KV caches. */
+        /**
+         * Inverse of {@link #forward}: z (B, T, Cp^2) -> x, token by token, each step attending over KV caches. The
+         * tensor face of the decode; {@link #lowerReverse} below lowers the same steps into a plan (what
+         * TarFlow.reverse runs), and the plan-versus-tensors test holds the two to the same bits.
+         */
         public Tensor reverse(Tensor z, int[] y, Guidance g) {
             int t = z.size(1);
             KVCache[] cond = KVCache.array(attnBlocks.size(), t), uncond = KVCache.array(attnBlocks.size(), t);
             return solve(z, y, g, (xt, pos, i, cls, temp, unconditional) -> step(xt, pos, i, cls, temp, unconditional ? uncond : cond));
+        }
+
+        /**
+         * {@link #reverse} for inference: x (B T, Cp^2) in natural token order, solved in place (a flipped block's token
+         * i is natural token T-1-i by index, so no flipped copy is made); cls (B, D) the class rows (null: none), clsU
+         * (B, D) the unconditional pass's (null: no guidance), gains (T - 1, 1) g_i per step and uscale (1, 1) the
+         * unconditional pass's logit scale (with guidance). Each pass keeps its own KV cache per layer: keys (B H Dh, T),
+         * values (B H T, Dh), plan temporaries of this block (step i writes row i before any query reads it).
+         */
+        void lowerReverse(PlanBuilder p, Region x, Region cls, Region clsU, Region gains, Region uscale) {
+            int b = p.batch(), t = cfg.tokens(), td = cfg.tokenDim(), layers = attnBlocks.size();
+            boolean guided = gains != null;
+            if (x.rows() != b * t || x.cols() != td || !x.contiguous())
+                throw new IllegalArgumentException("MetaBlock.lowerReverse: x " + x + " must be (B T, Cp^2) = (" + b * t + ", " + td + "), contiguous");
+            if (guided && (clsU == null && cfg.conditional() || uscale == null || gains.rows() < t - 1))
+                throw new IllegalArgumentException("MetaBlock.lowerReverse: guidance needs the unconditional class rows, T - 1 gains and the unconditional scale");
+            int mark = p.mark();
+            Region[] keys = new Region[layers], values = new Region[layers], keysU = new Region[layers], valuesU = new Region[layers];
+            for (int l = 0; l < layers; l++) {
+                MultiHeadAttention a = attnBlocks.get(l).attention;
+                keys[l] = p.alloc(b * a.heads * a.headDim, t);  // (B, H, Dh, T): KVCache's transposed keys
+                values[l] = p.alloc(b * a.heads * t, a.headDim); // (B, H, T, Dh)
+                if (guided) {
+                    keysU[l] = p.alloc(b * a.heads * a.headDim, t);
+                    valuesU[l] = p.alloc(b * a.heads * t, a.headDim);
+                }
+            }
+            Region prm = p.alloc(b, 2 * td), prmU = guided ? p.alloc(b, 2 * td) : null; // (B, 2 Cp^2): [a | b] of token i + 1
+            PlanOp.Bound bound = switch (cfg.normControl()) {
+                case NONE -> PlanOp.Bound.NONE;
+                case HARD -> PlanOp.Bound.HARD;
+                case SOFT -> PlanOp.Bound.SOFT;
+            };
+            // solve(): for i = 0 .. T-2, the params of token i + 1 from tokens 0..i, then x_{i+1} = z_{i+1} exp(a) + b
+            for (int i = 0; i < t - 1; i++) {
+                Region xi = token(x, natural(i), b);
+                lowerStep(p, xi, natural(i), i, cls, 1f, null, keys, values, prm);
+                if (guided) lowerStep(p, xi, natural(i), i, clsU, 1f, uscale, keysU, valuesU, prmU);
+                p.add(new PlanOp.CouplingStep(prm, prmU, guided ? new Region(gains.buf(), gains.row(i), 1, 1, 1) : null, bound, cfg.clip(),
+                        token(x, natural(i + 1), b)));
+            }
+            p.release(mark);
+        }
+
+        /** The natural token of this block's i-th token: order() flips the token axis of a flipped block. */
+        private int natural(int i) { return flip ? cfg.tokens() - 1 - i : i; }
+
+        /** Token j of every example of x (B T, Cp^2): B rows T Cp^2 apart. */
+        private Region token(Region x, int j, int b) {
+            int td = cfg.tokenDim();
+            return new Region(x.buf(), x.off() + j * td, b, td, cfg.tokens() * td);
+        }
+
+        /**
+         * {@link #step} for inference: xi (B, Cp^2) the token at block position i (natural token pos), cls (B, D) or null,
+         * the attention temperature (or the logit scale read at scaleAt), this pass's caches -> prm (B, 2 Cp^2), proj_out's
+         * output before the bound (the coupling step bounds it).
+         */
+        private void lowerStep(PlanBuilder p, Region xi, int pos, int i, Region cls, float temp, Region scaleAt, Region[] keys, Region[] values,
+                               Region prm) {
+            int mark = p.mark();
+            Region h = p.alloc(xi.rows(), cfg.channels()), tmp = p.alloc(xi.rows(), cfg.channels()); // (B, D) each
+            projIn.lower(p, xi, h);
+            p.add(new PlanOp.AddRow(h, posEmbed, pos, h));
+            if (cls != null) p.add(new PlanOp.Add(h, cls, h));
+            for (int l = 0; l < attnBlocks.size(); l++) attnBlocks.get(l).lowerDecode(p, h, tmp, keys[l], values[l], i, temp, scaleAt);
+            projOut.lower(p, h, prm);
+            p.release(mark);
         }
 
         /** Reference inverse without caches: step i re-runs tokens 0..i through the causal stack. */
@@ -361,6 +506,15 @@ public final class TarFlow extends Module {
         public Tensor forward(Tensor x, float temp, KVCache cache) {
             x = Ops.add(x, attention.forward(x, null, temp, cache));
             return mlp.forwardAdd(x); // x + mlp(x); in a no-grad scope the add is fused into fc2's GEMM (same bits)
+        }
+
+        /**
+         * {@link #forward} with a KV cache, for inference, one token per example: h (B, D) is updated in place (tmp (B, D)
+         * holds h + attention(h) in between); keys and values are this layer's cache regions, step the token's position.
+         */
+        void lowerDecode(PlanBuilder p, Region h, Region tmp, Region keys, Region values, int step, float temp, Region scaleAt) {
+            attention.lowerDecode(p, h, tmp, PlanOp.Epilogue.add(h), keys, values, step, temp, scaleAt); // x + attention(x, temp, cache)
+            mlp.lower(p, tmp, h, PlanOp.Epilogue.add(tmp));                                               // x + mlp(x)
         }
     }
 }
