@@ -1,7 +1,7 @@
 // Scalar double-precision GEMM: the reference every SGEMM variant is checked against.
 package dev.biflow.engine.kernels;
 
-/** The textbook triple loop in double, with the same argument conventions as {@link Gemm#sgemm}. */
+/** The textbook triple loop in double, with the same argument conventions as {@link Gemm#gemm} without an epilogue. */
 final class GemmReference {
     private GemmReference() {}
 
