@@ -13,7 +13,7 @@ final class GemmReference {
      */
     record Result(double[] value, double[] magnitude) {}
 
-    static Result sgemm(boolean transA, boolean transB, int m, int n, int k, float alpha,
+    static Result gemm(boolean transA, boolean transB, int m, int n, int k, float alpha,
                         float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
                         float beta, float[] c, int cOff, int ldc) {
         // Dense row-major op(A) (m x k) and op(B)^T (n x k): the inner loop is then two unit strides.

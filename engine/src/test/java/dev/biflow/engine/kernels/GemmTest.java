@@ -50,7 +50,7 @@ class GemmTest {
         /** Checks C against the reference inside the m x n window and bit-for-bit unchanged outside it. */
         void check() {
             int m = d.m(), n = d.n(), k = d.k();
-            GemmReference.Result ref = GemmReference.sgemm(mo.transA(), mo.transB(), m, n, k, s.alpha(),
+            GemmReference.Result ref = GemmReference.gemm(mo.transA(), mo.transB(), m, n, k, s.alpha(),
                     a, l.aOff(), lda, b, l.bOff(), ldb, s.beta(), c0, l.cOff(), ldc);
             double[] want = ref.value(), mag = ref.magnitude();
             double tol = GemmReference.gamma(k + 2);
