@@ -1,7 +1,8 @@
-// JMH benchmark of Gemm.sgemm: square sizes, the transformer's Linear layers and attention GEMMs.
+// JMH benchmark of Gemm.gemm without an epilogue: square sizes, the transformer's Linear layers and attention GEMMs.
 package dev.biflow.bench;
 
 import dev.biflow.engine.kernels.Gemm;
+import dev.biflow.engine.kernels.GemmEpilogue;
 import dev.biflow.engine.kernels.Parallel;
 import java.util.SplittableRandom;
 import java.util.concurrent.TimeUnit;
@@ -66,9 +67,10 @@ public class GemmBench {
         return x;
     }
 
+    /** Named sgemm (BLAS's name for it) so results stay comparable with earlier sittings (bench/sitting.sh greps it). */
     @Benchmark
     public float[] sgemm(Work work) {
-        Gemm.sgemm(transA, transB, m, n, k, 1f, a, 0, transA ? m : k, b, 0, transB ? k : n, 0f, c, 0, n);
+        Gemm.gemm(transA, transB, m, n, k, 1f, a, 0, transA ? m : k, b, 0, transB ? k : n, 0f, c, 0, n, GemmEpilogue.NONE);
         work.flop += 2.0 * m * n * k;
         return c;
     }

@@ -2,64 +2,27 @@
 package dev.biflow.engine;
 
 import dev.biflow.engine.kernels.Attention;
-import dev.biflow.engine.kernels.Gelu;
 import dev.biflow.engine.kernels.Gemm;
+import dev.biflow.engine.kernels.GemmEpilogue;
 
 /**
- * Where ops send their heavy kernels: GEMM (with the epilogues a Linear layer fuses: bias, GELU, gated residual)
- * and attention's forward and backward, nothing else. Model code never names a kernel; it calls {@link Ops} and
- * ops dispatch here. The defaults are the CPU kernels of {@code engine.kernels}, so a backend that implements only
- * {@link #sgemm} is complete; an accelerator backend (module gpu-kernels) overrides what it accelerates. Kept
- * narrow on purpose so another accelerator runtime (TornadoVM, say) needs only these methods.
+ * Where ops send their heavy kernels: GEMM (one method, with the epilogue a Linear layer fuses: bias, GELU, gated
+ * residual) and attention's forward and backward, nothing else. Model code never names a kernel; it calls
+ * {@link Ops} and ops dispatch here. The attention defaults are the CPU kernels of {@code engine.kernels}, so a
+ * backend that implements only {@link #gemm} is complete; an accelerator backend (module gpu-kernels) overrides
+ * what it accelerates. Kept narrow on purpose so another accelerator runtime (TornadoVM, say) needs only these.
  */
 public interface Backend {
     String name();
 
-    /** Row-major SGEMM, see {@link Gemm#sgemm}. */
-    void sgemm(boolean transA, boolean transB, int m, int n, int k, float alpha,
-               float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
-               float beta, float[] c, int cOff, int ldc);
-
     /**
-     * C = alpha op(A) op(B) + (beta C + bias), bias[biasOff .. biasOff + n) added to every row: what a Linear
-     * layer computes. The default forms the start value in one pass ({@link Gemm#prefillBias}) and calls
-     * {@link #sgemm} with beta = 1; the CPU backend forms it tile by tile inside the GEMM (same bits).
+     * Row-major GEMM with its epilogue: C = alpha op(A) op(B) + beta C, then what {@code epi} says (a bias, the
+     * exact GELU, a gated residual add: {@link GemmEpilogue}); see {@link Gemm#gemm}, whose bits the CPU backend
+     * gives. Every GEMM of ops, modules and plans comes here; {@link GemmEpilogue#NONE} for a plain product.
      */
-    default void sgemmBias(boolean transA, boolean transB, int m, int n, int k, float alpha,
-                           float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
-                           float beta, float[] c, int cOff, int ldc, float[] bias, int biasOff) {
-        Gemm.prefillBias(m, n, beta, c, cOff, ldc, bias, biasOff);
-        sgemm(transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, 1f, c, cOff, ldc);
-    }
-
-    /**
-     * gelu({@link #sgemmBias}) with the exact (erf) GELU: a Linear layer and its activation for inference
-     * (bias may be null). The default runs the GEMM, then GELU over C; the CPU backend applies GELU to each
-     * C tile while it is in L1 (same bits).
-     */
-    default void sgemmBiasGelu(boolean transA, boolean transB, int m, int n, int k, float alpha,
-                               float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
-                               float beta, float[] c, int cOff, int ldc, float[] bias, int biasOff) {
-        if (bias != null) sgemmBias(transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc, bias, biasOff);
-        else sgemm(transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc);
-        for (int i = 0; i < m; i++) Gelu.forward(c, c, cOff + i * ldc, cOff + i * ldc + n);
-    }
-
-    /**
-     * C = R + G * (op(A) op(B) + bias) (bias may be null; R an M x N matrix, rows ldr apart from rOff; G null, or
-     * M / gRows rows of N, ldg apart from gOff, row i / gRows scaling C's row i; neither is C): a Linear layer and
-     * the (gated) residual add after it, for inference. The default runs the GEMM, then the elementwise ops; the
-     * CPU backend applies them to each C tile while it is in L1 (same bits: {@code r + g * c}).
-     */
-    default void sgemmBiasAdd(boolean transA, boolean transB, int m, int n, int k,
-                              float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
-                              float[] c, int cOff, int ldc, float[] bias, int biasOff, float[] r, int rOff, int ldr,
-                              float[] g, int gOff, int ldg, int gRows) {
-        if (bias != null) sgemmBias(transA, transB, m, n, k, 1f, a, aOff, lda, b, bOff, ldb, 0f, c, cOff, ldc, bias, biasOff);
-        else sgemm(transA, transB, m, n, k, 1f, a, aOff, lda, b, bOff, ldb, 0f, c, cOff, ldc);
-        Gemm.gatedAdd(m, n, c, cOff, ldc, r, rOff, ldr, g, gOff, ldg, gRows);
-    }
-
+    void gemm(boolean transA, boolean transB, int m, int n, int k, float alpha,
+              float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
+              float beta, float[] c, int cOff, int ldc, GemmEpilogue epi);
 
     // Attention with autograd. Fused.attention and the packed self-attention of nn.MultiHeadAttention run their
     // forward and backward through these two, so a backend that overrides both runs attention on its device; the
@@ -102,32 +65,10 @@ public interface Backend {
         @Override public String name() { return "cpu"; }
 
         @Override
-        public void sgemm(boolean transA, boolean transB, int m, int n, int k, float alpha,
-                          float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
-                          float beta, float[] c, int cOff, int ldc) {
-            Gemm.sgemm(transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc);
-        }
-
-        @Override
-        public void sgemmBias(boolean transA, boolean transB, int m, int n, int k, float alpha,
-                              float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
-                              float beta, float[] c, int cOff, int ldc, float[] bias, int biasOff) {
-            Gemm.sgemmBias(transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc, bias, biasOff);
-        }
-
-        @Override
-        public void sgemmBiasGelu(boolean transA, boolean transB, int m, int n, int k, float alpha,
-                                  float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
-                                  float beta, float[] c, int cOff, int ldc, float[] bias, int biasOff) {
-            Gemm.sgemmBiasGelu(transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc, bias, biasOff);
-        }
-
-        @Override
-        public void sgemmBiasAdd(boolean transA, boolean transB, int m, int n, int k,
-                                 float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
-                                 float[] c, int cOff, int ldc, float[] bias, int biasOff, float[] r, int rOff, int ldr,
-                                 float[] g, int gOff, int ldg, int gRows) {
-            Gemm.sgemmBiasGatedAdd(transA, transB, m, n, k, a, aOff, lda, b, bOff, ldb, c, cOff, ldc, bias, biasOff, r, rOff, ldr, g, gOff, ldg, gRows);
+        public void gemm(boolean transA, boolean transB, int m, int n, int k, float alpha,
+                         float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
+                         float beta, float[] c, int cOff, int ldc, GemmEpilogue epi) {
+            Gemm.gemm(transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc, epi);
         }
     };
 

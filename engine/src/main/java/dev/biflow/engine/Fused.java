@@ -2,6 +2,7 @@
 package dev.biflow.engine;
 
 import dev.biflow.engine.kernels.Attention;
+import dev.biflow.engine.kernels.GemmEpilogue;
 import dev.biflow.engine.kernels.Im2col;
 import dev.biflow.engine.kernels.LayerNormKernel;
 import dev.biflow.engine.kernels.Parallel;
@@ -388,7 +389,7 @@ public final class Fused {
                     for (int i = lo; i < hi; i++)
                         Im2col.im2col(xd, (base + i) * imgIn, c, h, wi, kh, kw, stride, padding, ho, wo, cols, i * l, ld);
                 });
-                be.sgemm(false, false, o, ld, ckk, 1f, wd, 0, ckk, cols, 0, ld, 0f, y, 0, ld);
+                be.gemm(false, false, o, ld, ckk, 1f, wd, 0, ckk, cols, 0, ld, 0f, y, 0, ld, GemmEpilogue.NONE);
                 Parallel.forRange(gn * o, grain(l), (lo, hi) -> {
                     for (int io = lo; io < hi; io++) {
                         int i = io / o, oc = io % o;
@@ -425,10 +426,10 @@ public final class Fused {
                         for (int i = lo; i < hi; i++)
                             Im2col.im2col(xd, (base + i) * imgIn, c, h, wi, kh, kw, stride, padding, ho, wo, cols, i * l, ld);
                     });
-                    be.sgemm(false, true, o, ckk, ld, 1f, gy, 0, ld, cols, 0, ld, 1f, gw, 0, ckk);
+                    be.gemm(false, true, o, ckk, ld, 1f, gy, 0, ld, cols, 0, ld, 1f, gw, 0, ckk, GemmEpilogue.NONE);
                 }
                 if (gx != null) {
-                    be.sgemm(true, false, ckk, ld, o, 1f, wd, 0, ckk, gy, 0, ld, 0f, cols, 0, ld);
+                    be.gemm(true, false, ckk, ld, o, 1f, wd, 0, ckk, gy, 0, ld, 0f, cols, 0, ld, GemmEpilogue.NONE);
                     Parallel.forRange(gn, 1, (lo, hi) -> {
                         for (int i = lo; i < hi; i++)
                             Im2col.col2im(cols, i * l, ld, c, h, wi, kh, kw, stride, padding, ho, wo, gx, (base + i) * imgIn);

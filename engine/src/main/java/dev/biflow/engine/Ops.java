@@ -1,6 +1,7 @@
 // The op list: every primitive op's forward and its gradient rule, side by side.
 package dev.biflow.engine;
 
+import dev.biflow.engine.kernels.GemmEpilogue;
 import dev.biflow.engine.kernels.Parallel;
 import dev.biflow.engine.kernels.Vec;
 
@@ -583,10 +584,10 @@ public final class Ops {
         Backend be = Backend.active();
         float[] ad = a.data, bd = b.data;
         if (sharedB && !transA) {
-            be.sgemm(false, transB, batch * m, n, k, 1f, ad, 0, lda, bd, 0, ldb, 0f, c, 0, ldc);
+            be.gemm(false, transB, batch * m, n, k, 1f, ad, 0, lda, bd, 0, ldb, 0f, c, 0, ldc, GemmEpilogue.NONE);
         } else {
             int bStride = sharedB ? 0 : k * n;
-            batched(batch, m, n, k, bi -> be.sgemm(transA, transB, m, n, k, 1f, ad, bi * m * k, lda, bd, bi * bStride, ldb, 0f, c, bi * m * n, ldc));
+            batched(batch, m, n, k, bi -> be.gemm(transA, transB, m, n, k, 1f, ad, bi * m * k, lda, bd, bi * bStride, ldb, 0f, c, bi * m * n, ldc, GemmEpilogue.NONE));
         }
         Tensor out = new Tensor(c, os);
         return Grad.record(out, "matmul", (g, buf) -> {
@@ -594,30 +595,30 @@ public final class Ops {
             if (ga != null) {
                 if (sharedB && !transA) {
                     // dA = dC op(B)^T, one GEMM over the flattened batch
-                    be.sgemm(false, !transB, batch * m, k, n, 1f, g, 0, ldc, bd, 0, ldb, 1f, ga, 0, lda);
+                    be.gemm(false, !transB, batch * m, k, n, 1f, g, 0, ldc, bd, 0, ldb, 1f, ga, 0, lda, GemmEpilogue.NONE);
                 } else {
                     int bStride = sharedB ? 0 : k * n;
                     batched(batch, m, n, k, bi -> {
-                        if (!transA) be.sgemm(false, !transB, m, k, n, 1f, g, bi * m * n, ldc, bd, bi * bStride, ldb, 1f, ga, bi * m * k, lda);
-                        else be.sgemm(transB, true, k, m, n, 1f, bd, bi * bStride, ldb, g, bi * m * n, ldc, 1f, ga, bi * m * k, lda);
+                        if (!transA) be.gemm(false, !transB, m, k, n, 1f, g, bi * m * n, ldc, bd, bi * bStride, ldb, 1f, ga, bi * m * k, lda, GemmEpilogue.NONE);
+                        else be.gemm(transB, true, k, m, n, 1f, bd, bi * bStride, ldb, g, bi * m * n, ldc, 1f, ga, bi * m * k, lda, GemmEpilogue.NONE);
                     });
                 }
             }
             if (gb != null) {
                 if (sharedB) {
                     if (!transA) {
-                        if (!transB) be.sgemm(true, false, k, n, batch * m, 1f, ad, 0, lda, g, 0, ldc, 1f, gb, 0, ldb);
-                        else be.sgemm(true, false, n, k, batch * m, 1f, g, 0, ldc, ad, 0, lda, 1f, gb, 0, ldb);
+                        if (!transB) be.gemm(true, false, k, n, batch * m, 1f, ad, 0, lda, g, 0, ldc, 1f, gb, 0, ldb, GemmEpilogue.NONE);
+                        else be.gemm(true, false, n, k, batch * m, 1f, g, 0, ldc, ad, 0, lda, 1f, gb, 0, ldb, GemmEpilogue.NONE);
                     } else {
                         for (int bi = 0; bi < batch; bi++) { // accumulates into the shared gradient: serial over batch
-                            if (!transB) be.sgemm(false, false, k, n, m, 1f, ad, bi * m * k, lda, g, bi * m * n, ldc, 1f, gb, 0, ldb);
-                            else be.sgemm(true, true, n, k, m, 1f, g, bi * m * n, ldc, ad, bi * m * k, lda, 1f, gb, 0, ldb);
+                            if (!transB) be.gemm(false, false, k, n, m, 1f, ad, bi * m * k, lda, g, bi * m * n, ldc, 1f, gb, 0, ldb, GemmEpilogue.NONE);
+                            else be.gemm(true, true, n, k, m, 1f, g, bi * m * n, ldc, ad, bi * m * k, lda, 1f, gb, 0, ldb, GemmEpilogue.NONE);
                         }
                     }
                 } else {
                     batched(batch, m, n, k, bi -> {
-                        if (!transB) be.sgemm(!transA, false, k, n, m, 1f, ad, bi * m * k, lda, g, bi * m * n, ldc, 1f, gb, bi * k * n, ldb);
-                        else be.sgemm(true, transA, n, k, m, 1f, g, bi * m * n, ldc, ad, bi * m * k, lda, 1f, gb, bi * k * n, ldb);
+                        if (!transB) be.gemm(!transA, false, k, n, m, 1f, ad, bi * m * k, lda, g, bi * m * n, ldc, 1f, gb, bi * k * n, ldb, GemmEpilogue.NONE);
+                        else be.gemm(true, transA, n, k, m, 1f, g, bi * m * n, ldc, ad, bi * m * k, lda, 1f, gb, bi * k * n, ldb, GemmEpilogue.NONE);
                     });
                 }
             }
@@ -626,7 +627,7 @@ public final class Ops {
 
     /**
      * Fully connected layer y = x w^T + b for x (N, in), w (out, in), b (out) or null: one GEMM
-     * that starts from the bias (Backend.sgemmBias: formed tile by tile inside the GEMM), so the bias costs no pass over y. Same
+     * that starts from the bias (GemmEpilogue.bias: formed tile by tile inside the GEMM), so the bias costs no pass over y. Same
      * value as {@code add(matmul(x, w, false, true), b)} up to float rounding (b is added first). Inference runs the
      * same GEMM with the next op fused into its tiles (GELU, a gated residual): an inference plan's Linear op.
      */
@@ -642,13 +643,12 @@ public final class Ops {
         float[] xd = x.data, wd = w.data;
         int ldx = Math.max(1, in), ldc = Math.max(1, out);
         // y = x W^T + b with b as the GEMM's start value (formed in the GEMM, tile by tile: no pass over y)
-        if (b != null) be.sgemmBias(false, true, n, out, in, 1f, xd, 0, ldx, wd, 0, ldx, 0f, c, 0, ldc, b.data, 0);
-        else be.sgemm(false, true, n, out, in, 1f, xd, 0, ldx, wd, 0, ldx, 0f, c, 0, ldc);
+        be.gemm(false, true, n, out, in, 1f, xd, 0, ldx, wd, 0, ldx, 0f, c, 0, ldc, GemmEpilogue.bias(b == null ? null : b.data));
         Tensor y = new Tensor(c, new int[]{n, out});
         return Grad.record(y, "linear", (g, buf) -> {
             float[] gx = buf.of(x), gw = buf.of(w), gb = b == null ? null : buf.of(b);
-            if (gx != null) be.sgemm(false, false, n, in, out, 1f, g, 0, ldc, wd, 0, ldx, 1f, gx, 0, ldx);
-            if (gw != null) be.sgemm(true, false, out, in, n, 1f, g, 0, ldc, xd, 0, ldx, 1f, gw, 0, ldx);
+            if (gx != null) be.gemm(false, false, n, in, out, 1f, g, 0, ldc, wd, 0, ldx, 1f, gx, 0, ldx, GemmEpilogue.NONE);
+            if (gw != null) be.gemm(true, false, out, in, n, 1f, g, 0, ldc, xd, 0, ldx, 1f, gw, 0, ldx, GemmEpilogue.NONE);
             // rows in order per column (deterministic); columns split between threads in whole vectors
             if (gb != null) Parallel.forRange((out + 15) / 16, Math.max(1, (1 << 16) / Math.max(1, n * 16)),
                     (lo, hi) -> Vec.addRows(g, n, out, gb, lo * 16, Math.min(out, hi * 16)));

@@ -3,6 +3,7 @@
 package dev.biflow.engine;
 
 import dev.biflow.engine.kernels.Attention;
+import dev.biflow.engine.kernels.GemmEpilogue;
 import org.junit.jupiter.api.Test;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
@@ -23,9 +24,9 @@ class BackendAttentionRoutingTest {
         @Override public String name() { return "counting"; }
 
         @Override
-        public void sgemm(boolean transA, boolean transB, int m, int n, int k, float alpha, float[] a, int aOff, int lda,
-                          float[] b, int bOff, int ldb, float beta, float[] c, int cOff, int ldc) {
-            Backend.CPU.sgemm(transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc);
+        public void gemm(boolean transA, boolean transB, int m, int n, int k, float alpha, float[] a, int aOff, int lda,
+                         float[] b, int bOff, int ldb, float beta, float[] c, int cOff, int ldc, GemmEpilogue epi) {
+            Backend.CPU.gemm(transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc, epi);
         }
 
         @Override

@@ -6,6 +6,7 @@ import dev.biflow.engine.Fused;
 import dev.biflow.engine.Grad;
 import dev.biflow.engine.Tensor;
 import dev.biflow.engine.kernels.Attention;
+import dev.biflow.engine.kernels.GemmEpilogue;
 
 import java.io.IOException;
 import java.nio.file.Files;
@@ -72,8 +73,8 @@ public final class GpuBench {
             if (elapsed(start) > budget) { rows.add("| gemm " + n + " | skipped: time budget spent | | |"); continue; }
             float[] a = Ref.rand(r, n * n), b = Ref.rand(r, n * n), c = new float[n * n];
             double flops = 2.0 * n * n * n;
-            double[] tc = time(() -> Backend.CPU.sgemm(false, false, n, n, n, 1f, a, 0, n, b, 0, n, 0f, c, 0, n));
-            double[] tg = time(() -> cl.sgemm(false, false, n, n, n, 1f, a, 0, n, b, 0, n, 0f, c, 0, n));
+            double[] tc = time(() -> Backend.CPU.gemm(false, false, n, n, n, 1f, a, 0, n, b, 0, n, 0f, c, 0, n, GemmEpilogue.NONE));
+            double[] tg = time(() -> cl.gemm(false, false, n, n, n, 1f, a, 0, n, b, 0, n, 0f, c, 0, n, GemmEpilogue.NONE));
             double tk = cl.gemmKernelSeconds(n, n, n, 3);
             rows.add(String.format(Locale.ROOT, "| sgemm %dx%dx%d (GFLOP/s) | %s | %s | %.1f |", n, n, n,
                     gflops(flops, tc), gflops(flops, tg), flops / tk / 1e9));
@@ -83,8 +84,8 @@ public final class GpuBench {
             int m = 256 * 64, k = 128, n = 384;
             float[] a = Ref.rand(r, m * k), b = Ref.rand(r, k * n), c = new float[m * n];
             double flops = 2.0 * m * n * k;
-            double[] tc = time(() -> Backend.CPU.sgemm(false, true, m, n, k, 1f, a, 0, k, b, 0, k, 0f, c, 0, n));
-            double[] tg = time(() -> cl.sgemm(false, true, m, n, k, 1f, a, 0, k, b, 0, k, 0f, c, 0, n));
+            double[] tc = time(() -> Backend.CPU.gemm(false, true, m, n, k, 1f, a, 0, k, b, 0, k, 0f, c, 0, n, GemmEpilogue.NONE));
+            double[] tg = time(() -> cl.gemm(false, true, m, n, k, 1f, a, 0, k, b, 0, k, 0f, c, 0, n, GemmEpilogue.NONE));
             rows.add(String.format(Locale.ROOT, "| sgemm qkv %dx%dx%d, B^T (GFLOP/s) | %s | %s | |", m, n, k, gflops(flops, tc), gflops(flops, tg)));
         }
         int[][] att = {{64, 2, 64, 64}, {16, 8, 256, 64}}; // B, H, T, Dh
@@ -223,7 +224,7 @@ public final class GpuBench {
         int n = 256;
         float[] a = Ref.rand(r, n * n), b = Ref.rand(r, n * n), c = new float[n * n];
         long end = System.nanoTime() + 2_000_000_000L;
-        while (System.nanoTime() < end) Backend.CPU.sgemm(false, false, n, n, n, 1f, a, 0, n, b, 0, n, 0f, c, 0, n);
+        while (System.nanoTime() < end) Backend.CPU.gemm(false, false, n, n, n, 1f, a, 0, n, b, 0, n, 0f, c, 0, n, GemmEpilogue.NONE);
     }
 
     private static double[] time(Runnable f) {

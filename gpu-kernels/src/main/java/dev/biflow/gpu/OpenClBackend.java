@@ -7,6 +7,7 @@ import com.aparapi.device.OpenCLDevice;
 import com.aparapi.exception.CompileFailedException;
 import dev.biflow.engine.Backend;
 import dev.biflow.engine.kernels.Attention;
+import dev.biflow.engine.kernels.GemmEpilogue;
 
 /**
  * Runs {@link Backend}'s kernels on one OpenCL device: tiled GEMM (transposes), fused attention (causal /
@@ -25,7 +26,7 @@ import dev.biflow.engine.kernels.Attention;
  * that Aparapi really ran OpenCL on this device and throws {@link OpenClUnavailableException} if it
  * fell back to its Java thread pool.
  *
- * <p>Thread safety: calls are serialised on this object (engine code may call sgemm from several
+ * <p>Thread safety: calls are serialised on this object (engine code may call gemm from several
  * threads; Aparapi kernels hold their arguments in fields).
  *
  * <p>Degenerate shapes (an empty C, k = 0 or alpha = 0, which only scale C) are done on the host:
@@ -65,11 +66,22 @@ public final class OpenClBackend implements Backend, AutoCloseable {
 
     // ================================================================ GEMM
 
+    /**
+     * The product on the device; an epilogue as passes on the host around it (the kernel fuses none): the bias as
+     * the start value beta C + bias, uploaded as C with beta = 1, then GELU or the (gated) residual over the result
+     * ({@link GemmEpilogue#startValue}, {@link GemmEpilogue#finish}).
+     */
     @Override
-    public synchronized void sgemm(boolean transA, boolean transB, int m, int n, int k, float alpha,
-                                   float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
-                                   float beta, float[] c, int cOff, int ldc) {
-        gemmBatched(1, transA, transB, m, n, k, alpha, a, aOff, 0, lda, b, bOff, 0, ldb, beta, c, cOff, 0, ldc);
+    public synchronized void gemm(boolean transA, boolean transB, int m, int n, int k, float alpha,
+                                  float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
+                                  float beta, float[] c, int cOff, int ldc, GemmEpilogue epi) {
+        if (epi == null) throw new IllegalArgumentException("gemm: the epilogue is null (use GemmEpilogue.NONE)");
+        if (m < 0 || n < 0 || k < 0) // before the start value is written into C
+            throw new IllegalArgumentException("gemm: negative size (m " + m + ", n " + n + ", k " + k + ")");
+        epi.check(m, n, c, cOff, ldc);
+        float bt = epi.startValue(m, n, beta, c, cOff, ldc);
+        gemmBatched(1, transA, transB, m, n, k, alpha, a, aOff, 0, lda, b, bOff, 0, ldb, bt, c, cOff, 0, ldc);
+        epi.finish(m, n, c, cOff, ldc);
     }
 
     /** batch GEMMs (A_i at aOff + i strideA, likewise B and C) in one launch: the kernel's third range dimension. */
@@ -78,16 +90,16 @@ public final class OpenClBackend implements Backend, AutoCloseable {
                                           float beta, float[] c, int cOff, int strideC, int ldc) {
         open();
         if (batch < 0 || m < 0 || n < 0 || k < 0)
-            throw new IllegalArgumentException("sgemm: negative size (batch " + batch + ", m " + m + ", n " + n + ", k " + k + ")");
+            throw new IllegalArgumentException("gemm: negative size (batch " + batch + ", m " + m + ", n " + n + ", k " + k + ")");
         if (batch == 0 || m == 0 || n == 0) return;
         if (k == 0 || alpha == 0f) { // C = beta C: nothing to multiply
             for (int i = 0; i < batch; i++)
-                Backend.CPU.sgemm(transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff + i * strideC, ldc);
+                Backend.CPU.gemm(transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff + i * strideC, ldc, GemmEpilogue.NONE);
             return;
         }
         int aRows = transA ? k : m, aCols = transA ? m : k, bRows = transB ? n : k, bCols = transB ? k : n;
         if (lda < aCols || ldb < bCols || ldc < n)
-            throw new IllegalArgumentException("sgemm: leading dimensions too small (lda " + lda + " < " + aCols + ", ldb "
+            throw new IllegalArgumentException("gemm: leading dimensions too small (lda " + lda + " < " + aCols + ", ldb "
                     + ldb + " < " + bCols + " or ldc " + ldc + " < " + n + ")");
         int extA = extent(batch, strideA, aRows, lda, aCols), extB = extent(batch, strideB, bRows, ldb, bCols);
         int extC = extent(batch, strideC, m, ldc, n);
@@ -114,7 +126,7 @@ public final class OpenClBackend implements Backend, AutoCloseable {
 
     private static int extent(int batch, int stride, int rows, int ld, int cols) {
         long e = (long) (batch - 1) * stride + (long) (rows - 1) * ld + cols;
-        if (e > Integer.MAX_VALUE - 8) throw new IllegalArgumentException("sgemm: operand of " + e + " floats does not fit one array");
+        if (e > Integer.MAX_VALUE - 8) throw new IllegalArgumentException("gemm: operand of " + e + " floats does not fit one array");
         return (int) e;
     }
 
@@ -374,7 +386,7 @@ public final class OpenClBackend implements Backend, AutoCloseable {
         for (Kernel k : kernels()) compile(k);
         // One tiny run of every mode: proves the device executes them (not Aparapi's Java pool).
         float[] x = {1f, 2f, 3f, 4f}, y = new float[4];
-        sgemm(false, false, 2, 2, 2, 1f, x, 0, 2, x, 0, 2, 0f, y, 0, 2);
+        gemm(false, false, 2, 2, 2, 1f, x, 0, 2, x, 0, 2, 0f, y, 0, 2, GemmEpilogue.NONE);
         Attention.Layouts l = Attention.Layouts.contiguous(1, 2, 2, 2, 2);
         Object saved = attentionForward(x, x, x, y, l, 1, 1, 2, 2, 2, 2, true, null, null, 1f, true);
         attentionBackward(saved, x, x, x, x, new float[4], new float[4], new float[4], l, 1, 1, 2, 2, 2, 2, true, null, null, 1f);

@@ -3,6 +3,7 @@ package dev.biflow.gpu;
 
 import dev.biflow.engine.Backend;
 import dev.biflow.engine.kernels.Attention;
+import dev.biflow.engine.kernels.GemmEpilogue;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -77,8 +78,8 @@ class BackendConformanceTest {
         float[] c0 = c.clone();
         double[] abs = new double[m * n];
         double[] want = Ref.gemm(tA, tB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c0, cOff, ldc, abs);
-        be.sgemm(tA, tB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc);
-        String what = be.name() + " sgemm " + m + "x" + n + "x" + k + (tA ? " A^T" : "") + (tB ? " B^T" : "");
+        be.gemm(tA, tB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc, GemmEpilogue.NONE);
+        String what = be.name() + " gemm " + m + "x" + n + "x" + k + (tA ? " A^T" : "") + (tB ? " B^T" : "");
         for (int i = 0; i < m; i++)
             for (int j = 0; j < n; j++) {
                 float got = c[cOff + i * ldc + j];
@@ -91,6 +92,41 @@ class BackendConformanceTest {
         for (int i = 0; i < m; i++)
             for (int j = n; j < ldc && cOff + i * ldc + j < c.length; j++)
                 assertEquals(Float.floatToRawIntBits(c0[cOff + i * ldc + j]), Float.floatToRawIntBits(c[cOff + i * ldc + j]), what + ": wrote padding");
+    }
+
+    /**
+     * Each epilogue (bias, bias + GELU, residual, gated residual) on this backend agrees with the CPU backend's
+     * fused one within twice the GEMM bound (the OpenCL backend runs them as host passes around its GEMM).
+     */
+    @ParameterizedTest @ValueSource(strings = {"cpu", "opencl"})
+    void gemmEpiloguesAgreeWithTheCpuBackend(String name) {
+        Backend be = backend(name);
+        qt().withExamples(20).forAll(integers().between(1, 70), integers().between(1, 70), integers().between(1, 70), longs().all())
+                .checkAssert((m, n, k, seed) -> {
+                    Random r = new Random(seed);
+                    int gRows = r.nextBoolean() ? 1 : m;
+                    float[] a = Ref.rand(r, m * k, 1f), b = Ref.rand(r, n * k, 1f), bias = r.nextBoolean() ? Ref.rand(r, n, 1f) : null;
+                    float[] res = Ref.rand(r, m * n, 1f), gate = Ref.rand(r, m / gRows * n, 1f);
+                    GemmEpilogue epi = switch (r.nextInt(4)) {
+                        case 0 -> GemmEpilogue.bias(bias);
+                        case 1 -> GemmEpilogue.biasGelu(bias);
+                        case 2 -> GemmEpilogue.biasAdd(bias, res, 0, n);
+                        default -> GemmEpilogue.biasGatedAdd(bias, 0, res, 0, n, gate, 0, n, gRows);
+                    };
+                    float[] got = new float[m * n], cpu = new float[m * n];
+                    be.gemm(false, true, m, n, k, 1f, a, 0, k, b, 0, k, 0f, got, 0, n, epi);
+                    Backend.CPU.gemm(false, true, m, n, k, 1f, a, 0, k, b, 0, k, 0f, cpu, 0, n, epi);
+                    double[] abs = new double[m * n];
+                    Ref.gemm(false, true, m, n, k, 1f, a, 0, k, b, 0, k, 0f, new float[m * n], 0, n, abs);
+                    String what = be.name() + " gemm " + m + "x" + n + "x" + k + " " + epi.getClass().getSimpleName() + (bias == null ? ", no bias" : "");
+                    for (int i = 0; i < m * n; i++) {
+                        // twice the GEMM bound, scaled by the gate, plus the epilogue's own roundings
+                        double g = epi instanceof GemmEpilogue.GatedAdd ? Math.max(1, Math.abs(gate[(i / n / gRows) * n + i % n])) : 1;
+                        double tol = 2 * (1e-5 + 1e-4 * abs[i]) * g + 1e-6 * Math.abs(cpu[i]);
+                        if (!(Math.abs(got[i] - cpu[i]) <= tol))
+                            throw new AssertionError(what + ": C[" + i / n + "," + i % n + "] = " + got[i] + ", cpu " + cpu[i] + " (tolerance " + tol + ")");
+                    }
+                });
     }
 
     // ---------------------------------------------------------------- attention

@@ -2,6 +2,7 @@
 package dev.biflow.gpu;
 
 import dev.biflow.engine.Backend;
+import dev.biflow.engine.kernels.GemmEpilogue;
 import org.junit.jupiter.api.Test;
 
 import java.io.File;
@@ -57,7 +58,7 @@ class OpenClBackendTest {
         synchronized (be) {
             long l = be.transfers().launches(), p = be.transfers().puts(), g = be.transfers().gets();
             float[] a = new float[64 * 64], c = new float[64 * 64];
-            be.sgemm(false, false, 64, 64, 64, 1f, a, 0, 64, a, 0, 64, 0f, c, 0, 64);
+            be.gemm(false, false, 64, 64, 64, 1f, a, 0, 64, a, 0, 64, 0f, c, 0, 64, GemmEpilogue.NONE);
             assertEquals(1, be.transfers().launches() - l, "one launch");
             assertEquals(2, be.transfers().puts() - p, "A and B go up; C (beta = 0) does not");
             assertEquals(1, be.transfers().gets() - g, "C comes back");

@@ -97,7 +97,7 @@ public final class Attention {
                     if (lm == 0) continue; // output rows stay 0
                     float[] sc = keepP ? p : scratch;
                     int sOff = keepP ? (int) (s * tt) + r0 * tk : 0;
-                    Gemm.sgemm(false, true, m, lm, dh, scale, qd, qOff + r0 * ldq, ldq, kd, kOff, ldk, 0f, sc, sOff, tk);
+                    Gemm.gemm(false, true, m, lm, dh, scale, qd, qOff + r0 * ldq, ldq, kd, kOff, ldk, 0f, sc, sOff, tk, GemmEpilogue.NONE);
                     int rr0 = r0;
                     Parallel.forRange(m, grain(lm), (a, z) -> {
                         for (int i = a; i < z; i++) {
@@ -112,7 +112,7 @@ public final class Attention {
                             Softmax.softmaxRowInPlace(sc, ro, lm, lim);
                         }
                     });
-                    Gemm.sgemm(false, false, m, dv, lm, 1f, sc, sOff, tk, vd, vOff, ldv, 0f, out, oOff + r0 * ldo, ldo);
+                    Gemm.gemm(false, false, m, dv, lm, 1f, sc, sOff, tk, vd, vOff, ldv, 0f, out, oOff + r0 * ldo, ldo, GemmEpilogue.NONE);
                 }
             }
         };
@@ -147,16 +147,16 @@ public final class Attention {
                     if (lm == 0) continue;
                     int pOff = (int) (s * tt) + r0 * tk;
                     // dV += P^T dO
-                    if (gv != null) Gemm.sgemm(true, false, lm, dv, m, 1f, p, pOff, tk, g, oOff + r0 * ldo, ldo, 1f, gv, vOff, ldv);
+                    if (gv != null) Gemm.gemm(true, false, lm, dv, m, 1f, p, pOff, tk, g, oOff + r0 * ldo, ldo, 1f, gv, vOff, ldv, GemmEpilogue.NONE);
                     if (!needS) continue;
                     // dP = dO V^T, then dS = P (dP - rowdot(dP, P)) in place
-                    Gemm.sgemm(false, true, m, lm, dv, 1f, g, oOff + r0 * ldo, ldo, vd, vOff, ldv, 0f, dp, 0, lm);
+                    Gemm.gemm(false, true, m, lm, dv, 1f, g, oOff + r0 * ldo, ldo, vd, vOff, ldv, 0f, dp, 0, lm, GemmEpilogue.NONE);
                     Parallel.forRange(m, grain(lm), (a, z) -> {
                         for (int i = a; i < z; i++) Softmax.softmaxBackwardRowInPlace(p, pOff + i * tk, dp, i * lm, lm);
                     });
                     // S = scale q k^T: dQ += scale dS K, dK += scale dS^T Q
-                    if (gq != null) Gemm.sgemm(false, false, m, dh, lm, scale, dp, 0, lm, kd, kOff, ldk, 1f, gq, qOff + r0 * ldq, ldq);
-                    if (gk != null) Gemm.sgemm(true, false, lm, dh, m, scale, dp, 0, lm, qd, qOff + r0 * ldq, ldq, 1f, gk, kOff, ldk);
+                    if (gq != null) Gemm.gemm(false, false, m, dh, lm, scale, dp, 0, lm, kd, kOff, ldk, 1f, gq, qOff + r0 * ldq, ldq, GemmEpilogue.NONE);
+                    if (gk != null) Gemm.gemm(true, false, lm, dh, m, scale, dp, 0, lm, qd, qOff + r0 * ldq, ldq, 1f, gk, kOff, ldk, GemmEpilogue.NONE);
                 }
             }
         };

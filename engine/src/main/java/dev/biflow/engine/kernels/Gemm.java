@@ -86,80 +86,23 @@ public final class Gemm {
     /** Column blocks per thread for large products (0: share each B panel between threads instead); see blocked. */
     static final int COL_CHUNKS = Math.max(0, Integer.getInteger("biflow.gemm.colchunks", 1));
 
-    public static void sgemm(boolean transA, boolean transB, int m, int n, int k, float alpha,
-                             float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
-                             float beta, float[] c, int cOff, int ldc) {
-        sgemmWith(MR, true, transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc, null, 0);
-    }
-
     /**
-     * C = alpha op(A) op(B) + (beta C + bias), bias[biasOff .. biasOff + n) added to every row of C: a
-     * Linear layer's bias as the GEMM's start value. The start value beta C + bias is formed tile by tile,
-     * in L1 just before the micro-kernel adds the product, instead of in a serial pass over C that leaves
-     * C cold in L3 by the time the kernel reads it (~30% of a K = 128 layer's time). The bits are those of
-     * {@link #prefillBias} followed by {@link #sgemm} with beta = 1. beta == 0 never reads C.
+     * C = alpha op(A) op(B) + beta C, then the epilogue (bias, GELU, gated residual: {@link GemmEpilogue}), the one
+     * entry every GEMM of the engine goes through. Each epilogue is applied inside the GEMM rather than as a pass
+     * over C after it: the bias becomes the start value beta C + bias, formed tile by tile in L1 just before the
+     * micro-kernel adds the product (a serial pass left C cold in L3 by the time the kernel read it: ~30% of a
+     * K = 128 layer's time); GELU and the (gated) residual are applied to each C tile while it is still in L1,
+     * right after its last K panel. The bits are those of the passes: {@link #prefillBias}, the GEMM with beta = 1,
+     * then {@link Gelu#forward} or {@link #gatedAdd} over C. beta == 0 never reads C.
      */
-    public static void sgemmBias(boolean transA, boolean transB, int m, int n, int k, float alpha,
-                                 float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
-                                 float beta, float[] c, int cOff, int ldc, float[] bias, int biasOff) {
-        if (bias == null) throw new IllegalArgumentException("sgemmBias: bias is null (use sgemm)");
-        if (biasOff < 0 || (long) biasOff + n > bias.length)
-            throw new IllegalArgumentException("sgemmBias: bias needs " + n + " floats from offset " + biasOff + ", has " + bias.length);
-        sgemmWith(MR, true, transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc, bias, biasOff);
-    }
-
-    /**
-     * C = gelu(alpha op(A) op(B) + (beta C + bias)) with the exact (erf) GELU of {@link Gelu}: a Linear layer
-     * and its activation for inference. The activation is applied to each C tile while it is still in L1,
-     * right after its last K panel, instead of in a second pass over C; the bits are those of
-     * {@link #sgemmBias} followed by {@link Gelu#forward} over C. bias may be null.
-     */
-    public static void sgemmBiasGelu(boolean transA, boolean transB, int m, int n, int k, float alpha,
-                                     float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
-                                     float beta, float[] c, int cOff, int ldc, float[] bias, int biasOff) {
-        if (bias != null && (biasOff < 0 || (long) biasOff + n > bias.length))
-            throw new IllegalArgumentException("sgemmBiasGelu: bias needs " + n + " floats from offset " + biasOff + ", has " + bias.length);
-        sgemmWith(MR, true, transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc, bias, biasOff, Epilogue.GELU);
-    }
-
-    /**
-     * C = R + (op(A) op(B) + bias), R an M x N matrix at rOff with row stride ldr (the residual of a transformer
-     * layer: x + proj(h)); bias may be null. R is added to each C tile while it is in L1, after its last K panel,
-     * instead of in a second pass that reads both arrays and writes a third; the bits are those of
-     * {@link #sgemmBias} (beta = 0) followed by an elementwise r + c. R must not be C.
-     */
-    public static void sgemmBiasAdd(boolean transA, boolean transB, int m, int n, int k,
-                                    float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
-                                    float[] c, int cOff, int ldc, float[] bias, int biasOff, float[] r, int rOff, int ldr) {
-        sgemmBiasGatedAdd(transA, transB, m, n, k, a, aOff, lda, b, bOff, ldb, c, cOff, ldc, bias, biasOff, r, rOff, ldr, null, 0, 0, 1);
-    }
-
-    /**
-     * C = R + G * (op(A) op(B) + bias) with a gate G of M / gRows rows of N (gate row i / gRows scales C's row i,
-     * rows ldg apart from gOff): adaLN-Zero's gated residual x + gate * attn(h), the gate per example and channel,
-     * gRows = the tokens per example. The bits of {@link #sgemmBias} (beta = 0), then g * c, then r + that. g null:
-     * {@link #sgemmBiasAdd}. Neither R nor G may be C.
-     */
-    public static void sgemmBiasGatedAdd(boolean transA, boolean transB, int m, int n, int k,
-                                         float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
-                                         float[] c, int cOff, int ldc, float[] bias, int biasOff, float[] r, int rOff, int ldr,
-                                         float[] g, int gOff, int ldg, int gRows) {
-        if (bias != null && (biasOff < 0 || (long) biasOff + n > bias.length))
-            throw new IllegalArgumentException("sgemmBiasAdd: bias needs " + n + " floats from offset " + biasOff + ", has " + bias.length);
-        if (overlaps(r, rOff, ldr, m, c, cOff, ldc, n) || (g != null && overlaps(g, gOff, ldg, m / Math.max(1, gRows), c, cOff, ldc, n)))
-            throw new IllegalArgumentException("sgemmBiasAdd: the residual and the gate must not overlap the output");
-        checkMatrix("r", "ldr", r, rOff, ldr, m, n);
-        if (g != null) {
-            if (gRows < 1 || m % gRows != 0)
-                throw new IllegalArgumentException("sgemmBiasGatedAdd: " + m + " rows are not whole groups of gRows = " + gRows);
-            checkMatrix("g", "ldg", g, gOff, ldg, m / gRows, n);
-        }
-        sgemmWith(MR, true, transA, transB, m, n, k, 1f, a, aOff, lda, b, bOff, ldb, 0f, c, cOff, ldc, bias, biasOff,
-                new Epilogue(false, r, rOff, ldr, g, gOff, ldg, Math.max(1, gRows)));
+    public static void gemm(boolean transA, boolean transB, int m, int n, int k, float alpha,
+                            float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
+                            float beta, float[] c, int cOff, int ldc, GemmEpilogue epi) {
+        gemmWith(MR, true, transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc, epi);
     }
 
     /** Whether rows x n blocks of x (from xOff, rows lx apart) and c (from cOff, rows lc apart) share a float (one array, overlapping spans). */
-    private static boolean overlaps(float[] x, int xOff, int lx, int rows, float[] c, int cOff, int lc, int n) {
+    static boolean overlaps(float[] x, int xOff, int lx, int rows, float[] c, int cOff, int lc, int n) {
         if (x != c || rows == 0 || n == 0) return false;
         long xEnd = xOff + (long) (rows - 1) * lx + n, cEnd = cOff + (long) (rows - 1) * lc + n;
         return xOff < cEnd && cOff < xEnd;
@@ -168,16 +111,17 @@ public final class Gemm {
     /**
      * What is done to a finished tile of C while it is in L1, after its last K panel: the exact GELU in place,
      * and/or c = r + g * c (R rows ldr apart from rOff in C's coordinates; the gate optional, its row i / gRows
-     * for C's row i). One record instead of a flag per epilogue.
+     * for C's row i). One record instead of a flag per epilogue: the tile-level form of a {@link GemmEpilogue}
+     * (whose bias is not here: it is the GEMM's start value).
      */
-    record Epilogue(boolean gelu, float[] r, int rOff, int ldr, float[] g, int gOff, int ldg, int gRows) {
-        static final Epilogue NONE = new Epilogue(false, null, 0, 0, null, 0, 0, 1), GELU = new Epilogue(true, null, 0, 0, null, 0, 0, 1);
+    record TileEpilogue(boolean gelu, float[] r, int rOff, int ldr, float[] g, int gOff, int ldg, int gRows) {
+        static final TileEpilogue NONE = new TileEpilogue(false, null, 0, 0, null, 0, 0, 1), GELU = new TileEpilogue(true, null, 0, 0, null, 0, 0, 1);
 
         boolean none() { return !gelu && r == null; }
 
         /** The same for the columns from j0 on of C (a column block computed as its own GEMM). */
-        Epilogue shifted(int j0) {
-            return r == null ? this : new Epilogue(gelu, r, rOff + j0, ldr, g, g == null ? gOff : gOff + j0, ldg, gRows);
+        TileEpilogue shifted(int j0) {
+            return r == null ? this : new TileEpilogue(gelu, r, rOff + j0, ldr, g, g == null ? gOff : gOff + j0, ldg, gRows);
         }
 
         /**
@@ -205,17 +149,17 @@ public final class Gemm {
         }
     }
 
-    /** C[i, j] = beta C[i, j] + bias[j] (C not read when beta == 0): the start value {@link #sgemmBias} uses. */
-    public static void prefillBias(int m, int n, float beta, float[] c, int cOff, int ldc, float[] bias, int biasOff) {
+    /** C[i, j] = beta C[i, j] + bias[j] (C not read when beta == 0): the start value a bias gives, as a pass. */
+    static void prefillBias(int m, int n, float beta, float[] c, int cOff, int ldc, float[] bias, int biasOff) {
         for (int i = 0; i < m; i++) startRow(beta, c, cOff + i * ldc, bias, biasOff, n);
     }
 
     /**
      * C = R + G * C over an M x N block, the gated residual epilogue as a pass after a GEMM (a backend whose GEMM
      * cannot apply it per tile): R rows ldr apart from rOff; G null, or M / gRows rows of N, ldg apart from gOff,
-     * row i / gRows scaling C's row i. The same roundings as {@link #sgemmBiasGatedAdd}'s epilogue ({@code r + g * c}).
+     * row i / gRows scaling C's row i. The same roundings as the tile epilogue ({@code r + g * c}).
      */
-    public static void gatedAdd(int m, int n, float[] c, int cOff, int ldc, float[] r, int rOff, int ldr,
+    static void gatedAdd(int m, int n, float[] c, int cOff, int ldc, float[] r, int rOff, int ldr,
                                 float[] g, int gOff, int ldg, int gRows) {
         for (int i = 0; i < m; i++)
             for (int j = 0; j < n; j++) {
@@ -232,26 +176,27 @@ public final class Gemm {
     }
 
     /**
-     * The same with the path chosen: tile height mr (4 or 12) and whether tiny products may skip
-     * packing. Lets tests run both micro-kernels and the packed path at any size on any machine.
+     * {@link #gemm} with the path chosen: tile height mr (4 or 12) and whether tiny products may skip packing.
+     * Lets tests run both micro-kernels and the packed path at any size on any machine.
      */
-    static void sgemmWith(int mr, boolean allowSmall, boolean transA, boolean transB, int m, int n, int k,
-                          float alpha, float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
-                          float beta, float[] c, int cOff, int ldc) {
-        sgemmWith(mr, allowSmall, transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc, null, 0);
+    static void gemmWith(int mr, boolean allowSmall, boolean transA, boolean transB, int m, int n, int k,
+                         float alpha, float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
+                         float beta, float[] c, int cOff, int ldc, GemmEpilogue epi) {
+        if (epi == null) throw new IllegalArgumentException("gemm: the epilogue is null (use GemmEpilogue.NONE)");
+        epi.check(m, n, c, cOff, ldc);
+        TileEpilogue ep = switch (epi) {
+            case GemmEpilogue.None _, GemmEpilogue.Bias _ -> TileEpilogue.NONE;
+            case GemmEpilogue.Gelu _ -> TileEpilogue.GELU;
+            case GemmEpilogue.GatedAdd(_, _, var r, var rOff, var ldr, var g, var gOff, var ldg, var gRows) ->
+                    new TileEpilogue(false, r, rOff, ldr, g, gOff, ldg, g == null ? 1 : gRows);
+        };
+        run(mr, allowSmall, transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc, epi.bias(), epi.biasOff(), ep);
     }
 
-    /** As above with an optional bias (null: none), see {@link #sgemmBias}. */
-    static void sgemmWith(int mr, boolean allowSmall, boolean transA, boolean transB, int m, int n, int k,
-                          float alpha, float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
-                          float beta, float[] c, int cOff, int ldc, float[] bias, int biasOff) {
-        sgemmWith(mr, allowSmall, transA, transB, m, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc, bias, biasOff, Epilogue.NONE);
-    }
-
-    /** As above, and the epilogue on the result (see {@link #sgemmBiasGelu}, {@link #sgemmBiasAdd}). */
-    static void sgemmWith(int mr, boolean allowSmall, boolean transA, boolean transB, int m, int n, int k,
-                          float alpha, float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
-                          float beta, float[] c, int cOff, int ldc, float[] bias, int biasOff, Epilogue ep) {
+    /** The GEMM with an optional bias as the start value (null: none) and the tile epilogue; epilogue checked. */
+    private static void run(int mr, boolean allowSmall, boolean transA, boolean transB, int m, int n, int k,
+                            float alpha, float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
+                            float beta, float[] c, int cOff, int ldc, float[] bias, int biasOff, TileEpilogue ep) {
         if (mr != 4 && mr != 12) throw new IllegalArgumentException("tile height must be 4 or 12, got " + mr);
         checkArgs(transA, transB, m, n, k, a, aOff, lda, b, bOff, ldb, c, cOff, ldc);
         if (m == 0 || n == 0) return;
@@ -282,7 +227,7 @@ public final class Gemm {
         checkMatrix("c", "ldc", c, cOff, ldc, m, n);
     }
 
-    private static void checkMatrix(String name, String ldName, float[] x, int off, int ld, int rows, int cols) {
+    static void checkMatrix(String name, String ldName, float[] x, int off, int ld, int rows, int cols) {
         if (x == null) throw new IllegalArgumentException(name + " is null");
         if (off < 0) throw new IllegalArgumentException(name + ": offset must be >= 0, got " + off);
         if (ld < cols)
@@ -349,7 +294,7 @@ public final class Gemm {
 
     private static void blocked(int mr, boolean transA, boolean transB, int m, int n, int k, float alpha,
                                 float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
-                                float beta, float[] c, int cOff, int ldc, float[] bias, int biasOff, Epilogue ep) {
+                                float beta, float[] c, int cOff, int ldc, float[] bias, int biasOff, TileEpilogue ep) {
         int threads = Parallel.threads();
         int units = COL_CHUNKS * threads;
         // Only for tall products (a transformer layer: many token rows) and very wide ones: at 1024^3 the split
@@ -377,7 +322,7 @@ public final class Gemm {
     /** The panel loop with the threads sharing each packed B panel (rows of C, or columns when rows are few). */
     private static void panels(int mr, boolean transA, boolean transB, int m, int n, int k, float alpha,
                                float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
-                               float beta, float[] c, int cOff, int ldc, float[] bias, int biasOff, Epilogue ep, int threads) {
+                               float beta, float[] c, int cOff, int ldc, float[] bias, int biasOff, TileEpilogue ep, int threads) {
         Workspace own = Workspace.get();
         int rowSlivers = (m + mr - 1) / mr;
         for (int jc = 0; jc < n; jc += NC) {
@@ -387,7 +332,7 @@ public final class Gemm {
                 int kc = Math.min(KC, k - pc);
                 float betaNow = pc == 0 ? beta : 1f;
                 float[] biasNow = pc == 0 ? bias : null; // the start value is formed once, before the first panel
-                Epilogue epNow = pc + kc >= k ? ep : Epilogue.NONE; // the epilogue once, after the last panel
+                TileEpilogue epNow = pc + kc >= k ? ep : TileEpilogue.NONE; // the epilogue once, after the last panel
                 // Pack the shared panel of B, split across threads when it is big enough to pay.
                 float[] bp = own.b(colSlivers * NR * kc);
                 int jc0 = jc, pc0 = pc;
@@ -440,7 +385,7 @@ public final class Gemm {
      */
     private static void macro(int mr, boolean transA, float alpha, float[] a, int aOff, int lda, int pc, int kc,
                               int i0, int i1, float[] bp, int jc, int nc, int s0, int s1,
-                              float beta, float[] c, int cOff, int ldc, float[] bias, int biasOff, Epilogue ep) {
+                              float beta, float[] c, int cOff, int ldc, float[] bias, int biasOff, TileEpilogue ep) {
         Workspace ws = Workspace.get();
         float[] ap = ws.a(mr * KC);
         float[] tile = ws.tile;

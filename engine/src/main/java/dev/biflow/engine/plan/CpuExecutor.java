@@ -6,6 +6,7 @@ import dev.biflow.engine.Backend;
 import dev.biflow.engine.Ops;
 import dev.biflow.engine.kernels.Attention;
 import dev.biflow.engine.kernels.DecodeAttention;
+import dev.biflow.engine.kernels.GemmEpilogue;
 import dev.biflow.engine.kernels.LayerNormKernel;
 import dev.biflow.engine.kernels.Parallel;
 import dev.biflow.engine.kernels.Vec;
@@ -123,7 +124,7 @@ public final class CpuExecutor {
         }
     }
 
-    /** The GEMM calls of Ops.linear / linearGelu / linearAdd, on arena regions. */
+    /** The GEMM of a Linear op with its epilogue fused, on arena regions. */
     private static void linear(PlanOp.Linear l, float[][] bufs) {
         Backend be = Backend.active();
         Region x = l.x(), y = l.y();
@@ -131,19 +132,15 @@ public final class CpuExecutor {
         float[] w = l.weight().data(), bias = l.bias() == null ? null : l.bias().data();
         float[] xa = bufs[x.buf()], ya = bufs[y.buf()];
         int ldx = Math.max(1, x.ld()), ldw = Math.max(1, in), ldc = Math.max(1, y.ld());
-        switch (l.epilogue()) {
-            case PlanOp.Epilogue.GatedAdd g -> {
-                Region r = g.residual(), gate = g.gate();
-                be.sgemmBiasAdd(false, true, n, out, in, xa, x.off(), ldx, w, 0, ldw, ya, y.off(), ldc, bias, 0,
-                        bufs[r.buf()], r.off(), Math.max(1, r.ld()), gate == null ? null : bufs[gate.buf()], gate == null ? 0 : gate.off(),
-                        gate == null ? ldc : gate.ld(), gate == null ? 1 : n / gate.rows());
-            }
-            case PlanOp.Epilogue.Gelu g -> be.sgemmBiasGelu(false, true, n, out, in, 1f, xa, x.off(), ldx, w, 0, ldw, 0f, ya, y.off(), ldc, bias, 0);
-            case PlanOp.Epilogue.None none -> {
-                if (bias != null) be.sgemmBias(false, true, n, out, in, 1f, xa, x.off(), ldx, w, 0, ldw, 0f, ya, y.off(), ldc, bias, 0);
-                else be.sgemm(false, true, n, out, in, 1f, xa, x.off(), ldx, w, 0, ldw, 0f, ya, y.off(), ldc);
-            }
-        }
+        // the plan's epilogue over regions, as the GEMM's over this run's arrays
+        GemmEpilogue epi = switch (l.epilogue()) {
+            case PlanOp.Epilogue.GatedAdd(Region r, Region gate) -> GemmEpilogue.biasGatedAdd(bias, 0,
+                    bufs[r.buf()], r.off(), Math.max(1, r.ld()), gate == null ? null : bufs[gate.buf()], gate == null ? 0 : gate.off(),
+                    gate == null ? ldc : gate.ld(), gate == null ? 1 : n / gate.rows());
+            case PlanOp.Epilogue.Gelu g -> GemmEpilogue.biasGelu(bias);
+            case PlanOp.Epilogue.None none -> GemmEpilogue.bias(bias);
+        };
+        be.gemm(false, true, n, out, in, 1f, xa, x.off(), ldx, w, 0, ldw, 0f, ya, y.off(), ldc, epi);
     }
 
     /** The packed self-attention of nn.MultiHeadAttention's inference (and training) path, on arena regions. */

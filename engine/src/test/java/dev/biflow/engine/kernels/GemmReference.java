@@ -1,7 +1,7 @@
 // Scalar double-precision GEMM: the reference every SGEMM variant is checked against.
 package dev.biflow.engine.kernels;
 
-/** The textbook triple loop in double, with the same argument conventions as {@link Gemm#sgemm}. */
+/** The textbook triple loop in double, with the same argument conventions as {@link Gemm#gemm} without an epilogue. */
 final class GemmReference {
     private GemmReference() {}
 
@@ -13,7 +13,7 @@ final class GemmReference {
      */
     record Result(double[] value, double[] magnitude) {}
 
-    static Result sgemm(boolean transA, boolean transB, int m, int n, int k, float alpha,
+    static Result gemm(boolean transA, boolean transB, int m, int n, int k, float alpha,
                         float[] a, int aOff, int lda, float[] b, int bOff, int ldb,
                         float beta, float[] c, int cOff, int ldc) {
         // Dense row-major op(A) (m x k) and op(B)^T (n x k): the inner loop is then two unit strides.

@@ -43,14 +43,14 @@ class GemmTest {
         }
 
         void run() {
-            Gemm.sgemmWith(mo.mr(), mo.allowSmall(), mo.transA(), mo.transB(), d.m(), d.n(), d.k(), s.alpha(),
-                    a, l.aOff(), lda, b, l.bOff(), ldb, s.beta(), c, l.cOff(), ldc);
+            Gemm.gemmWith(mo.mr(), mo.allowSmall(), mo.transA(), mo.transB(), d.m(), d.n(), d.k(), s.alpha(),
+                    a, l.aOff(), lda, b, l.bOff(), ldb, s.beta(), c, l.cOff(), ldc, GemmEpilogue.NONE);
         }
 
         /** Checks C against the reference inside the m x n window and bit-for-bit unchanged outside it. */
         void check() {
             int m = d.m(), n = d.n(), k = d.k();
-            GemmReference.Result ref = GemmReference.sgemm(mo.transA(), mo.transB(), m, n, k, s.alpha(),
+            GemmReference.Result ref = GemmReference.gemm(mo.transA(), mo.transB(), m, n, k, s.alpha(),
                     a, l.aOff(), lda, b, l.bOff(), ldb, s.beta(), c0, l.cOff(), ldc);
             double[] want = ref.value(), mag = ref.magnitude();
             double tol = GemmReference.gamma(k + 2);
@@ -134,18 +134,18 @@ class GemmTest {
             int lda = mo.transA() ? m : k, ldb = mo.transB() ? k : n;
             float[] fused = c0.clone(), twoPass = c0.clone();
             withThreads(1 + r.nextInt(2), () -> {
-                Gemm.sgemmWith(mo.mr(), mo.allowSmall(), mo.transA(), mo.transB(), m, n, k, 0.75f, a, 0, lda, b, 0, ldb,
-                        beta, fused, 0, n, bias, biasOff);
+                Gemm.gemmWith(mo.mr(), mo.allowSmall(), mo.transA(), mo.transB(), m, n, k, 0.75f, a, 0, lda, b, 0, ldb,
+                        beta, fused, 0, n, GemmEpilogue.bias(bias, biasOff));
                 Gemm.prefillBias(m, n, beta, twoPass, 0, n, bias, biasOff);
-                Gemm.sgemmWith(mo.mr(), mo.allowSmall(), mo.transA(), mo.transB(), m, n, k, 0.75f, a, 0, lda, b, 0, ldb,
-                        1f, twoPass, 0, n);
+                Gemm.gemmWith(mo.mr(), mo.allowSmall(), mo.transA(), mo.transB(), m, n, k, 0.75f, a, 0, lda, b, 0, ldb,
+                        1f, twoPass, 0, n, GemmEpilogue.NONE);
             });
             for (int i = 0; i < fused.length; i++)
                 if (Float.floatToRawIntBits(fused[i]) != Float.floatToRawIntBits(twoPass[i]))
                     fail(d + " " + mo + " beta " + beta + ": C[" + i + "] = " + fused[i] + " fused, " + twoPass[i] + " two-pass");
         });
-        assertThrows(IllegalArgumentException.class, () -> Gemm.sgemmBias(false, false, 2, 3, 1, 1f, new float[2], 0, 1,
-                new float[3], 0, 3, 0f, new float[6], 0, 3, new float[2], 0), "bias shorter than n");
+        assertThrows(IllegalArgumentException.class, () -> Gemm.gemm(false, false, 2, 3, 1, 1f, new float[2], 0, 1,
+                new float[3], 0, 3, 0f, new float[6], 0, 3, GemmEpilogue.bias(new float[2], 0)), "bias shorter than n");
     }
 
     /**
@@ -166,10 +166,10 @@ class GemmTest {
             int lda = mo.transA() ? m : k, ldb = mo.transB() ? k : n;
             float[] fused = c0.clone(), twoPass = c0.clone();
             withThreads(1 + r.nextInt(2), () -> {
-                Gemm.sgemmWith(mo.mr(), mo.allowSmall(), mo.transA(), mo.transB(), m, n, k, 1f, a, 0, lda, b, 0, ldb,
-                        beta, fused, 0, n, bias, 0, Gemm.Epilogue.GELU);
-                Gemm.sgemmWith(mo.mr(), mo.allowSmall(), mo.transA(), mo.transB(), m, n, k, 1f, a, 0, lda, b, 0, ldb,
-                        beta, twoPass, 0, n, bias, 0);
+                Gemm.gemmWith(mo.mr(), mo.allowSmall(), mo.transA(), mo.transB(), m, n, k, 1f, a, 0, lda, b, 0, ldb,
+                        beta, fused, 0, n, GemmEpilogue.biasGelu(bias));
+                Gemm.gemmWith(mo.mr(), mo.allowSmall(), mo.transA(), mo.transB(), m, n, k, 1f, a, 0, lda, b, 0, ldb,
+                        beta, twoPass, 0, n, GemmEpilogue.bias(bias));
                 Gelu.forward(twoPass, twoPass, 0, twoPass.length);
             });
             for (int i = 0; i < fused.length; i++)
@@ -200,10 +200,10 @@ class GemmTest {
             float[] fused = new float[m * n], twoPass = new float[m * n];
             Arrays.fill(fused, Float.NaN);
             withThreads(1 + r.nextInt(2), () -> {
-                Gemm.sgemmWith(mo.mr(), mo.allowSmall(), mo.transA(), mo.transB(), m, n, k, 1f, a, 0, lda, b, 0, ldb,
-                        0f, fused, 0, n, bias, 0, new Gemm.Epilogue(false, res, rOff, ldr, gate, gOff, n, Math.max(1, gRows)));
-                Gemm.sgemmWith(mo.mr(), mo.allowSmall(), mo.transA(), mo.transB(), m, n, k, 1f, a, 0, lda, b, 0, ldb,
-                        0f, twoPass, 0, n, bias, 0);
+                Gemm.gemmWith(mo.mr(), mo.allowSmall(), mo.transA(), mo.transB(), m, n, k, 1f, a, 0, lda, b, 0, ldb,
+                        0f, fused, 0, n, GemmEpilogue.biasGatedAdd(bias, 0, res, rOff, ldr, gate, gOff, n, Math.max(1, gRows)));
+                Gemm.gemmWith(mo.mr(), mo.allowSmall(), mo.transA(), mo.transB(), m, n, k, 1f, a, 0, lda, b, 0, ldb,
+                        0f, twoPass, 0, n, GemmEpilogue.bias(bias));
             });
             for (int i = 0; i < m; i++)
                 for (int j = 0; j < n; j++) {
@@ -220,8 +220,8 @@ class GemmTest {
         float[] a = random(r, m * k), b = random(r, n * k), bias = random(r, n), res = random(r, m * (n + 3)), gate = random(r, m / gRows * n);
         float[] fused = new float[m * n], twoPass = new float[m * n];
         withThreads(2, () -> {
-            Gemm.sgemmBiasGatedAdd(false, true, m, n, k, a, 0, k, b, 0, k, fused, 0, n, bias, 0, res, 0, n + 3, gate, 0, n, gRows);
-            Gemm.sgemmBias(false, true, m, n, k, 1f, a, 0, k, b, 0, k, 0f, twoPass, 0, n, bias, 0);
+            Gemm.gemm(false, true, m, n, k, 1f, a, 0, k, b, 0, k, 0f, fused, 0, n, GemmEpilogue.biasGatedAdd(bias, 0, res, 0, n + 3, gate, 0, n, gRows));
+            Gemm.gemm(false, true, m, n, k, 1f, a, 0, k, b, 0, k, 0f, twoPass, 0, n, GemmEpilogue.bias(bias));
         });
         for (int i = 0; i < m; i++)
             for (int j = 0; j < n; j++) {
@@ -229,15 +229,50 @@ class GemmTest {
                 assertEquals(Float.floatToRawIntBits(want), Float.floatToRawIntBits(fused[i * n + j]), "wide gated residual C[" + i + ", " + j + "]");
             }
         float[] c = new float[4];
-        assertThrowsNaming("must not overlap the output", () -> Gemm.sgemmBiasAdd(false, false, 2, 2, 2, new float[4], 0, 2,
-                new float[4], 0, 2, c, 0, 2, null, 0, c, 0, 2));
+        assertThrowsNaming("must not overlap the output", () -> Gemm.gemm(false, false, 2, 2, 2, 1f, new float[4], 0, 2,
+                new float[4], 0, 2, 0f, c, 0, 2, GemmEpilogue.biasAdd(null, c, 0, 2)));
         float[] one = {1, 2, 3, 4, 0, 0, 0, 0}; // residual and output in one array (an inference plan's arena), apart: allowed
-        Gemm.sgemmBiasAdd(false, false, 2, 2, 2, new float[]{1, 0, 0, 1}, 0, 2, new float[]{1, 1, 1, 1}, 0, 2, one, 4, 2, null, 0, one, 0, 2);
+        Gemm.gemm(false, false, 2, 2, 2, 1f, new float[]{1, 0, 0, 1}, 0, 2, new float[]{1, 1, 1, 1}, 0, 2, 0f, one, 4, 2, GemmEpilogue.biasAdd(null, one, 0, 2));
         assertArrayEquals(new float[]{1, 2, 3, 4, 2, 3, 4, 5}, one);
-        assertThrowsNaming("r is too short", () -> Gemm.sgemmBiasAdd(false, false, 2, 2, 2, new float[4], 0, 2,
-                new float[4], 0, 2, c, 0, 2, null, 0, new float[3], 0, 2));
-        assertThrowsNaming("3 rows are not whole groups of gRows = 2", () -> Gemm.sgemmBiasGatedAdd(false, false, 3, 2, 2, new float[6], 0, 2,
-                new float[4], 0, 2, new float[6], 0, 2, null, 0, new float[6], 0, 2, new float[2], 0, 2, 2));
+        assertThrowsNaming("r is too short", () -> Gemm.gemm(false, false, 2, 2, 2, 1f, new float[4], 0, 2,
+                new float[4], 0, 2, 0f, c, 0, 2, GemmEpilogue.biasAdd(null, new float[3], 0, 2)));
+        assertThrowsNaming("3 rows are not whole groups of gRows = 2", () -> Gemm.gemm(false, false, 3, 2, 2, 1f, new float[6], 0, 2,
+                new float[4], 0, 2, 0f, new float[6], 0, 2, GemmEpilogue.biasGatedAdd(null, 0, new float[6], 0, 2, new float[2], 0, 2, 2)));
+    }
+
+    /**
+     * An epilogue as passes around a plain GEMM (GemmEpilogue.startValue, the GEMM with the beta it returns,
+     * GemmEpilogue.finish: what a backend that cannot fuse it runs) gives the bits of Gemm.gemm with it fused:
+     * every kind, with and without a bias, alpha and beta other than 1 and 0.
+     */
+    @Test
+    void epilogueAsPassesIsBitIdenticalToTheFusedGemm() {
+        Gen<Dims> dims = integers().between(1, 60).zip(integers().between(1, 60), integers().between(1, 300), Dims::new);
+        qt().withExamples(80).forAll(dims, integers().between(0, 3), arbitrary().pick(0f, 1f, -0.5f), longs().all()).checkAssert((d, kind, beta, seed) -> {
+            SplittableRandom r = new SplittableRandom(seed);
+            int m = d.m(), n = d.n(), k = d.k(), gRows = pickDivisor(r, m);
+            float[] a = random(r, m * k), b = random(r, k * n), bias = r.nextBoolean() ? random(r, n + 1) : null;
+            float[] res = random(r, m * n), gate = r.nextBoolean() ? random(r, m / gRows * n) : null;
+            GemmEpilogue epi = switch (kind) {
+                case 0 -> GemmEpilogue.bias(bias, bias == null ? 0 : 1);
+                case 1 -> GemmEpilogue.biasGelu(bias);
+                case 2 -> GemmEpilogue.biasAdd(bias, res, 0, n);
+                default -> GemmEpilogue.biasGatedAdd(bias, 0, res, 0, n, gate, 0, n, gRows);
+            };
+            float[] fused = random(r, m * n), passes = fused.clone();
+            Gemm.gemm(false, true, m, n, k, 0.75f, a, 0, k, b, 0, k, beta, fused, 0, n, epi);
+            float bt = epi.startValue(m, n, beta, passes, 0, n);
+            Gemm.gemm(false, true, m, n, k, 0.75f, a, 0, k, b, 0, k, bt, passes, 0, n, GemmEpilogue.NONE);
+            epi.finish(m, n, passes, 0, n);
+            for (int i = 0; i < fused.length; i++)
+                if (Float.floatToRawIntBits(fused[i]) != Float.floatToRawIntBits(passes[i]))
+                    fail(d + " " + epi.getClass().getSimpleName() + " beta " + beta + ": C[" + i + "] = " + fused[i] + " fused, " + passes[i] + " as passes");
+        });
+        assertTrue(GemmEpilogue.bias(null) == GemmEpilogue.NONE, "no bias is no epilogue");
+        assertThrowsNaming("GemmEpilogue.NONE", () -> Gemm.gemm(false, false, 1, 1, 1, 1f, new float[1], 0, 1, new float[1], 0, 1, 0f,
+                new float[1], 0, 1, null));
+        assertThrowsNaming("GemmEpilogue.NONE", () -> new GemmEpilogue.Bias(null, 0));
+        assertThrowsNaming("gRows must be >= 1", () -> GemmEpilogue.biasGatedAdd(null, 0, new float[4], 0, 2, new float[2], 0, 2, 0));
     }
 
     /** A random divisor of m (>= 1). */
@@ -293,7 +328,7 @@ class GemmTest {
             for (boolean tb : new boolean[] {false, true}) {
                 Problem p = Problem.of(new Dims(sh[0], sh[1], sh[2]), new Mode(false, tb, Gemm.MR, true),
                         new Scalars(1f, 0f), new Layout(0, 0, 0, 0, 0, 0, sh[0] * 31L + sh[2]));
-                Gemm.sgemm(false, tb, sh[0], sh[1], sh[2], 1f, p.a(), 0, p.lda(), p.b(), 0, p.ldb(), 0f, p.c(), 0, p.ldc());
+                Gemm.gemm(false, tb, sh[0], sh[1], sh[2], 1f, p.a(), 0, p.lda(), p.b(), 0, p.ldb(), 0f, p.c(), 0, p.ldc(), GemmEpilogue.NONE);
                 p.check();
             }
     }
@@ -314,10 +349,10 @@ class GemmTest {
                 }
         // alpha == 0 and k == 0 only scale C: with beta == 0 that is zeros, not NaN * 0.
         float[] c = {Float.NaN, Float.NaN, Float.NaN, Float.NaN};
-        Gemm.sgemm(false, false, 2, 2, 3, 0f, new float[6], 0, 3, new float[6], 0, 2, 0f, c, 0, 2);
+        Gemm.gemm(false, false, 2, 2, 3, 0f, new float[6], 0, 3, new float[6], 0, 2, 0f, c, 0, 2, GemmEpilogue.NONE);
         assertArrayEquals(new float[4], c);
         Arrays.fill(c, Float.NaN);
-        Gemm.sgemm(false, false, 2, 2, 0, 1f, new float[0], 0, 1, new float[0], 0, 2, 0f, c, 0, 2);
+        Gemm.gemm(false, false, 2, 2, 0, 1f, new float[0], 0, 1, new float[0], 0, 2, 0f, c, 0, 2, GemmEpilogue.NONE);
         assertArrayEquals(new float[4], c);
     }
 
@@ -328,49 +363,49 @@ class GemmTest {
         Arrays.fill(a, Float.NaN);
         Arrays.fill(b, Float.NaN);
         float[] c = {1, 2, 3, 4, 5, 6, 7, 8, 9};
-        Gemm.sgemm(true, true, 3, 3, 4, 0f, a, 0, 3, b, 0, 4, 2f, c, 0, 3);
+        Gemm.gemm(true, true, 3, 3, 4, 0f, a, 0, 3, b, 0, 4, 2f, c, 0, 3, GemmEpilogue.NONE);
         assertArrayEquals(new float[] {2, 4, 6, 8, 10, 12, 14, 16, 18}, c);
     }
 
     @Test
     void emptyProductsAreFine() {
         float[] c = {1, 2, 3, 4};
-        Gemm.sgemm(false, false, 0, 2, 3, 1f, new float[0], 0, 3, new float[6], 0, 2, 0f, new float[0], 0, 2);
-        Gemm.sgemm(false, false, 2, 0, 3, 1f, new float[6], 0, 3, new float[0], 0, 1, 0f, new float[0], 0, 1);
-        Gemm.sgemm(false, false, 2, 2, 0, 1f, new float[0], 0, 1, new float[0], 0, 2, 1f, c, 0, 2);
+        Gemm.gemm(false, false, 0, 2, 3, 1f, new float[0], 0, 3, new float[6], 0, 2, 0f, new float[0], 0, 2, GemmEpilogue.NONE);
+        Gemm.gemm(false, false, 2, 0, 3, 1f, new float[6], 0, 3, new float[0], 0, 1, 0f, new float[0], 0, 1, GemmEpilogue.NONE);
+        Gemm.gemm(false, false, 2, 2, 0, 1f, new float[0], 0, 1, new float[0], 0, 2, 1f, c, 0, 2, GemmEpilogue.NONE);
         assertArrayEquals(new float[] {1, 2, 3, 4}, c, "k == 0, beta == 1 leaves C alone");
-        Gemm.sgemm(false, false, 2, 2, 0, 1f, new float[0], 0, 1, new float[0], 0, 2, 0.5f, c, 0, 2);
+        Gemm.gemm(false, false, 2, 2, 0, 1f, new float[0], 0, 1, new float[0], 0, 2, 0.5f, c, 0, 2, GemmEpilogue.NONE);
         assertArrayEquals(new float[] {0.5f, 1, 1.5f, 2}, c, "k == 0 scales C by beta");
         // With k == 0, A's rows are empty: lda == 0 is a valid stride for them.
-        Gemm.sgemm(false, false, 2, 2, 0, 1f, new float[0], 0, 0, new float[0], 0, 2, 2f, c, 0, 2);
+        Gemm.gemm(false, false, 2, 2, 0, 1f, new float[0], 0, 0, new float[0], 0, 2, 2f, c, 0, 2, GemmEpilogue.NONE);
         assertArrayEquals(new float[] {1, 2, 3, 4}, c);
     }
 
     @Test
     void oneByOne() {
         float[] c = {10f};
-        Gemm.sgemm(false, false, 1, 1, 1, 2f, new float[] {3f}, 0, 1, new float[] {4f}, 0, 1, 0.5f, c, 0, 1);
+        Gemm.gemm(false, false, 1, 1, 1, 2f, new float[] {3f}, 0, 1, new float[] {4f}, 0, 1, 0.5f, c, 0, 1, GemmEpilogue.NONE);
         assertEquals(29f, c[0]);
     }
 
     @Test
     void invalidArgumentsAreNamed() {
         float[] x16 = new float[16];
-        assertThrowsNaming("m=-1", () -> Gemm.sgemm(false, false, -1, 4, 4, 1f, x16, 0, 4, x16, 0, 4, 0f, x16, 0, 4));
-        assertThrowsNaming("k=-2", () -> Gemm.sgemm(false, false, 4, 4, -2, 1f, x16, 0, 4, x16, 0, 4, 0f, x16, 0, 4));
+        assertThrowsNaming("m=-1", () -> Gemm.gemm(false, false, -1, 4, 4, 1f, x16, 0, 4, x16, 0, 4, 0f, x16, 0, 4, GemmEpilogue.NONE));
+        assertThrowsNaming("k=-2", () -> Gemm.gemm(false, false, 4, 4, -2, 1f, x16, 0, 4, x16, 0, 4, 0f, x16, 0, 4, GemmEpilogue.NONE));
         assertThrowsNaming("a is too short",
-                () -> Gemm.sgemm(false, false, 4, 4, 4, 1f, new float[15], 0, 4, x16, 0, 4, 0f, x16, 0, 4));
+                () -> Gemm.gemm(false, false, 4, 4, 4, 1f, new float[15], 0, 4, x16, 0, 4, 0f, x16, 0, 4, GemmEpilogue.NONE));
         assertThrowsNaming("b is too short",
-                () -> Gemm.sgemm(false, false, 4, 4, 4, 1f, x16, 0, 4, x16, 1, 4, 0f, x16, 0, 4));
+                () -> Gemm.gemm(false, false, 4, 4, 4, 1f, x16, 0, 4, x16, 1, 4, 0f, x16, 0, 4, GemmEpilogue.NONE));
         assertThrowsNaming("c is too short",
-                () -> Gemm.sgemm(false, false, 4, 4, 4, 1f, x16, 0, 4, x16, 0, 4, 0f, x16, 0, 5));
-        assertThrowsNaming("lda", () -> Gemm.sgemm(false, false, 4, 4, 4, 1f, x16, 0, 3, x16, 0, 4, 0f, x16, 0, 4));
+                () -> Gemm.gemm(false, false, 4, 4, 4, 1f, x16, 0, 4, x16, 0, 4, 0f, x16, 0, 5, GemmEpilogue.NONE));
+        assertThrowsNaming("lda", () -> Gemm.gemm(false, false, 4, 4, 4, 1f, x16, 0, 3, x16, 0, 4, 0f, x16, 0, 4, GemmEpilogue.NONE));
         // Transposed A is stored k x m, so its rows are m long.
-        assertThrowsNaming("lda", () -> Gemm.sgemm(true, false, 5, 2, 3, 1f, x16, 0, 4, x16, 0, 2, 0f, x16, 0, 2));
-        assertThrowsNaming("ldb", () -> Gemm.sgemm(false, true, 2, 2, 3, 1f, x16, 0, 3, x16, 0, 2, 0f, x16, 0, 2));
-        assertThrowsNaming("ldc", () -> Gemm.sgemm(false, false, 2, 3, 2, 1f, x16, 0, 2, x16, 0, 3, 0f, x16, 0, 2));
-        assertThrowsNaming("offset", () -> Gemm.sgemm(false, false, 2, 2, 2, 1f, x16, -1, 2, x16, 0, 2, 0f, x16, 0, 2));
-        assertThrowsNaming("c is null", () -> Gemm.sgemm(false, false, 2, 2, 2, 1f, x16, 0, 2, x16, 0, 2, 0f, null, 0, 2));
+        assertThrowsNaming("lda", () -> Gemm.gemm(true, false, 5, 2, 3, 1f, x16, 0, 4, x16, 0, 2, 0f, x16, 0, 2, GemmEpilogue.NONE));
+        assertThrowsNaming("ldb", () -> Gemm.gemm(false, true, 2, 2, 3, 1f, x16, 0, 3, x16, 0, 2, 0f, x16, 0, 2, GemmEpilogue.NONE));
+        assertThrowsNaming("ldc", () -> Gemm.gemm(false, false, 2, 3, 2, 1f, x16, 0, 2, x16, 0, 3, 0f, x16, 0, 2, GemmEpilogue.NONE));
+        assertThrowsNaming("offset", () -> Gemm.gemm(false, false, 2, 2, 2, 1f, x16, -1, 2, x16, 0, 2, 0f, x16, 0, 2, GemmEpilogue.NONE));
+        assertThrowsNaming("c is null", () -> Gemm.gemm(false, false, 2, 2, 2, 1f, x16, 0, 2, x16, 0, 2, 0f, null, 0, 2, GemmEpilogue.NONE));
     }
 
     static void assertThrowsNaming(String fragment, Runnable call) {
