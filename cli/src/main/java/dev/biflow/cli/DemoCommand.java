@@ -105,7 +105,7 @@ final class DemoCommand implements Callable<Integer> {
         run("train-backward", "--name", "backward", "--runs", dir.toString(), "--forward", f.toString(), "--data", data.toString(),
                 "--threads", threads, "--perceptual", "none", "--w-max", "1.5", "--width", "96", // the shipped G's recipe (docs/MODELS.md)
                 // steps matter more than width at this budget (docs/RESULTS.md, the tradeoff grid): G gets the time F left over
-                "--layers-per-stage", "1", "--steps", "4500", "--batch", "32", "--lr", "1e-3", "--warmup", "50", "--ema", "0.995",
+                "--layers-per-stage", "1", "--steps", "7000", "--batch", "32", "--lr", "1e-3", "--warmup", "50", "--ema", "0.995",
                 "--checkpoint-every", "50", "--seed", Long.toString(seed),
                 "--time-limit", fmt(Math.max(minutes * 0.10, minutes - (System.nanoTime() - t0) / 60e9)));
         // G's EMA weights with the shipped G's guidance scale recorded (CFG-trained G collapses in precision at w = 1,
