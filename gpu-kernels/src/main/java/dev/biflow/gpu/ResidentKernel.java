@@ -129,24 +129,8 @@ final class ResidentKernel extends Kernel {
         }
         float sc = scale;
         if (scaleOff >= 0) sc = act[scaleOff];
-        int oo = dst + e * dm + h * dh;
-        float mx = NEG_BIG;
-        for (int j = 0; j <= qi; j++) {
-            float s = 0f;
-            for (int c = 0; c < dh; c++) s += act[qo + c] * act[kc + c * ldk + j];
-            mx = max(mx, s * sc);
-        }
-        for (int c = 0; c < dh; c++) act[oo + c] = 0f;
-        float sum = 0f;
-        for (int j = 0; j <= qi; j++) {
-            float s = 0f;
-            for (int c = 0; c < dh; c++) s += act[qo + c] * act[kc + c * ldk + j];
-            float p = exp(s * sc - mx);
-            sum += p;
-            for (int c = 0; c < dh; c++) act[oo + c] += p * act[vc + j * dh + c];
-        }
-        float inv = 1f / sum;
-        for (int c = 0; c < dh; c++) act[oo + c] = act[oo + c] * inv;
+        // keys transposed (element c of key j at kc + c ldk + j), values in rows of dh
+        attendRow(qo, kc, 1, ldk, vc, dh, dst + e * dm + h * dh, qi + 1, sc);
     }
 
     /** PlanOp.Bound: none, clamp, or c tanh(v / c) (Ops.softClip: v * (1 / c), tanh, * c), tanh through exp of a non-positive argument. */
@@ -287,30 +271,31 @@ final class ResidentKernel extends Kernel {
         int oo = dst + (b * t + i) * dm + h * dh; // merged output (b, i, h*dh ...)
         int lim = t;
         if (causal == 1) lim = i + 1;
-        attendRow(qo, ko, vo, oo, lim, rs, scale);
+        attendRow(qo, ko, rs, 1, vo, rs, oo, lim, scale);
     }
 
     /**
      * One query's attention over keys 0 .. lim-1 (lim >= 1, no mask: every row sees a key, so no "seen
-     * any" flag is needed): q at act[qo], key j at act[ko + j rs], value j at act[vo + j rs], output
-     * at act[oo .. oo + dh). Two passes over the keys (max, then exp-sum and P V): no score row stored.
-     * ATTENTION's inner loop (DECODE reads its keys transposed, as the CPU decode kernel does).
+     * any" flag is needed): q at act[qo], element c of key j at act[ko + j kj + c kc], value j at
+     * act[vo + j vj], output at act[oo .. oo + dh). Two passes over the keys (max, then exp-sum and P V): no
+     * score row stored. The inner loop of ATTENTION (keys in the qkv rows) and of DECODE (keys transposed in
+     * the cache, as the CPU decode kernel reads them).
      */
-    private void attendRow(int qo, int ko, int vo, int oo, int lim, int rs, float sc) {
+    private void attendRow(int qo, int ko, int kj, int kc, int vo, int vj, int oo, int lim, float sc) {
         float mx = NEG_BIG;
         for (int j = 0; j < lim; j++) {
             float e = 0f;
-            for (int c = 0; c < dh; c++) e += act[qo + c] * act[ko + j * rs + c];
+            for (int c = 0; c < dh; c++) e += act[qo + c] * act[ko + j * kj + c * kc];
             mx = max(mx, e * sc);
         }
         for (int c = 0; c < dh; c++) act[oo + c] = 0f;
         float sum = 0f;
         for (int j = 0; j < lim; j++) {
             float e = 0f;
-            for (int c = 0; c < dh; c++) e += act[qo + c] * act[ko + j * rs + c];
+            for (int c = 0; c < dh; c++) e += act[qo + c] * act[ko + j * kj + c * kc];
             float p = exp(e * sc - mx);
             sum += p;
-            for (int c = 0; c < dh; c++) act[oo + c] += p * act[vo + j * rs + c];
+            for (int c = 0; c < dh; c++) act[oo + c] += p * act[vo + j * vj + c];
         }
         float inv = 1f / sum;
         for (int c = 0; c < dh; c++) act[oo + c] = act[oo + c] * inv;
